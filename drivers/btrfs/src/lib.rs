@@ -1,0 +1,1 @@
+//! The btrfs layer driver (see DESIGN.md).

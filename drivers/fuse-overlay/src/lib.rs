@@ -1,0 +1,1 @@
+//! The fuse-overlay layer driver (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! The overlay2 layer driver (see DESIGN.md).

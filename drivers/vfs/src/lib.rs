@@ -1,0 +1,1 @@
+//! The vfs layer driver (see DESIGN.md).

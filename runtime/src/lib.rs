@@ -1,0 +1,1 @@
+//! Containers, image operations and the Engine API server (see DESIGN.md).
