@@ -113,6 +113,10 @@ pub struct Capabilities {
     pub requires_root: bool,
     /// Backing filesystems the driver's root must be on; empty means any.
     pub backing_filesystems: Vec<String>,
+    /// A child layer shares its parent's data (overlay, btrfs snapshots) instead of holding a
+    /// full copy (vfs): `usage` of a fresh child is then near zero, not its parent's size.
+    #[serde(default)]
+    pub layers_share_parent: bool,
 }
 
 /// The contract of a layer (graph) driver. Async and object safe: used as `Arc<dyn LayerDriver>`.
