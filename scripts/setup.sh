@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything Strata needs on a fresh Debian 12 machine (run as root), then builds it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential pkg-config clang libclang-dev
+  btrfs-progs libbtrfsutil-dev xfsprogs e2fsprogs util-linux
+  fuse3 libfuse3-dev fuse-overlayfs
+  busybox-static iproute2 procps kmod tar gzip zstd curl jq
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Kernel features the drivers need; modules may be built in, so a failed modprobe is only
+# fatal if the feature is then absent.
+for m in overlay btrfs fuse loop xfs; do modprobe "$m" 2>/dev/null || true; done
+grep -qw overlay /proc/filesystems || { echo "setup: kernel has no overlayfs" >&2; exit 1; }
+grep -qw btrfs /proc/filesystems || { echo "setup: kernel has no btrfs" >&2; exit 1; }
+[ -c /dev/fuse ] || { echo "setup: /dev/fuse is missing" >&2; exit 1; }
+
+command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+
+cargo build --workspace --all-targets
