@@ -1,0 +1,446 @@
+//! `run` and `create`: Docker's flags turned into a create request, then (for run) attach,
+//! wait, start and the exit code, in the order the docker CLI uses.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use clap::Args;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::client::{q, Client, ClientError};
+use crate::table::str_of;
+
+use super::volume::kv;
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Automatically remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run container in background and print container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep STDIN open even if not attached.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set environment variables.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Assign a name to the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Bind mount a volume (name:/path[:ro], /host:/path[:ro], /path).
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=,target=,readonly,...).
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory (/path[:options]).
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Memory limit (e.g. 100m).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 for unlimited.
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<i64>,
+    /// Tune container pids limit (-1 for unlimited).
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    read_only: bool,
+    /// Connect a container to a network: none or host.
+    #[arg(long, default_value = "none")]
+    network: String,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Set metadata on a container.
+    #[arg(short, long)]
+    label: Vec<String>,
+    /// Pull image before running ("never" is the only policy without a registry).
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn parse_size(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let v: f64 = n.parse().map_err(|_| anyhow::anyhow!("invalid size: {s:?}"))?;
+    let m: f64 = match unit.trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => anyhow::bail!("invalid size: {s:?}"),
+    };
+    Ok((v * m) as i64)
+}
+
+/// `--mount type=bind,source=/a,target=/b,readonly` → HostConfig.Mounts entry.
+fn parse_mount(spec: &str) -> anyhow::Result<Value> {
+    let mut m = serde_json::Map::new();
+    let mut volume_opts = serde_json::Map::new();
+    let mut driver_opts = serde_json::Map::new();
+    let mut tmpfs_opts = serde_json::Map::new();
+    let mut bind_opts = serde_json::Map::new();
+    let mut kind = "volume".to_string();
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => kind = v.to_string(),
+            "source" | "src" => {
+                m.insert("Source".into(), json!(v));
+            }
+            "target" | "destination" | "dst" => {
+                m.insert("Target".into(), json!(v));
+            }
+            "readonly" | "ro" => {
+                m.insert("ReadOnly".into(), json!(v.is_empty() || v == "true" || v == "1"));
+            }
+            "volume-nocopy" => {
+                volume_opts.insert("NoCopy".into(), json!(v.is_empty() || v == "true"));
+            }
+            "volume-driver" => {
+                volume_opts.insert("DriverConfig".into(), json!({ "Name": v }));
+            }
+            "volume-opt" => {
+                let (ok, ov) = v
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("invalid volume-opt {v:?}"))?;
+                driver_opts.insert(ok.into(), json!(ov));
+            }
+            "tmpfs-size" => {
+                tmpfs_opts.insert("SizeBytes".into(), json!(parse_size(v)?));
+            }
+            "tmpfs-mode" => {
+                let mode = u32::from_str_radix(v, 8)
+                    .map_err(|_| anyhow::anyhow!("invalid tmpfs-mode {v:?}"))?;
+                tmpfs_opts.insert("Mode".into(), json!(mode));
+            }
+            "bind-propagation" => {
+                bind_opts.insert("Propagation".into(), json!(v));
+            }
+            other => anyhow::bail!("unexpected key {other:?} in {spec:?}"),
+        }
+    }
+    if !driver_opts.is_empty() {
+        let dc = volume_opts
+            .entry("DriverConfig")
+            .or_insert_with(|| json!({ "Name": "" }));
+        dc["Options"] = Value::Object(driver_opts);
+    }
+    m.insert("Type".into(), json!(kind));
+    if !volume_opts.is_empty() {
+        m.insert("VolumeOptions".into(), Value::Object(volume_opts));
+    }
+    if !tmpfs_opts.is_empty() {
+        m.insert("TmpfsOptions".into(), Value::Object(tmpfs_opts));
+    }
+    if !bind_opts.is_empty() {
+        m.insert("BindOptions".into(), Value::Object(bind_opts));
+    }
+    Ok(Value::Object(m))
+}
+
+fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
+    let (binds, anonymous): (Vec<&String>, Vec<&String>) =
+        a.volume.iter().partition(|v| v.contains(':'));
+    let volumes: BTreeMap<&str, Value> = anonymous.iter().map(|v| (v.as_str(), json!({}))).collect();
+    let tmpfs: BTreeMap<&str, &str> = a
+        .tmpfs
+        .iter()
+        .map(|t| t.split_once(':').unwrap_or((t.as_str(), "")))
+        .collect();
+    let mounts = a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?;
+    let memory = a.memory.as_deref().map(parse_size).transpose()?;
+    let memory_swap = match a.memory_swap.as_deref() {
+        Some("-1") => Some(-1),
+        Some(s) => Some(parse_size(s)?),
+        None => None,
+    };
+    let attach = !a.detach;
+    Ok(json!({
+        "Hostname": a.hostname.clone().unwrap_or_default(),
+        "User": a.user.clone().unwrap_or_default(),
+        "AttachStdin": attach && a.interactive,
+        "AttachStdout": attach,
+        "AttachStderr": attach,
+        "Tty": a.tty,
+        "OpenStdin": a.interactive,
+        "StdinOnce": attach && a.interactive,
+        "Env": a.env,
+        "Cmd": if a.command.is_empty() { Value::Null } else { json!(a.command) },
+        "Image": a.image,
+        "Volumes": volumes,
+        "WorkingDir": a.workdir.clone().unwrap_or_default(),
+        "Entrypoint": a.entrypoint.as_ref().map(|e| json!([e])).unwrap_or(Value::Null),
+        "Labels": kv(&a.label)?,
+        "HostConfig": {
+            "Binds": binds,
+            "Mounts": mounts,
+            "Tmpfs": tmpfs,
+            "NetworkMode": a.network,
+            "AutoRemove": a.rm,
+            "ReadonlyRootfs": a.read_only,
+            "Init": a.init,
+            "Memory": memory.unwrap_or(0),
+            "MemorySwap": memory_swap.unwrap_or(0),
+            "NanoCpus": a.cpus.map_or(0, |c| (c * 1e9) as i64),
+            "CpuShares": a.cpu_shares.unwrap_or(0),
+            "PidsLimit": a.pids_limit,
+        },
+    }))
+}
+
+async fn create(client: &Client, a: &RunArgs) -> anyhow::Result<String> {
+    let mut path = "/containers/create".to_string();
+    if let Some(n) = &a.name {
+        path.push_str(&format!("?name={}", q(n)));
+    }
+    match client.post(&path, Some(create_body(a)?)).await {
+        Ok(v) => {
+            for w in v.get("Warnings").and_then(Value::as_array).into_iter().flatten() {
+                eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
+            }
+            Ok(str_of(&v, "Id").to_string())
+        }
+        Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) && a.pull != "never" => {
+            eprintln!("Unable to find image '{}' locally", a.image);
+            anyhow::bail!("{e} (Strata has no registry client: load the image with `strata load`)")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn create_cmd(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
+    match create(client, &a).await {
+        Ok(id) => {
+            println!("{id}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            Ok(125)
+        }
+    }
+}
+
+pub async fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
+    let id = match create(client, &a).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            return Ok(125);
+        }
+    };
+    if a.detach {
+        if let Err(e) = client.post(&format!("/containers/{id}/start"), None).await {
+            eprintln!("strata: {e}");
+            return Ok(125);
+        }
+        println!("{id}");
+        return Ok(0);
+    }
+    attach_start_wait(client, &id, a.tty, a.interactive, a.rm).await
+}
+
+/// Splits Docker's multiplexed stream into (stream, payload) pieces; raw for TTYs.
+pub struct Demux {
+    tty: bool,
+    buf: Vec<u8>,
+}
+
+impl Demux {
+    pub fn new(tty: bool) -> Self {
+        Self { tty, buf: Vec::new() }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        if self.tty {
+            return vec![(1, data.to_vec())];
+        }
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while self.buf.len() >= 8 {
+            let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+            if self.buf.len() < 8 + len {
+                break;
+            }
+            let stream = self.buf[0];
+            let payload = self.buf[8..8 + len].to_vec();
+            self.buf.drain(..8 + len);
+            out.push((stream, payload));
+        }
+        out
+    }
+}
+
+/// Restores the terminal's mode when dropped.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    fn enter(enable: bool) -> Self {
+        if !enable || !std::io::stdin().is_terminal() {
+            return Self(None);
+        }
+        let stdin = std::io::stdin();
+        let Ok(orig) = nix::sys::termios::tcgetattr(&stdin) else {
+            return Self(None);
+        };
+        let mut raw = orig.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        Self(Some(orig))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(orig) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                orig,
+            );
+        }
+    }
+}
+
+/// Attaches, arms wait, starts, streams the output and returns the container's exit code.
+pub async fn attach_start_wait(
+    client: &Client,
+    id: &str,
+    tty: bool,
+    stdin: bool,
+    auto_remove: bool,
+) -> anyhow::Result<u8> {
+    let conn = client
+        .hijack(&format!(
+            "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
+            u8::from(stdin)
+        ))
+        .await?;
+    let condition = if auto_remove { "removed" } else { "next-exit" };
+    let wait = {
+        let client = client.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            client
+                .post(&format!("/containers/{id}/wait?condition={condition}"), None)
+                .await
+        })
+    };
+    if let Err(e) = client.post(&format!("/containers/{id}/start"), None).await {
+        eprintln!("strata: {e}");
+        return Ok(125);
+    }
+    let _raw = RawMode::enter(tty && stdin);
+    let (mut reader, mut writer) = tokio::io::split(conn);
+    if stdin {
+        tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match input.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if writer.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+    }
+    let mut demux = Demux::new(tty);
+    let mut out = tokio::io::stdout();
+    let mut err = tokio::io::stderr();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for (stream, data) in demux.feed(&buf[..n]) {
+            if stream == 2 {
+                err.write_all(&data).await?;
+                err.flush().await?;
+            } else {
+                out.write_all(&data).await?;
+            }
+        }
+        out.flush().await?;
+    }
+    let status = match wait.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(ClientError::Status { message, .. })) => {
+            eprintln!("strata: {message}");
+            return Ok(125);
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => anyhow::bail!("wait failed: {e}"),
+    };
+    if let Some(msg) = status.pointer("/Error/Message").and_then(Value::as_str) {
+        if !msg.is_empty() {
+            eprintln!("strata: {msg}");
+        }
+    }
+    let code = status.get("StatusCode").and_then(Value::as_i64).unwrap_or(125);
+    Ok(code.clamp(0, 255) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_flag_parses() {
+        let m = parse_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1777").unwrap();
+        assert_eq!(m["Type"], "tmpfs");
+        assert_eq!(m["TmpfsOptions"]["SizeBytes"], 1048576);
+        assert_eq!(m["TmpfsOptions"]["Mode"], 0o1777);
+        let m = parse_mount("type=volume,source=v,target=/d,volume-opt=type=tmpfs").unwrap();
+        assert_eq!(m["VolumeOptions"]["DriverConfig"]["Options"]["type"], "tmpfs");
+        assert!(parse_mount("type=bind,bogus=1").is_err());
+    }
+
+    #[test]
+    fn demux_splits_frames() {
+        let mut d = Demux::new(false);
+        let mut data = vec![1, 0, 0, 0, 0, 0, 0, 2, b'h', b'i', 2, 0, 0, 0, 0, 0, 0, 1];
+        let first = d.feed(&data[..12]);
+        assert_eq!(first, vec![(1, b"hi".to_vec())]);
+        data.push(b'!');
+        let second = d.feed(&data[12..]);
+        assert_eq!(second, vec![(2, b"!".to_vec())]);
+    }
+}

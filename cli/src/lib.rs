@@ -1,1 +1,0 @@
-//! The strata command line client (see DESIGN.md).
