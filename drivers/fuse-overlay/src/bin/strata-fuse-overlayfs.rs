@@ -1,0 +1,183 @@
+//! `strata-fuse-overlayfs`: Strata's overlay filesystem with fuse-overlayfs's command line, for
+//! head-to-head comparisons:
+//!
+//! ```text
+//! strata-fuse-overlayfs [-f] -o lowerdir=A:B,upperdir=U,workdir=W MOUNTPOINT
+//! ```
+//!
+//! Without `upperdir` the mount is read-only. Without `-f` the command returns once the mount
+//! is ready and keeps serving in the background (like fuse-overlayfs); it exits when the
+//! filesystem is unmounted.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use strata_fuse_overlay::{OverlayConfig, OverlayMount};
+
+#[derive(Debug)]
+struct Args {
+    foreground: bool,
+    lowers: Vec<PathBuf>,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    mountpoint: PathBuf,
+}
+
+const USAGE: &str =
+    "usage: strata-fuse-overlayfs [-f] -o lowerdir=A:B,upperdir=U,workdir=W MOUNTPOINT";
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+fn parse_options(opts: &[u8], args: &mut Args) -> anyhow::Result<()> {
+    for opt in opts.split(|&b| b == b',').filter(|o| !o.is_empty()) {
+        let (key, value) = match opt.iter().position(|&b| b == b'=') {
+            Some(i) => (&opt[..i], Some(&opt[i + 1..])),
+            None => (opt, None),
+        };
+        let path = |v: Option<&[u8]>| -> anyhow::Result<PathBuf> {
+            let v = v.with_context(|| {
+                format!("option {} needs a value", String::from_utf8_lossy(key))
+            })?;
+            absolute(Path::new(std::ffi::OsStr::from_bytes(v)))
+        };
+        match key {
+            b"lowerdir" => {
+                let v = value.context("lowerdir needs a value")?;
+                args.lowers = v
+                    .split(|&b| b == b':')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| absolute(Path::new(std::ffi::OsStr::from_bytes(p))))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            b"upperdir" => args.upper = Some(path(value)?),
+            b"workdir" => args.work = Some(path(value)?),
+            other => eprintln!(
+                "strata-fuse-overlayfs: ignoring option {}",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
+    let mut args = Args {
+        foreground: false,
+        lowers: Vec::new(),
+        upper: None,
+        work: None,
+        mountpoint: PathBuf::new(),
+    };
+    let mut positional = Vec::new();
+    let mut it = argv.into_iter();
+    while let Some(a) = it.next() {
+        let b = a.as_bytes();
+        match b {
+            b"-f" => args.foreground = true,
+            b"-d" | b"--debug" => args.foreground = true,
+            b"-h" | b"--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            b"-o" => {
+                let o = it.next().context("-o needs options")?;
+                parse_options(o.as_bytes(), &mut args)?;
+            }
+            _ if b.starts_with(b"-o") => parse_options(&b[2..], &mut args)?,
+            _ if b.starts_with(b"-") => bail!("unknown flag {}\n{USAGE}", a.to_string_lossy()),
+            _ => positional.push(a),
+        }
+    }
+    let [mp] = positional.as_slice() else {
+        bail!("expected exactly one mount point\n{USAGE}");
+    };
+    args.mountpoint = absolute(Path::new(mp))?;
+    if args.lowers.is_empty() {
+        bail!("no lowerdir given\n{USAGE}");
+    }
+    if args.upper.is_some() != args.work.is_some() {
+        bail!("upperdir and workdir go together\n{USAGE}");
+    }
+    Ok(args)
+}
+
+/// Mounts and serves until unmounted; `ready` (the daemonizing parent's pipe) hears "0" once
+/// the mount exists, or the error.
+fn serve(args: Args, ready: Option<OwnedFd>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let upper = args.upper.zip(args.work);
+        let cfg = OverlayConfig::new(args.lowers, upper);
+        let mounted = OverlayMount::mount(cfg, &args.mountpoint).await;
+        let mut mount = match mounted {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(fd) = ready {
+                    let mut f = std::fs::File::from(fd);
+                    let _ = write!(f, "1mount {}: {e}", args.mountpoint.display());
+                }
+                bail!("mount {}: {e}", args.mountpoint.display());
+            }
+        };
+        if let Some(fd) = ready {
+            let mut f = std::fs::File::from(fd);
+            f.write_all(b"0")?;
+            detach_stdio();
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = mount.serve() => r?,
+            _ = tokio::signal::ctrl_c() => mount.unmount().await?,
+            _ = term.recv() => mount.unmount().await?,
+        }
+        Ok(())
+    })
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse(std::env::args_os().skip(1).collect())?;
+    if args.foreground {
+        return serve(args, None);
+    }
+    let (rd, wr) = nix::unistd::pipe()?;
+    // SAFETY: no threads exist yet (the runtime is built after the fork).
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut msg = Vec::new();
+            std::fs::File::from(rd).read_to_end(&mut msg)?;
+            match msg.split_first() {
+                Some((b'0', _)) => Ok(()),
+                Some((_, text)) => bail!("{}", String::from_utf8_lossy(text)),
+                None => bail!("the serving process died before the mount was ready"),
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let _ = nix::unistd::setsid();
+            let _ = OsString::from_vec(Vec::new());
+            serve(args, Some(wr))
+        }
+    }
+}

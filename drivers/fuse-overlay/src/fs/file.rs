@@ -1,0 +1,111 @@
+//! Open files. A FUSE file handle is the raw fd of the underlying file, so reads and writes
+//! go straight to pread/pwrite without any table lookup. Opening for writing (or with
+//! O_TRUNC) copies the file up first.
+
+use std::os::fd::{IntoRawFd, RawFd};
+
+use bytes::Bytes;
+use fuse3::raw::reply::{ReplyData, ReplyOpen, ReplyWrite};
+use fuse3::Errno;
+
+use super::table::Entry;
+use super::{err, sys, OverlayFs};
+
+/// Page cache content stays valid across opens: data only changes through this mount.
+const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+
+impl OverlayFs {
+    /// Flags to open the underlying file with.
+    pub(super) fn open_flags(&self, flags: i32) -> i32 {
+        let mut f = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        if self.cfg.writeback && !self.cfg.read_only() {
+            // With the writeback cache the kernel reads pages around partial writes and does
+            // O_APPEND positioning itself.
+            if f & libc::O_ACCMODE == libc::O_WRONLY {
+                f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            f &= !libc::O_APPEND;
+        }
+        f
+    }
+
+    pub(super) fn do_open(&self, ino: u64, flags: u32) -> Result<ReplyOpen, Errno> {
+        let flags = flags as i32;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if writes {
+            self.check_writable()?;
+            let _ns = self.lock_ns();
+            self.copy_up(ino, flags & libc::O_TRUNC == 0)?;
+        }
+        let oflags = self.open_flags(flags);
+        let fd = self.with_entry(ino, |e| match e {
+            Entry::Child(dir, name) => sys::with_name(name, |c| sys::openat(dir, c, oflags, 0)),
+            Entry::Dir(_) => Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
+        })?;
+        Ok(ReplyOpen {
+            fh: fd.into_raw_fd() as u64,
+            flags: FOPEN_KEEP_CACHE,
+        })
+    }
+
+    pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32) -> Result<ReplyData, Errno> {
+        let mut buf: Vec<u8> = Vec::with_capacity(size as usize);
+        // SAFETY: pread writes at most `size` bytes into the spare capacity; only the bytes
+        // it reports as read are exposed by set_len.
+        let n = unsafe {
+            let spare = std::slice::from_raw_parts_mut(buf.as_mut_ptr(), size as usize);
+            let n = sys::pread(fh as RawFd, spare, offset).map_err(err)?;
+            buf.set_len(n);
+            n
+        };
+        debug_assert!(n <= size as usize);
+        Ok(ReplyData {
+            data: Bytes::from(buf),
+        })
+    }
+
+    pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<ReplyWrite, Errno> {
+        let mut done = 0;
+        while done < data.len() {
+            let n = sys::pwrite(fh as RawFd, &data[done..], offset + done as u64).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(ReplyWrite {
+            written: done as u32,
+        })
+    }
+
+    pub(super) fn do_fallocate(
+        &self,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: u32,
+    ) -> Result<(), Errno> {
+        // SAFETY: plain syscall on a file handle we handed out.
+        let r = unsafe {
+            libc::fallocate(
+                fh as RawFd,
+                mode as i32,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if r < 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_lseek(&self, fh: u64, offset: u64, whence: u32) -> Result<u64, Errno> {
+        // SAFETY: plain syscall on a file handle we handed out.
+        let r = unsafe { libc::lseek(fh as RawFd, offset as libc::off_t, whence as i32) };
+        if r < 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        Ok(r as u64)
+    }
+}

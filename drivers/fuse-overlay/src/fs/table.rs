@@ -1,0 +1,350 @@
+//! The node table. A node is a name in the merged tree (kernel overlay without `index` also
+//! treats names this way: copying up one name of a lower hard link breaks the link). Node ids
+//! double as the inode numbers the kernel reports (fuse3 sends `attr.ino` as the node id), so
+//! they must be stable while mounted: a node stays in the table, keeping its id, until its name
+//! is removed, even after the kernel forgets it. Hard links made through the mount share one
+//! node (the kernel then keeps one page cache for both names).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use fuse3::Errno;
+
+pub const ROOT: u64 = 1;
+
+/// One layer's directory in a merged directory.
+#[derive(Debug)]
+pub struct LayerDir {
+    pub layer: u8,
+    pub fd: OwnedFd,
+}
+
+/// A merged directory's layer directories, uppermost first.
+pub type DirStack = Arc<Vec<Arc<LayerDir>>>;
+
+#[derive(Debug)]
+pub struct Node {
+    pub parent: u64,
+    pub name: OsString,
+    /// Further names of a hard-linked node (made through the mount, so all in the upper layer).
+    pub aliases: Vec<(u64, OsString)>,
+    pub nlookup: u64,
+    /// The uppermost layer holding the entry (0 is the upper layer when there is one).
+    pub layer: u8,
+    pub is_dir: bool,
+    /// For a directory the kernel holds: its merged stack. Dropped when the kernel forgets it.
+    pub dirs: Option<DirStack>,
+    /// Names of children seen so far.
+    pub children: HashMap<OsString, u64>,
+    /// The name was removed (the node lives on while the kernel holds it).
+    pub unlinked: bool,
+    /// The node's location must be resolved again before use.
+    pub stale: bool,
+}
+
+impl Node {
+    /// Ready to be used without resolving on disk again.
+    pub fn is_fresh(&self) -> bool {
+        !self.stale && !self.unlinked && (!self.is_dir || self.dirs.is_some())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    nodes: HashMap<u64, Node>,
+    next: u64,
+}
+
+fn enoent() -> Errno {
+    libc::ENOENT.into()
+}
+
+/// How to reach one entry on disk.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    /// A directory: its own open fd (in its uppermost layer).
+    Dir(RawFd),
+    /// Anything else: its parent directory's fd (in the entry's layer) and its name.
+    Child(RawFd, &'a OsStr),
+}
+
+impl Table {
+    pub fn new(root_dirs: DirStack) -> Self {
+        let mut nodes = HashMap::new();
+        let layer = root_dirs.first().map(|d| d.layer).unwrap_or(0);
+        nodes.insert(
+            ROOT,
+            Node {
+                parent: ROOT,
+                name: OsString::new(),
+                aliases: Vec::new(),
+                nlookup: 1,
+                layer,
+                is_dir: true,
+                dirs: Some(root_dirs),
+                children: HashMap::new(),
+                unlinked: false,
+                stale: false,
+            },
+        );
+        Self {
+            nodes,
+            next: ROOT + 1,
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Result<&Node, Errno> {
+        self.nodes.get(&ino).ok_or_else(enoent)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Result<&mut Node, Errno> {
+        self.nodes.get_mut(&ino).ok_or_else(enoent)
+    }
+
+    /// The merged stack of a fresh directory node.
+    pub fn dirs(&self, ino: u64) -> Result<DirStack, Errno> {
+        let node = self.get(ino)?;
+        if !node.is_dir {
+            return Err(libc::ENOTDIR.into());
+        }
+        if !node.is_fresh() {
+            return Err(libc::ESTALE.into());
+        }
+        node.dirs.clone().ok_or_else(|| libc::ESTALE.into())
+    }
+
+    pub fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.nodes.get(&parent)?.children.get(name).copied()
+    }
+
+    /// The directory fd of `layer` in the stack of `dir`.
+    pub fn layer_dir(&self, dir: u64, layer: u8) -> Result<RawFd, Errno> {
+        let dirs = self
+            .get(dir)?
+            .dirs
+            .as_ref()
+            .ok_or_else(|| Errno::from(libc::ESTALE))?;
+        dirs.iter()
+            .find(|d| d.layer == layer)
+            .map(|d| d.fd.as_raw_fd())
+            .ok_or_else(enoent)
+    }
+
+    /// Where a fresh node lives; ESTALE asks the caller to resolve it again.
+    pub fn entry(&self, ino: u64) -> Result<Entry<'_>, Errno> {
+        let node = self.get(ino)?;
+        if node.unlinked && node.is_dir {
+            return Err(enoent());
+        }
+        if node.stale {
+            return Err(libc::ESTALE.into());
+        }
+        if node.is_dir {
+            let dirs = node
+                .dirs
+                .as_ref()
+                .ok_or_else(|| Errno::from(libc::ESTALE))?;
+            let top = dirs.first().ok_or_else(enoent)?;
+            return Ok(Entry::Dir(top.fd.as_raw_fd()));
+        }
+        if node.unlinked {
+            return Err(enoent());
+        }
+        Ok(Entry::Child(
+            self.layer_dir(node.parent, node.layer)?,
+            node.name.as_os_str(),
+        ))
+    }
+
+    /// The node id for `name` in `parent`, made (unresolved) if the name is new.
+    pub fn ensure_child(&mut self, parent: u64, name: &OsStr, is_dir: bool) -> u64 {
+        if let Some(ino) = self.child(parent, name) {
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_os_string(),
+                aliases: Vec::new(),
+                nlookup: 0,
+                layer: 0,
+                is_dir,
+                dirs: None,
+                children: HashMap::new(),
+                unlinked: false,
+                stale: true,
+            },
+        );
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.insert(name.to_os_string(), ino);
+        }
+        ino
+    }
+
+    /// Records what a lookup found on disk for `name` in `parent`; returns the node id.
+    pub fn set_child(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        layer: u8,
+        is_dir: bool,
+        dirs: Option<DirStack>,
+    ) -> u64 {
+        let mut ino = self.ensure_child(parent, name, is_dir);
+        if self.nodes.get(&ino).is_some_and(|n| n.is_dir != is_dir) {
+            // The name changed type behind our back: it is a different file now.
+            self.unlink_child(parent, name);
+            ino = self.ensure_child(parent, name, is_dir);
+        }
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if node.parent == parent && node.name == name {
+                node.layer = layer;
+                node.dirs = dirs;
+                node.stale = false;
+            }
+        }
+        ino
+    }
+
+    /// Links an existing node under a further name (a hard link made through the mount).
+    pub fn add_alias(&mut self, ino: u64, parent: u64, name: &OsStr) {
+        self.unlink_child(parent, name);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.insert(name.to_os_string(), ino);
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.aliases.push((parent, name.to_os_string()));
+        }
+    }
+
+    pub fn add_lookup(&mut self, ino: u64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlookup += 1;
+        }
+    }
+
+    /// Drops `count` kernel references. A directory the kernel no longer holds closes its
+    /// layer fds; a removed name leaves the table.
+    pub fn forget(&mut self, ino: u64, count: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.nlookup = node.nlookup.saturating_sub(count);
+        if node.nlookup > 0 {
+            return;
+        }
+        if node.unlinked {
+            self.nodes.remove(&ino);
+        } else if node.is_dir {
+            node.dirs = None;
+        }
+    }
+
+    /// The name no longer exists in `parent`.
+    pub fn unlink_child(&mut self, parent: u64, name: &OsStr) {
+        let Some(ino) = self
+            .nodes
+            .get_mut(&parent)
+            .and_then(|p| p.children.remove(name))
+        else {
+            return;
+        };
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if n.parent == parent && n.name == name {
+            if let Some((p, a)) = n.aliases.pop() {
+                n.parent = p;
+                n.name = a;
+                return;
+            }
+            n.unlinked = true;
+            if n.nlookup == 0 {
+                let children: Vec<u64> = n.children.values().copied().collect();
+                self.nodes.remove(&ino);
+                for c in children {
+                    if let Some(cn) = self.nodes.get_mut(&c) {
+                        cn.unlinked = true;
+                        if cn.nlookup == 0 {
+                            self.nodes.remove(&c);
+                        }
+                    }
+                }
+            }
+        } else {
+            n.aliases.retain(|(p, a)| !(*p == parent && a == name));
+        }
+    }
+
+    /// Moves the name `parent/name` to `new_parent/new_name` (after a rename on disk); whatever
+    /// had the new name is unlinked.
+    pub fn move_child(&mut self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) {
+        self.unlink_child(new_parent, new_name);
+        let Some(ino) = self
+            .nodes
+            .get_mut(&parent)
+            .and_then(|p| p.children.remove(name))
+        else {
+            return;
+        };
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            if n.parent == parent && n.name == name {
+                n.parent = new_parent;
+                n.name = new_name.to_os_string();
+            } else {
+                for alias in n.aliases.iter_mut() {
+                    if alias.0 == parent && alias.1 == name {
+                        *alias = (new_parent, new_name.to_os_string());
+                    }
+                }
+            }
+            n.unlinked = false;
+        }
+        if let Some(p) = self.nodes.get_mut(&new_parent) {
+            p.children.insert(new_name.to_os_string(), ino);
+        }
+    }
+
+    /// Marks every node below `dir` stale (the tree was copied to a new place).
+    pub fn mark_subtree_stale(&mut self, dir: u64) {
+        let mut stack: Vec<u64> = self
+            .nodes
+            .get(&dir)
+            .map(|n| n.children.values().copied().collect())
+            .unwrap_or_default();
+        while let Some(ino) = stack.pop() {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.stale = true;
+                n.dirs = None;
+                stack.extend(n.children.values().copied());
+            }
+        }
+    }
+
+    /// Node ids from the root down to `ino`.
+    pub fn ancestry(&self, ino: u64) -> Result<Vec<u64>, Errno> {
+        let mut chain = vec![ino];
+        let mut cur = ino;
+        while cur != ROOT {
+            let n = self.get(cur)?;
+            if n.unlinked {
+                return Err(enoent());
+            }
+            cur = n.parent;
+            chain.push(cur);
+            if chain.len() > 4096 {
+                return Err(libc::ELOOP.into());
+            }
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+}

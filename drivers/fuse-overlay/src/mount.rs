@@ -1,0 +1,172 @@
+//! Serving an overlay through /dev/fuse in this process. All FUSE sessions run on one
+//! dedicated multi-threaded tokio runtime: their request handlers make blocking syscalls, which
+//! must not stall the daemon's own executor, and a process-wide runtime is never dropped from
+//! inside async code.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use fuse3::raw::Session;
+use fuse3::MountOptions;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::fs::{OverlayConfig, OverlayFs};
+
+/// How long an unmount waits for the serving task to end before reporting it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn runtime() -> io::Result<&'static Runtime> {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(4, 16);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("strata-fuse")
+        .enable_all()
+        .build()?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// Raises the soft open-file limit to the hard one: every directory the kernel holds keeps
+/// one fd per layer.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain get/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A live overlay mount served by this process.
+#[derive(Debug)]
+pub struct OverlayMount {
+    path: PathBuf,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl OverlayMount {
+    /// Mounts the overlay described by `cfg` on `mountpoint` (as root, through /dev/fuse)
+    /// and returns once the kernel mount exists.
+    pub async fn mount(cfg: OverlayConfig, mountpoint: &Path) -> io::Result<Self> {
+        raise_nofile_limit();
+        let rt = runtime()?;
+        let read_only = cfg.read_only();
+        let writeback = cfg.writeback && !read_only;
+        let path = mountpoint.to_path_buf();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        let mount_path = path.clone();
+        let task = rt.spawn(async move {
+            let fs = match OverlayFs::new(cfg) {
+                Ok(fs) => fs,
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = ready_tx.send(Err(e));
+                    return Err(io::Error::other(msg));
+                }
+            };
+            let mut opts = MountOptions::default();
+            opts.fs_name("strata-fuse-overlay")
+                .allow_other(true)
+                .default_permissions(true)
+                .read_only(read_only)
+                .nonempty(true)
+                .write_back(writeback);
+            let handle = match Session::new(opts).mount(fs, &mount_path).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = ready_tx.send(Err(e));
+                    return Err(io::Error::other(msg));
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            // Resolves when the kernel ends the connection (unmount).
+            handle.await
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Self {
+                path,
+                task: Some(task),
+            }),
+            Ok(Err(e)) => {
+                let _ = task.await;
+                Err(e)
+            }
+            Err(_) => Err(io::Error::other(
+                "the FUSE serving task ended before mounting",
+            )),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts and waits for the serving task to end. A busy mount is detached (it goes
+    /// away when its last user does).
+    pub async fn unmount(mut self) -> io::Result<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || unmount_path(&path))
+            .await
+            .map_err(io::Error::other)??;
+        self.wait().await
+    }
+
+    /// Serves until the filesystem is unmounted (by anyone), however long that is.
+    pub async fn serve(&mut self) -> io::Result<()> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        task.await.map_err(io::Error::other)?
+    }
+
+    /// Waits (bounded) until the kernel ends the session after an unmount.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(STOP_TIMEOUT, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(io::Error::other(e)),
+            Err(_) => {
+                tracing::warn!(path = %self.path.display(), "FUSE session still serving open files after a detached unmount");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            let _ = unmount_path(&self.path);
+        }
+    }
+}
+
+/// umount2, falling back to a lazy detach while the mount is busy.
+pub fn unmount_path(path: &Path) -> io::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(path, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => {
+            umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)
+        }
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
