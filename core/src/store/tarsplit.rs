@@ -1,0 +1,445 @@
+//! Tar-split: the bytes of a layer tar that are not file content (headers, PAX records,
+//! padding, the end blocks), recorded while the layer is applied. Re-assembled with the file
+//! content read back from the layer, they give the exact tar that was loaded, so a saved image
+//! keeps its diffIDs and its id (Docker keeps `tar-split.json.gz` for the same reason).
+//!
+//! Our format (gzip of a record sequence, all integers little endian):
+//! `0x02 u32:len bytes` = raw bytes; `0x01 u32:name_len name u64:size` = `size` bytes of the
+//! regular file `name` (the entry's path inside the layer).
+
+use std::io::{Read, Write};
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+
+use crate::error::{Error, Result};
+
+const BLOCK: usize = 512;
+const RAW: u8 = 0x02;
+const FILE: u8 = 0x01;
+/// PAX and GNU long-name records above this are kept as raw bytes but not parsed.
+const MAX_META: u64 = 1 << 20;
+const RAW_FLUSH: usize = 1 << 20;
+
+enum State {
+    /// Collecting a 512-byte header block.
+    Header,
+    /// Bytes kept verbatim (`remaining`), then back to headers.
+    Raw { remaining: u64 },
+    /// File content (not kept), then `padding` raw bytes.
+    Content { remaining: u64, padding: u64 },
+    /// A PAX (`x`) or GNU long name (`L`) body: kept verbatim and parsed for the next name.
+    Meta {
+        remaining: u64,
+        padding: u64,
+        kind: u8,
+        buf: Vec<u8>,
+    },
+    /// Past something we could not parse: everything else is raw.
+    Opaque,
+}
+
+/// Records the tar-split of a tar stream fed to it in arbitrary chunks.
+pub struct Recorder {
+    out: GzEncoder<Vec<u8>>,
+    state: State,
+    header: Vec<u8>,
+    raw: Vec<u8>,
+    next_name: Option<Vec<u8>>,
+    files: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            out: GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+            state: State::Header,
+            header: Vec::with_capacity(BLOCK),
+            raw: Vec::new(),
+            next_name: None,
+            files: 0,
+            error: None,
+        }
+    }
+
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            data = match &mut self.state {
+                State::Opaque => {
+                    self.raw.extend_from_slice(data);
+                    &[]
+                }
+                State::Header => {
+                    let take = (BLOCK - self.header.len()).min(data.len());
+                    self.header.extend_from_slice(&data[..take]);
+                    if self.header.len() == BLOCK {
+                        self.on_header();
+                    }
+                    &data[take..]
+                }
+                State::Raw { remaining } => {
+                    let take = (*remaining).min(data.len() as u64) as usize;
+                    self.raw.extend_from_slice(&data[..take]);
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        self.state = State::Header;
+                    }
+                    &data[take..]
+                }
+                State::Content { remaining, padding } => {
+                    let take = (*remaining).min(data.len() as u64) as usize;
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        self.state = after_padding(*padding);
+                    }
+                    &data[take..]
+                }
+                State::Meta {
+                    remaining,
+                    padding,
+                    kind,
+                    buf,
+                } => {
+                    let take = (*remaining).min(data.len() as u64) as usize;
+                    self.raw.extend_from_slice(&data[..take]);
+                    if (buf.len() as u64) < MAX_META {
+                        buf.extend_from_slice(&data[..take]);
+                    }
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        let name = if buf.len() as u64 >= MAX_META {
+                            None
+                        } else if *kind == b'x' {
+                            pax_path(buf)
+                        } else {
+                            Some(buf.split(|b| *b == 0).next().unwrap_or(&[]).to_vec())
+                        };
+                        if name.is_some() {
+                            self.next_name = name;
+                        }
+                        self.state = after_padding(*padding);
+                    }
+                    &data[take..]
+                }
+            };
+            if self.raw.len() >= RAW_FLUSH {
+                self.flush_raw();
+            }
+        }
+    }
+
+    fn on_header(&mut self) {
+        let h = std::mem::take(&mut self.header);
+        self.raw.extend_from_slice(&h);
+        if h.iter().all(|b| *b == 0) {
+            return; // end-of-archive block (or padding): raw
+        }
+        let Some(size) = parse_size(&h[124..136]) else {
+            self.state = State::Opaque;
+            return;
+        };
+        let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+        let kind = h[156];
+        match kind {
+            b'0' | 0 | b'7' => {
+                let name = self.next_name.take().unwrap_or_else(|| header_name(&h));
+                self.flush_raw();
+                self.write_file(&name, size);
+                self.state = if size == 0 {
+                    State::Header
+                } else {
+                    State::Content {
+                        remaining: size,
+                        padding,
+                    }
+                };
+            }
+            b'x' | b'L' => {
+                self.state = if size == 0 {
+                    State::Header
+                } else {
+                    State::Meta {
+                        remaining: size,
+                        padding,
+                        kind,
+                        buf: Vec::new(),
+                    }
+                };
+            }
+            // Header-only types carry no body whatever their size field says (as Go's reader).
+            b'1' | b'2' | b'3' | b'4' | b'5' | b'6' => {
+                self.next_name = None;
+            }
+            _ => {
+                self.state = after_padding(size + padding);
+            }
+        }
+    }
+
+    fn flush_raw(&mut self) {
+        if self.raw.is_empty() {
+            return;
+        }
+        let raw = std::mem::take(&mut self.raw);
+        for chunk in raw.chunks(u32::MAX as usize) {
+            let r = self
+                .out
+                .write_all(&[RAW])
+                .and_then(|()| self.out.write_all(&(chunk.len() as u32).to_le_bytes()))
+                .and_then(|()| self.out.write_all(chunk));
+            if let Err(e) = r {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn write_file(&mut self, name: &[u8], size: u64) {
+        self.files += 1;
+        let r = self
+            .out
+            .write_all(&[FILE])
+            .and_then(|()| self.out.write_all(&(name.len() as u32).to_le_bytes()))
+            .and_then(|()| self.out.write_all(name))
+            .and_then(|()| self.out.write_all(&size.to_le_bytes()));
+        if let Err(e) = r {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// The encoded tar-split.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        self.flush_raw();
+        if let Some(e) = self.error.take() {
+            return Err(Error::io("record", "tar-split", e));
+        }
+        self.out
+            .finish()
+            .map_err(|e| Error::io("record", "tar-split", e))
+    }
+}
+
+fn after_padding(padding: u64) -> State {
+    if padding == 0 {
+        State::Header
+    } else {
+        State::Raw { remaining: padding }
+    }
+}
+
+fn parse_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        // GNU base-256: big-endian binary after the marker bit.
+        let mut v: u64 = (field[0] & 0x7f) as u64;
+        for b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(*b as u64)?;
+        }
+        return Some(v);
+    }
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .take_while(|b| *b != 0)
+        .filter(|b| *b != b' ')
+        .collect();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&s).ok()?, 8).ok()
+}
+
+fn cstr(field: &[u8]) -> &[u8] {
+    field.split(|b| *b == 0).next().unwrap_or(&[])
+}
+
+/// The ustar name (prefix joined) of a header block.
+fn header_name(h: &[u8]) -> Vec<u8> {
+    let name = cstr(&h[0..100]);
+    if &h[257..262] == b"ustar" {
+        let prefix = cstr(&h[345..500]);
+        if !prefix.is_empty() {
+            let mut full = prefix.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(name);
+            return full;
+        }
+    }
+    name.to_vec()
+}
+
+/// The `path` record of a PAX extended header body.
+fn pax_path(body: &[u8]) -> Option<Vec<u8>> {
+    let mut rest = body;
+    let mut path = None;
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
+        if len <= sp || len > rest.len() {
+            return None;
+        }
+        let record = &rest[sp + 1..len];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(v) = record.strip_prefix(b"path=") {
+            path = Some(v.to_vec());
+        }
+        rest = &rest[len..];
+    }
+    path
+}
+
+/// One element of a recorded tar-split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Raw(Vec<u8>),
+    File { name: Vec<u8>, size: u64 },
+}
+
+/// Reads the segments of an encoded tar-split one by one.
+pub struct Segments<R: Read> {
+    input: GzDecoder<R>,
+}
+
+impl<R: Read> Segments<R> {
+    pub fn new(encoded: R) -> Self {
+        Self {
+            input: GzDecoder::new(encoded),
+        }
+    }
+
+    pub fn next_segment(&mut self) -> Result<Option<Segment>> {
+        let bad = |e: std::io::Error| Error::io("read", "tar-split", e);
+        let mut tag = [0u8; 1];
+        match self.input.read(&mut tag) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(bad(e)),
+        }
+        let mut len = [0u8; 4];
+        self.input.read_exact(&mut len).map_err(bad)?;
+        let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.input.read_exact(&mut bytes).map_err(bad)?;
+        match tag[0] {
+            RAW => Ok(Some(Segment::Raw(bytes))),
+            FILE => {
+                let mut size = [0u8; 8];
+                self.input.read_exact(&mut size).map_err(bad)?;
+                Ok(Some(Segment::File {
+                    name: bytes,
+                    size: u64::from_le_bytes(size),
+                }))
+            }
+            t => Err(Error::Other(format!("tar-split: unknown record type {t}"))),
+        }
+    }
+}
+
+/// Opens a layer file by its tar entry name.
+pub type FileOpener<'a> = dyn FnMut(&[u8]) -> Result<Box<dyn Read>> + 'a;
+
+/// Rebuilds the tar: raw segments verbatim, file content from `open_file(name)`, which must
+/// yield at least `size` bytes.
+pub fn assemble(encoded: impl Read, out: &mut dyn Write, open_file: &mut FileOpener) -> Result<()> {
+    let mut segments = Segments::new(encoded);
+    while let Some(seg) = segments.next_segment()? {
+        match seg {
+            Segment::Raw(bytes) => out
+                .write_all(&bytes)
+                .map_err(|e| Error::io("write", "layer tar", e))?,
+            Segment::File { name, size } => {
+                let shown = String::from_utf8_lossy(&name).into_owned();
+                let mut reader = open_file(&name)?.take(size);
+                let copied =
+                    std::io::copy(&mut reader, out).map_err(|e| Error::io("copy", &shown, e))?;
+                if copied != size {
+                    return Err(Error::Other(format!(
+                        "layer file {shown} has {copied} bytes, the layer tar had {size}: the \
+                         layer changed since it was registered"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn sample_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("a.txt", b"hello");
+        add(
+            &format!("{}/long.txt", "d".repeat(150)),
+            b"long name content",
+        );
+        add("empty", b"");
+        add("big", &vec![7u8; 70_000]);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "link", "a.txt").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn records_and_reassembles_exactly() {
+        let tar = sample_tar();
+        let mut files: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut archive = tar::Archive::new(&tar[..]);
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path_bytes().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(name, data);
+        }
+        for chunk in [1usize, 7, 512, 4096, 1 << 20] {
+            let mut rec = Recorder::new();
+            for piece in tar.chunks(chunk) {
+                rec.feed(piece);
+            }
+            let encoded = rec.finish().unwrap();
+            let mut out = Vec::new();
+            assemble(&encoded[..], &mut out, &mut |name| {
+                Ok(Box::new(std::io::Cursor::new(files[name].clone())))
+            })
+            .unwrap();
+            assert_eq!(out, tar, "chunk size {chunk}");
+            assert!(encoded.len() < tar.len() / 4);
+        }
+    }
+
+    #[test]
+    fn short_file_is_an_error() {
+        let tar = sample_tar();
+        let mut rec = Recorder::new();
+        rec.feed(&tar);
+        let encoded = rec.finish().unwrap();
+        let err = assemble(&encoded[..], &mut Vec::new(), &mut |_| {
+            Ok(Box::new(std::io::Cursor::new(Vec::new())))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+    }
+
+    #[test]
+    fn pax_path_is_parsed() {
+        let body = b"28 path=some/very/long/name\n13 mtime=1.5\n";
+        assert_eq!(pax_path(body).unwrap(), b"some/very/long/name".to_vec());
+    }
+}

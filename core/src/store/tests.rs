@@ -1,0 +1,409 @@
+//! Layer and image store tests on the directory test driver, including interrupted work:
+//! injected failures, dropped futures, and "crashes" (a future forgotten mid-way, then the
+//! store reopened from disk).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::testdriver::{DirDriver, Fault};
+use super::*;
+use crate::layer::{CreateOpts, LayerDriver};
+use crate::stream::{from_bytes, read_all};
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    image_root: PathBuf,
+    driver_root: PathBuf,
+    driver: Arc<DirDriver>,
+}
+
+impl Env {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let image_root = tmp.path().join("image/testdir");
+        let driver_root = tmp.path().join("testdir");
+        let driver = Arc::new(DirDriver::new(&driver_root).unwrap());
+        Self {
+            _tmp: tmp,
+            image_root,
+            driver_root,
+            driver,
+        }
+    }
+
+    async fn open(&self) -> LayerStore {
+        LayerStore::open(&self.image_root, self.driver.clone())
+            .await
+            .unwrap()
+    }
+
+    /// A new driver instance over the same directory, as after a restart.
+    async fn reopen(&mut self) -> LayerStore {
+        self.driver = Arc::new(DirDriver::new(&self.driver_root).unwrap());
+        self.open().await
+    }
+
+    fn layerdb_entries(&self) -> Vec<String> {
+        list(&self.image_root.join("layerdb/sha256"))
+    }
+
+    fn staging_entries(&self) -> Vec<String> {
+        list(&self.image_root.join("layerdb/tmp"))
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A layer tar with the given files, padded like Docker's (10 KiB records).
+fn layer_tar(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, name, data.as_bytes()).unwrap();
+    }
+    let mut out = b.into_inner().unwrap();
+    out.resize(out.len().div_ceil(10240) * 10240, 0);
+    out
+}
+
+async fn register(store: &LayerStore, parent: Option<&Digest>, tar: Vec<u8>) -> Registered {
+    store
+        .register(parent, from_bytes(tar), RegisterOpts::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn registers_layers_in_dockers_layout() {
+    let env = Env::new();
+    let store = env.open().await;
+    let base_tar = layer_tar(&[("a.txt", "hello")]);
+    let child_tar = layer_tar(&[("b.txt", "world!")]);
+    let base = register(&store, None, base_tar.clone()).await;
+    assert!(base.applied);
+    assert_eq!(base.layer.diff_id, Digest::of_bytes(&base_tar));
+    assert_eq!(base.layer.chain_id, base.layer.diff_id);
+    assert_eq!(base.layer.size, 5);
+    assert_eq!(base.layer.tar_size, base_tar.len() as u64);
+    let child = register(&store, Some(&base.layer.chain_id), child_tar.clone()).await;
+    let expected_chain = chain_id(Some(&base.layer.chain_id), &Digest::of_bytes(&child_tar));
+    assert_eq!(child.layer.chain_id, expected_chain);
+
+    let dir = env
+        .image_root
+        .join("layerdb/sha256")
+        .join(child.layer.chain_id.hex());
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(read("diff"), child.layer.diff_id.as_str());
+    assert_eq!(read("parent"), base.layer.chain_id.as_str());
+    assert_eq!(read("cache-id"), child.layer.cache_id.as_str());
+    assert_eq!(read("size"), "6");
+    assert!(!env
+        .image_root
+        .join("layerdb/sha256")
+        .join(base.layer.chain_id.hex())
+        .join("parent")
+        .exists());
+    assert!(child.layer.usage.bytes > 0);
+
+    // The child's tree has both files (the driver copies the parent).
+    let root = env.driver.mount(&child.layer.cache_id, "").await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("a.txt")).unwrap(),
+        "hello"
+    );
+    env.driver.unmount(&child.layer.cache_id).await.unwrap();
+
+    // Registering the same content again applies nothing new.
+    let again = register(&store, None, base_tar).await;
+    assert!(!again.applied);
+    assert_eq!(again.layer, base.layer);
+    assert_eq!(env.driver.layer_ids().len(), 2);
+    assert!(env.staging_entries().is_empty());
+}
+
+#[tokio::test]
+async fn compressed_input_gives_the_uncompressed_diff_id() {
+    let env = Env::new();
+    let store = env.open().await;
+    let tar = layer_tar(&[("x", "compressed")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let r = register(&store, None, gz.finish().unwrap()).await;
+    assert_eq!(r.layer.diff_id, Digest::of_bytes(&tar));
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    let r2 = register(&store, None, zst).await;
+    assert!(!r2.applied);
+}
+
+#[tokio::test]
+async fn references_decide_removal() {
+    let mut env = Env::new();
+    let store = env.open().await;
+    let base = register(&store, None, layer_tar(&[("a", "1")])).await.layer;
+    let child = register(&store, Some(&base.chain_id), layer_tar(&[("b", "2")]))
+        .await
+        .layer;
+    // base: the caller's reference + the child's.
+    assert_eq!(store.refs(&base.chain_id), Some(2));
+    assert!(store.release(&base.chain_id).await.unwrap().is_empty());
+    assert!(store.exists(&base.chain_id));
+    let removed = store.release(&child.chain_id).await.unwrap();
+    assert_eq!(
+        removed.iter().map(|l| &l.chain_id).collect::<Vec<_>>(),
+        vec![&child.chain_id, &base.chain_id]
+    );
+    assert!(env.driver.layer_ids().is_empty());
+    assert!(env.layerdb_entries().is_empty());
+
+    // After a restart only structural references remain; unreferenced layers can be swept.
+    let base = register(&store, None, layer_tar(&[("a", "1")])).await.layer;
+    let m = store
+        .create_rw(
+            &"c".repeat(64),
+            Some(&base.chain_id),
+            &CreateOpts::read_write(),
+        )
+        .await
+        .unwrap();
+    let store = env.reopen().await;
+    assert_eq!(store.refs(&base.chain_id), Some(1), "held by the container");
+    assert_eq!(store.get_rw(&"c".repeat(64)), Some(m.clone()));
+    assert!(store.release_unreferenced().await.unwrap().is_empty());
+    let removed = store.remove_rw(&"c".repeat(64)).await.unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(env.driver.layer_ids().is_empty());
+    assert!(list(&env.image_root.join("layerdb/mounts")).is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_digest_leaves_nothing() {
+    let env = Env::new();
+    let store = env.open().await;
+    let opts = RegisterOpts {
+        expected_diff_id: Some(Digest::of_bytes(b"something else")),
+        progress: None,
+    };
+    let err = store
+        .register(None, from_bytes(layer_tar(&[("a", "1")])), opts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(env.driver.layer_ids().is_empty());
+    assert!(env.layerdb_entries().is_empty());
+    assert!(env.staging_entries().is_empty());
+}
+
+#[tokio::test]
+async fn failures_at_each_step_leave_nothing() {
+    for op in ["create", "apply_diff", "usage"] {
+        let env = Env::new();
+        let store = env.open().await;
+        let parent = register(&store, None, layer_tar(&[("p", "parent")]))
+            .await
+            .layer;
+        env.driver.inject(op, Fault::Fail);
+        let err = store
+            .register(
+                Some(&parent.chain_id),
+                from_bytes(layer_tar(&[("a", "1")])),
+                RegisterOpts::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("injected"), "{op}: {err}");
+        assert_eq!(
+            env.driver.layer_ids(),
+            vec![parent.cache_id.to_string()],
+            "{op}"
+        );
+        assert_eq!(
+            env.layerdb_entries(),
+            vec![parent.chain_id.hex().to_string()]
+        );
+        assert!(env.staging_entries().is_empty(), "{op}");
+        assert_eq!(
+            store.refs(&parent.chain_id),
+            Some(1),
+            "{op}: parent ref given back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_registration_cleans_up() {
+    for op in ["create", "apply_diff", "usage"] {
+        let env = Env::new();
+        let store = env.open().await;
+        env.driver.inject(op, Fault::Hang);
+        let fut = store.register(
+            None,
+            from_bytes(layer_tar(&[("a", "1")])),
+            RegisterOpts::default(),
+        );
+        assert!(tokio::time::timeout(Duration::from_millis(200), fut)
+            .await
+            .is_err());
+        env.driver.clear_faults();
+        for _ in 0..100 {
+            if env.driver.layer_ids().is_empty() && env.staging_entries().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(env.driver.layer_ids().is_empty(), "{op}");
+        assert!(env.staging_entries().is_empty(), "{op}");
+        assert!(env.layerdb_entries().is_empty(), "{op}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_is_undone_at_open() {
+    for op in ["create", "apply_diff", "usage"] {
+        let mut env = Env::new();
+        let store = env.open().await;
+        let parent = register(&store, None, layer_tar(&[("p", "parent")]))
+            .await
+            .layer;
+        env.driver.inject(op, Fault::Hang);
+        let mut fut = Box::pin(store.register(
+            Some(&parent.chain_id),
+            from_bytes(layer_tar(&[("a", "1")])),
+            RegisterOpts::default(),
+        ));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), fut.as_mut())
+                .await
+                .is_err()
+        );
+        // A crash: no destructor runs.
+        std::mem::forget(fut);
+        assert!(
+            !env.staging_entries().is_empty(),
+            "{op}: staging exists mid-way"
+        );
+        drop(store);
+        let store = env.reopen().await;
+        assert_eq!(
+            env.driver.layer_ids(),
+            vec![parent.cache_id.to_string()],
+            "{op}"
+        );
+        assert!(env.staging_entries().is_empty(), "{op}");
+        assert_eq!(
+            env.layerdb_entries(),
+            vec![parent.chain_id.hex().to_string()]
+        );
+        assert!(store.exists(&parent.chain_id));
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_removal_finishes_at_open() {
+    let mut env = Env::new();
+    let store = env.open().await;
+    let layer = register(&store, None, layer_tar(&[("a", "1")])).await.layer;
+    env.driver.inject("remove", Fault::Fail);
+    assert!(store.release(&layer.chain_id).await.is_err());
+    assert!(env.layerdb_entries()[0].ends_with("-removing"));
+    let store = env.reopen().await;
+    assert!(!store.exists(&layer.chain_id));
+    assert!(env.driver.layer_ids().is_empty());
+    assert!(env.layerdb_entries().is_empty());
+}
+
+#[tokio::test]
+async fn layer_tar_gives_back_the_registered_bytes() {
+    let env = Env::new();
+    let store = env.open().await;
+    let long = format!("{}/file.txt", "dir".repeat(60));
+    let tar = layer_tar(&[("a.txt", "hello"), (&long, "long name"), ("empty", "")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let base = register(&store, None, gz.finish().unwrap()).await.layer;
+    let child_tar = layer_tar(&[("a.txt", "changed")]);
+    let child = register(&store, Some(&base.chain_id), child_tar.clone())
+        .await
+        .layer;
+    let out = store.layer_tar(&base.chain_id).await.unwrap();
+    assert_eq!(out.size, tar.len() as u64);
+    assert_eq!(read_all(out.stream).await.unwrap(), tar);
+    let out = store.layer_tar(&child.chain_id).await.unwrap();
+    assert_eq!(read_all(out.stream).await.unwrap(), child_tar);
+    assert_eq!(
+        store.refs(&base.chain_id),
+        Some(2),
+        "streams give back their references"
+    );
+}
+
+#[tokio::test]
+async fn image_store_keeps_configs_and_tags() {
+    let mut env = Env::new();
+    let layers = env.open().await;
+    let base = register(&layers, None, layer_tar(&[("a", "1")]))
+        .await
+        .layer;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","created":"2026-11-27T23:14:03.259549721Z","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}},"history":[{{"created":"2026-11-27T23:14:03.259549721Z","comment":"Imported from -"}}]}}"#,
+        base.diff_id
+    );
+    let images = ImageStore::open(&env.image_root, layers.clone())
+        .await
+        .unwrap();
+    let (id, new) = images.create(config.clone().into_bytes()).await.unwrap();
+    assert!(new);
+    assert_eq!(id, Digest::of_bytes(config.as_bytes()));
+    layers.release(&base.chain_id).await.unwrap(); // the image holds it now
+    assert!(layers.exists(&base.chain_id));
+    let tag = Reference::parse("bb").unwrap();
+    images.tag(&tag, &id).await.unwrap();
+    assert_eq!(images.resolve("bb:latest").unwrap(), id);
+    assert_eq!(images.resolve(&id.hex()[..8]).unwrap(), id);
+    let stored =
+        std::fs::read(env.image_root.join("imagedb/content/sha256").join(id.hex())).unwrap();
+    assert_eq!(stored, config.as_bytes());
+    let repos = std::fs::read_to_string(env.image_root.join("repositories.json")).unwrap();
+    assert_eq!(
+        repos,
+        format!(r#"{{"Repositories":{{"bb":{{"bb:latest":"{id}"}}}}}}"#)
+    );
+    let inspect = images.inspect(&id).await.unwrap();
+    let json = serde_json::to_value(&inspect).unwrap();
+    assert_eq!(json["Id"], id.as_str());
+    assert_eq!(json["RepoTags"], serde_json::json!(["bb:latest"]));
+    assert_eq!(json["RootFS"]["Type"], "layers");
+    assert_eq!(json["RootFS"]["Layers"][0], base.diff_id.as_str());
+    assert_eq!(json["GraphDriver"]["Name"], "testdir");
+    assert_eq!(json["GraphDriver"]["Data"], serde_json::Value::Null);
+    assert_eq!(json["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(json["Size"], 1);
+
+    // Reopen: the image takes its layer reference again.
+    drop(images);
+    let layers = env.reopen().await;
+    let images = ImageStore::open(&env.image_root, layers.clone())
+        .await
+        .unwrap();
+    assert_eq!(images.resolve("bb").unwrap(), id);
+    assert_eq!(layers.refs(&base.chain_id), Some(1));
+    assert!(layers.release_unreferenced().await.unwrap().is_empty());
+    let removed = images.delete(&id).await.unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(images.resolve("bb").is_err());
+    assert!(env.driver.layer_ids().is_empty());
+    let repos = std::fs::read_to_string(env.image_root.join("repositories.json")).unwrap();
+    assert_eq!(repos, r#"{"Repositories":{}}"#);
+}
