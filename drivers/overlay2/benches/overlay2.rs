@@ -1,0 +1,305 @@
+//! overlay2 against the raw kernel operations and GNU tar, in one run. Prints a table of
+//! medians and ratios (see BENCHMARKS.md). Run as root: `drivers/overlay2/bench/bench.sh`.
+//!
+//! - create+mount+unmount of a read-write layer on a 1-deep and a 100-deep parent, versus
+//!   mount(2)+umount2 of the same lowers with a fresh upper/work (Docker's relative `l/` paths);
+//! - apply_diff of a 20,000-file, 300 MB layer versus `tar -xf` of the same tar;
+//! - diff of that layer versus `tar -C diff -cf - .`, both read to the end by this process.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_core::fsutil::mounts;
+use strata_core::{CreateOpts, LayerDriver, LayerId, StorageOpts};
+use strata_overlay2::Overlay2Driver;
+use tokio::io::AsyncReadExt;
+
+const MOUNT_ROUNDS: usize = 200;
+const TAR_FILES: usize = 20_000;
+const TAR_BYTES: u64 = 300 << 20;
+const TAR_ROUNDS: usize = 3;
+
+struct Scratch(tempfile::TempDir);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = mounts::unmount_all_under(self.0.path());
+    }
+}
+
+fn id(n: usize) -> LayerId {
+    LayerId::new(format!("{n:064x}")).unwrap()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let base_dir = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let scratch = Scratch(tempfile::tempdir_in(&base_dir).unwrap());
+    let root = scratch.0.path().join("overlay2");
+    let d = Overlay2Driver::open(root.clone(), &StorageOpts::default())
+        .await
+        .unwrap();
+    let root = d.root();
+    println!("overlay2 benchmark in {}", root.display());
+    let status = d.status().await.unwrap();
+    for (k, v) in &status {
+        println!("  {k}: {v}");
+    }
+    println!();
+    println!("| operation | overlay2 | reference | ratio |");
+    println!("|---|---|---|---|");
+
+    // A 100-deep chain of image layers, each with one file.
+    for n in 1..=100 {
+        let parent = (n > 1).then(|| id(n - 1));
+        d.create(&id(n), parent.as_ref(), &CreateOpts::read_only())
+            .await
+            .unwrap();
+        std::fs::write(
+            root.join(id(n).as_str()).join("diff").join(format!("f{n}")),
+            b"x",
+        )
+        .unwrap();
+    }
+    for depth in [1usize, 100] {
+        bench_mount(&d, &root, depth).await;
+    }
+    bench_tar(&d, scratch.0.path()).await;
+    d.cleanup().await.unwrap();
+}
+
+/// Creates, mounts and unmounts fresh rw layers on layer `depth` (which has `depth` layers in
+/// its stack), against mount(2)+umount2 of the same lowers.
+async fn bench_mount(d: &Overlay2Driver, root: &Path, depth: usize) {
+    let parent = id(depth);
+    let mut driver_total = Vec::new();
+    let mut driver_mount = Vec::new();
+    let mut raw = Vec::new();
+    let lowers = lower_links(root, depth);
+    let raw_dir = root.join("raw-bench");
+    for round in 0..MOUNT_ROUNDS {
+        let layer = id(10_000 + depth * 1000 + round);
+        let t0 = Instant::now();
+        d.create(&layer, Some(&parent), &CreateOpts::read_write())
+            .await
+            .unwrap();
+        let t1 = Instant::now();
+        d.mount(&layer, "").await.unwrap();
+        d.unmount(&layer).await.unwrap();
+        let t2 = Instant::now();
+        driver_total.push(t2 - t0);
+        driver_mount.push(t2 - t1);
+        d.remove(&layer).await.unwrap();
+
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(raw_dir.join(sub)).unwrap();
+        }
+        raw.push(raw_mount_umount(root, &lowers, &raw_dir));
+        std::fs::remove_dir_all(&raw_dir).unwrap();
+    }
+    let (total, mount_only, raw) = (median(driver_total), median(driver_mount), median(raw));
+    println!(
+        "| create+mount+unmount, rw on {depth}-deep parent | {} | {} (mount(2)+umount2) | {:.2}x |",
+        ms(total),
+        ms(raw),
+        total.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!(
+        "| mount+unmount only, rw on {depth}-deep parent | {} | {} (mount(2)+umount2) | {:.2}x |",
+        ms(mount_only),
+        ms(raw),
+        mount_only.as_secs_f64() / raw.as_secs_f64()
+    );
+}
+
+/// `l/<short>` of layer `depth` and its ancestors, nearest first, as the driver stacks them.
+fn lower_links(root: &Path, depth: usize) -> Vec<String> {
+    (1..=depth)
+        .rev()
+        .map(|n| {
+            let link = std::fs::read_to_string(root.join(id(n).as_str()).join("link")).unwrap();
+            format!("l/{link}")
+        })
+        .collect()
+}
+
+/// mount(2) + umount2 of an rw overlay with relative paths from `root`, as Docker does it.
+fn raw_mount_umount(root: &Path, lowers: &[String], dir: &Path) -> Duration {
+    let rel = dir
+        .strip_prefix(root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let data = format!(
+        "index=off,redirect_dir=off,metacopy=off,lowerdir={},upperdir={rel}/upper,workdir={rel}/work",
+        lowers.join(":")
+    );
+    let data = CString::new(data).unwrap();
+    let target = CString::new(dir.join("merged").as_os_str().as_bytes()).unwrap();
+    std::env::set_current_dir(root).unwrap();
+    let t0 = Instant::now();
+    // SAFETY: valid NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    assert_eq!(rc, 0, "mount: {}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let elapsed = t0.elapsed();
+    assert_eq!(rc, 0, "umount2: {}", std::io::Error::last_os_error());
+    std::env::set_current_dir("/").unwrap();
+    elapsed
+}
+
+/// A deterministic tar of `TAR_FILES` files (about `TAR_BYTES`) in 200 directories.
+fn make_tar(path: &Path) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut b = tar::Builder::new(std::io::BufWriter::new(f));
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let avg = TAR_BYTES / TAR_FILES as u64;
+    let buf = vec![0x5au8; (avg * 2) as usize];
+    for dir in 0..200 {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, format!("d{dir:03}/"), std::io::empty())
+            .unwrap();
+    }
+    for n in 0..TAR_FILES {
+        let size = (next() % (avg * 2)) as usize;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_size(size as u64);
+        h.set_cksum();
+        b.append_data(&mut h, format!("d{:03}/f{n:05}", n % 200), &buf[..size])
+            .unwrap();
+    }
+    b.into_inner().unwrap().flush().unwrap();
+}
+
+async fn bench_tar(d: &Overlay2Driver, scratch: &Path) {
+    let tar_path = scratch.join("layer.tar");
+    make_tar(&tar_path);
+    let tar_size = std::fs::metadata(&tar_path).unwrap().len();
+    let mut ours_apply = Vec::new();
+    let mut gnu_apply = Vec::new();
+    let mut ours_diff = Vec::new();
+    let mut gnu_diff = Vec::new();
+    for round in 0..TAR_ROUNDS {
+        let layer = id(90_000 + round);
+        d.create(&layer, None, &CreateOpts::read_only())
+            .await
+            .unwrap();
+        let input = tokio::fs::File::open(&tar_path).await.unwrap();
+        let t0 = Instant::now();
+        d.apply_diff(&layer, None, Box::pin(input)).await.unwrap();
+        ours_apply.push(t0.elapsed());
+
+        let gnu_dir = scratch.join(format!("gnu{round}"));
+        std::fs::create_dir(&gnu_dir).unwrap();
+        let t0 = Instant::now();
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&gnu_dir)
+            .arg("-xf")
+            .arg(&tar_path)
+            .status()
+            .unwrap();
+        gnu_apply.push(t0.elapsed());
+        assert!(ok.success());
+
+        let t0 = Instant::now();
+        let mut stream = d.diff(&layer, None).await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        ours_diff.push(t0.elapsed());
+        assert!(total > TAR_BYTES / 2);
+
+        let diff_dir = d.root().join(layer.as_str()).join("diff");
+        let t0 = Instant::now();
+        let mut child = Command::new("tar")
+            .arg("-C")
+            .arg(&diff_dir)
+            .args(["-cf", "-", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut total = 0u64;
+        loop {
+            let n = out.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        assert!(child.wait().unwrap().success());
+        gnu_diff.push(t0.elapsed());
+        assert!(total > TAR_BYTES / 2);
+
+        d.remove(&layer).await.unwrap();
+        std::fs::remove_dir_all(&gnu_dir).unwrap();
+    }
+    let rows = [
+        (
+            "apply_diff",
+            median(ours_apply),
+            median(gnu_apply),
+            "tar -xf",
+        ),
+        (
+            "diff",
+            median(ours_diff),
+            median(gnu_diff),
+            "tar -C diff -cf - .",
+        ),
+    ];
+    for (what, ours, gnu, reference) in rows {
+        println!(
+            "| {what} of {TAR_FILES} files, {} MB | {} | {} ({reference}) | {:.2}x |",
+            tar_size >> 20,
+            ms(ours),
+            ms(gnu),
+            ours.as_secs_f64() / gnu.as_secs_f64()
+        );
+    }
+}

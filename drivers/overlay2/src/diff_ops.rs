@@ -1,0 +1,139 @@
+//! changes / diff / diff_size / apply_diff: native (read the layer's upper directory) when the
+//! probe allows it and the parent asked for is the layer's own, else core's naive walk over
+//! mounts of the layer and its parent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strata_core::archive::{self, ApplyOptions, WhiteoutMode};
+use strata_core::stream;
+use strata_core::{Change, Error, LayerId, Result, TarStream};
+
+use crate::driver::{MountGuard, Overlay2};
+use crate::native_diff;
+
+/// The trees a diff reads: the layer's (its upper dir, or its mount) and its parent's mount.
+struct DiffSources {
+    native: bool,
+    layer_root: PathBuf,
+    layer: Option<MountGuard>,
+    parent: Option<MountGuard>,
+}
+
+impl DiffSources {
+    fn parent_root(&self) -> Option<&std::path::Path> {
+        self.parent.as_ref().map(|g| g.path.as_path())
+    }
+
+    fn changes(&self) -> Result<Vec<Change>> {
+        if self.native {
+            native_diff::changes(&self.layer_root, self.parent_root())
+        } else {
+            archive::naive_changes(&self.layer_root, self.parent_root())
+        }
+    }
+
+    /// Drops the mounts (named so the closures that own `self` release them explicitly).
+    fn release(self) {
+        drop(self.layer);
+        drop(self.parent);
+    }
+}
+
+impl Overlay2 {
+    fn diff_sources(
+        self: &Arc<Self>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<DiffSources> {
+        let native = self.native_diff() && self.parent_of(id)?.as_ref() == parent;
+        let parent = parent.map(|p| self.hold(p)).transpose()?;
+        if native {
+            Ok(DiffSources {
+                native,
+                layer_root: self.layout().diff(id),
+                layer: None,
+                parent,
+            })
+        } else {
+            let layer = self.hold(id)?;
+            Ok(DiffSources {
+                native,
+                layer_root: layer.path.clone(),
+                layer: Some(layer),
+                parent,
+            })
+        }
+    }
+
+    pub fn changes(
+        self: &Arc<Self>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<Vec<Change>> {
+        let sources = self.diff_sources(id, parent)?;
+        let changes = sources.changes();
+        sources.release();
+        changes
+    }
+
+    pub fn diff_size(self: &Arc<Self>, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let sources = self.diff_sources(id, parent)?;
+        let size = sources
+            .changes()
+            .and_then(|changes| archive::changes_size(&sources.layer_root, &changes));
+        sources.release();
+        size
+    }
+
+    /// Mounts what the diff reads now (so a missing layer fails here, not mid-stream) and
+    /// streams the tar; the mounts are released when the stream ends or is dropped.
+    pub async fn diff(
+        self: &Arc<Self>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<TarStream> {
+        let driver = Arc::clone(self);
+        let (id, parent) = (id.clone(), parent.cloned());
+        let sources =
+            tokio::task::spawn_blocking(move || driver.diff_sources(&id, parent.as_ref()))
+                .await??;
+        Ok(stream::blocking_writer_stream(move |out| {
+            let written = sources.changes().and_then(|changes| {
+                archive::write_diff(out, &sources.layer_root, &changes, sources.parent_root())
+            });
+            sources.release();
+            written
+        }))
+    }
+
+    /// Unpacks a layer tar straight into the layer's upper directory, whiteouts as overlay
+    /// markers. The parent named must be the layer's own.
+    pub async fn apply_diff(
+        self: &Arc<Self>,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: TarStream,
+    ) -> Result<u64> {
+        let recorded = self.parent_of(id)?;
+        if recorded.as_ref() != parent {
+            return Err(Error::invalid(format!(
+                "apply_diff onto layer {id} must name its parent {} (got {})",
+                recorded.map_or("none".to_string(), |p| p.to_string()),
+                parent.map_or("none".to_string(), |p| p.to_string()),
+            )));
+        }
+        let dest = self.layout().diff(id);
+        let stats = stream::with_blocking_reader(tar, move |input| {
+            archive::apply_layer(
+                &dest,
+                input,
+                &ApplyOptions {
+                    whiteouts: WhiteoutMode::OverlayMarkers,
+                },
+            )
+        })
+        .await?;
+        Ok(stats.content_bytes)
+    }
+}

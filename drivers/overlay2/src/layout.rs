@@ -1,0 +1,219 @@
+//! Docker's overlay2 on-disk layout: `<root>/<id>/{diff,link,lower,work,merged,parent,committed}`
+//! and `<root>/l/<short> -> ../<id>/diff`. Everything here is plain path arithmetic and small
+//! metadata files; no mounts.
+
+use std::path::{Path, PathBuf};
+
+use strata_core::fsutil;
+use strata_core::{Error, IoContext, LayerId, Result};
+
+/// Length of the short link names, as Docker's `idLength`.
+pub const SHORT_ID_LEN: usize = 26;
+/// The directory holding the short links.
+pub const LINK_DIR: &str = "l";
+/// Prefix of a layer directory still being built; renamed to `<id>` when complete.
+pub const CREATING_PREFIX: &str = ".creating-";
+/// Prefix of a layer directory being deleted.
+pub const REMOVING_PREFIX: &str = ".removing-";
+/// Prefix of the start-up probe's scratch directory.
+pub const PROBE_PREFIX: &str = ".probe-";
+
+/// Paths of the driver root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join(LINK_DIR)
+    }
+
+    pub fn layer_dir(&self, id: &LayerId) -> PathBuf {
+        self.root.join(id.as_str())
+    }
+
+    pub fn staging_dir(&self, id: &LayerId) -> PathBuf {
+        self.root.join(format!("{CREATING_PREFIX}{id}"))
+    }
+
+    pub fn removing_dir(&self, id: &LayerId) -> PathBuf {
+        self.root.join(format!("{REMOVING_PREFIX}{id}"))
+    }
+
+    pub fn diff(&self, id: &LayerId) -> PathBuf {
+        self.layer_dir(id).join("diff")
+    }
+
+    pub fn merged(&self, id: &LayerId) -> PathBuf {
+        self.layer_dir(id).join("merged")
+    }
+
+    /// `l/<short>` relative to the root (as the `lower` file and relative mounts use it).
+    pub fn relative_link(short: &str) -> String {
+        format!("{LINK_DIR}/{short}")
+    }
+
+    pub fn link_path(&self, short: &str) -> PathBuf {
+        self.links_dir().join(short)
+    }
+
+    /// Creates `l/<short> -> ../<id>/diff` (replacing a stale link of the same name).
+    pub fn make_link(&self, short: &str, id: &LayerId) -> Result<()> {
+        let link = self.link_path(short);
+        let target = format!("../{id}/diff");
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&target, &link).ctx("symlink", &link)
+            }
+            Err(e) => Err(Error::io("symlink", &link, e)),
+        }
+    }
+
+    /// The layer id a short link points at, if it is one of ours.
+    pub fn link_target(&self, short: &str) -> Option<LayerId> {
+        let target = std::fs::read_link(self.link_path(short)).ok()?;
+        let s = target.to_str()?;
+        let id = s.strip_prefix("../")?.strip_suffix("/diff")?;
+        LayerId::new(id).ok()
+    }
+}
+
+/// The metadata files of one layer directory (`dir` may be a staging directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerMeta {
+    /// The short link name.
+    pub link: String,
+    /// `l/<short>` entries of the ancestors, nearest first (empty for a base layer).
+    pub lower: Vec<String>,
+    /// The parent's id (None for a base layer).
+    pub parent: Option<LayerId>,
+    /// Mounted read-only (an image layer); Docker's `committed` marker.
+    pub read_only: bool,
+}
+
+impl LayerMeta {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let link_file = dir.join("link");
+        let link = std::fs::read_to_string(&link_file).ctx("read", &link_file)?;
+        if !is_short_id(link.trim()) {
+            return Err(Error::Other(format!(
+                "{} does not hold a short link id",
+                link_file.display()
+            )));
+        }
+        let lower = match std::fs::read_to_string(dir.join("lower")) {
+            Ok(s) => parse_lower(&s, &dir.join("lower"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io("read", dir.join("lower"), e)),
+        };
+        let parent = match std::fs::read_to_string(dir.join("parent")) {
+            Ok(s) => Some(LayerId::new(s.trim())?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", dir.join("parent"), e)),
+        };
+        Ok(Self {
+            link: link.trim().to_string(),
+            lower,
+            parent,
+            read_only: dir.join("committed").exists(),
+        })
+    }
+
+    /// Writes the metadata files atomically into `dir` (no trailing newlines, as Docker).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        fsutil::atomic_write(&dir.join("link"), self.link.as_bytes())?;
+        if let Some(parent) = &self.parent {
+            fsutil::atomic_write(&dir.join("lower"), self.lower.join(":").as_bytes())?;
+            fsutil::atomic_write(&dir.join("parent"), parent.as_str().as_bytes())?;
+        }
+        if self.read_only {
+            fsutil::atomic_write(&dir.join("committed"), b"")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_lower(text: &str, file: &Path) -> Result<Vec<String>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(':')
+        .map(|entry| match entry.strip_prefix("l/") {
+            Some(short) if is_short_id(short) => Ok(entry.to_string()),
+            _ => Err(Error::Other(format!(
+                "{} holds a malformed entry {entry:?}",
+                file.display()
+            ))),
+        })
+        .collect()
+}
+
+pub fn is_short_id(s: &str) -> bool {
+    s.len() == SHORT_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// A fresh 26-character `[A-Z0-9]` short id, as Docker's `overlayutils.GenerateID`
+/// (base32 of random bytes).
+pub fn new_short_id() -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bytes = [0u8; SHORT_ID_LEN];
+    strata_core::ids::fill_random(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_look_like_dockers() {
+        let a = new_short_id();
+        assert!(is_short_id(&a), "{a}");
+        assert_ne!(a, new_short_id());
+        assert!(!is_short_id("abc"));
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let t = tempfile::tempdir().unwrap();
+        let meta = LayerMeta {
+            link: new_short_id(),
+            lower: vec![
+                format!("l/{}", new_short_id()),
+                format!("l/{}", new_short_id()),
+            ],
+            parent: Some(LayerId::new("p1").unwrap()),
+            read_only: true,
+        };
+        meta.write(t.path()).unwrap();
+        assert_eq!(LayerMeta::read(t.path()).unwrap(), meta);
+        let lower = std::fs::read_to_string(t.path().join("lower")).unwrap();
+        assert!(!lower.ends_with('\n'));
+        assert_eq!(lower.len(), 2 * 28 + 1);
+    }
+
+    #[test]
+    fn malformed_lower_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("link"), new_short_id()).unwrap();
+        std::fs::write(t.path().join("lower"), "l/../../etc").unwrap();
+        assert!(LayerMeta::read(t.path()).is_err());
+    }
+}

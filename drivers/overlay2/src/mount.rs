@@ -1,0 +1,419 @@
+//! Mounting overlayfs. Two ways, chosen once at start-up:
+//! - the new mount API (fsopen/fsconfig/fsmount/move_mount, Linux 6.8+ for `lowerdir+`): one
+//!   `lowerdir+` per layer, so no page-size limit; the kernel's own limit is 500 lowers;
+//! - mount(2) with Docker's method: `l/<short>` links relative to the driver root, so the
+//!   options of a deep chain still fit in one page. The relative paths are resolved in a
+//!   short-lived thread that unshared its fs context (CLONE_FS) and changed directory there;
+//!   the process's own working directory never changes.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use strata_core::{Error, Result};
+
+/// The kernel's limit on overlay lower layers (OVL_MAX_STACK).
+pub const KERNEL_MAX_LOWERS: usize = 500;
+/// The length of one `l/<short>` entry.
+const LINK_ENTRY_LEN: usize = 2 + crate::layout::SHORT_ID_LEN;
+/// fsconfig string values are copied with a 256-byte limit (strndup_user in fs/fsopen.c).
+const FSCONFIG_MAX_VALUE: usize = 255;
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// How this host mounts overlays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountApi {
+    /// fsopen & co. with one `lowerdir+` per layer.
+    NewApi,
+    /// mount(2) with relative `l/` paths inside one page of options.
+    Legacy,
+}
+
+/// One overlay to mount. Paths are relative to the driver root (`l/<short>`, `<id>/diff`).
+#[derive(Debug, Clone)]
+pub struct OverlaySpec {
+    /// Lower layers, uppermost first.
+    pub lowers: Vec<String>,
+    /// `(upperdir, workdir)` for a writable mount.
+    pub upper: Option<(String, String)>,
+    /// Absolute mount point.
+    pub target: PathBuf,
+}
+
+/// Mounts overlays under one driver root with a fixed set of extra options.
+#[derive(Debug, Clone)]
+pub struct Mounter {
+    root: PathBuf,
+    api: MountApi,
+    /// Options every mount gets (`index=off`, `redirect_dir=off`, `metacopy=off`, ...).
+    options: Vec<(String, String)>,
+}
+
+impl Mounter {
+    pub fn new(root: PathBuf, api: MountApi, options: Vec<(String, String)>) -> Self {
+        Self { root, api, options }
+    }
+
+    pub fn api(&self) -> MountApi {
+        self.api
+    }
+
+    /// The most lowers one mount can have; `upper_id_len` is the length of the layer id
+    /// whose `diff`/`work` are the upper (None for a read-only mount).
+    pub fn max_lowers(&self, upper_id_len: Option<usize>) -> usize {
+        match self.api {
+            MountApi::NewApi => KERNEL_MAX_LOWERS,
+            MountApi::Legacy => {
+                let fixed = self.legacy_data(&[], upper_id_len).len();
+                // Each lower adds its entry and a separator; the first needs no separator
+                // but `lowerdir=` with nothing after it is already counted in `fixed`.
+                let room = page_size().saturating_sub(1).saturating_sub(fixed) + 1;
+                (room / (LINK_ENTRY_LEN + 1)).min(KERNEL_MAX_LOWERS)
+            }
+        }
+    }
+
+    /// Mounts `spec`. A single mount(2) is the cheapest, so it is used whenever the options
+    /// fit in one page: with absolute paths, else with paths relative to the root; deeper
+    /// chains go through the new API. Errors name the depth and the limit.
+    pub fn mount(&self, spec: &OverlaySpec) -> Result<()> {
+        let max = self.max_lowers(upper_id_len(spec));
+        if spec.lowers.len() > max {
+            return Err(too_deep(spec.lowers.len(), max, self.api));
+        }
+        let limit = page_size() - 1;
+        let absolute = self.mount_data(spec, Some(&self.root));
+        if absolute.len() <= limit {
+            return mount2(spec, absolute);
+        }
+        let relative = self.mount_data(spec, None);
+        if relative.len() <= limit {
+            return in_root_thread(&self.root, || mount2(spec, relative));
+        }
+        match self.api {
+            MountApi::NewApi => self.mount_new_api(spec),
+            MountApi::Legacy => Err(too_deep(spec.lowers.len(), max, self.api)),
+        }
+    }
+
+    fn mount_new_api(&self, spec: &OverlaySpec) -> Result<()> {
+        let abs: Vec<PathBuf> = spec.lowers.iter().map(|l| self.root.join(l)).collect();
+        let too_long = abs
+            .iter()
+            .chain(std::iter::once(&spec.target))
+            .any(|p| p.as_os_str().len() > FSCONFIG_MAX_VALUE)
+            || spec.upper.as_ref().is_some_and(|(u, w)| {
+                self.root.join(u).as_os_str().len() > FSCONFIG_MAX_VALUE
+                    || self.root.join(w).as_os_str().len() > FSCONFIG_MAX_VALUE
+            });
+        if too_long {
+            // Long absolute paths would pass fsconfig's 256-byte value limit: resolve the
+            // relative ones from inside the root instead.
+            return in_root_thread(&self.root, || new_api_mount(spec, &self.options, None));
+        }
+        new_api_mount(spec, &self.options, Some(&self.root))
+    }
+
+    /// The mount(2) option string for `spec`, paths joined to `root` when given.
+    fn mount_data(&self, spec: &OverlaySpec, root: Option<&Path>) -> String {
+        let path = |p: &str| match root {
+            Some(r) => r.join(p).to_string_lossy().into_owned(),
+            None => p.to_string(),
+        };
+        let mut data = String::new();
+        for (k, v) in &self.options {
+            data.push_str(&format!("{k}={v},"));
+        }
+        data.push_str("lowerdir=");
+        let lowers: Vec<String> = spec.lowers.iter().map(|l| path(l)).collect();
+        data.push_str(&lowers.join(":"));
+        if let Some((upper, work)) = &spec.upper {
+            data.push_str(&format!(",upperdir={},workdir={}", path(upper), path(work)));
+        }
+        data
+    }
+
+    /// The mount(2) option string without upper/work; with `id_len`, sized as if upper and
+    /// work of an id of that length were appended (for the depth limit).
+    fn legacy_data(&self, lowers: &[String], id_len: Option<usize>) -> String {
+        let mut data = String::new();
+        for (k, v) in &self.options {
+            data.push_str(&format!("{k}={v},"));
+        }
+        data.push_str("lowerdir=");
+        data.push_str(&lowers.join(":"));
+        if let Some(n) = id_len {
+            let id = "x".repeat(n);
+            data.push_str(&format!(",upperdir={id}/diff,workdir={id}/work"));
+        }
+        data
+    }
+}
+
+/// One mount(2) call; relative paths in `data` resolve against the calling thread's cwd.
+fn mount2(spec: &OverlaySpec, data: String) -> Result<()> {
+    let data = CString::new(data).map_err(|_| Error::invalid("NUL in overlay options"))?;
+    let target = cstring(&spec.target)?;
+    let flags = if spec.upper.is_none() {
+        libc::MS_RDONLY
+    } else {
+        0
+    };
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(
+            "mount overlay on",
+            &spec.target,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn upper_id_len(spec: &OverlaySpec) -> Option<usize> {
+    spec.upper
+        .as_ref()
+        .map(|(u, _)| u.len().saturating_sub("/diff".len()))
+}
+
+fn too_deep(depth: usize, max: usize, api: MountApi) -> Error {
+    let why = match api {
+        MountApi::NewApi => "overlayfs stacks at most 500 lower layers".to_string(),
+        MountApi::Legacy => format!(
+            "this kernel lacks the `lowerdir+` mount option (Linux 6.8+), so all lowers must fit \
+             in one page ({} bytes) of mount options, which holds at most {max} here",
+            page_size()
+        ),
+    };
+    Error::unsupported(format!(
+        "the layer chain is too deep: mounting it needs {depth} lower layers and the limit is \
+         {max} ({why})"
+    ))
+}
+
+/// Mounts with the new API. With `root`, relative paths are made absolute; without it they
+/// resolve against the current (thread's) working directory.
+fn new_api_mount(
+    spec: &OverlaySpec,
+    options: &[(String, String)],
+    root: Option<&Path>,
+) -> Result<()> {
+    let resolve = |p: &str| -> PathBuf {
+        match root {
+            Some(r) => r.join(p),
+            None => PathBuf::from(p),
+        }
+    };
+    let fs = FsContext::open()?;
+    for (k, v) in options {
+        fs.set_string(k, v.as_bytes())?;
+    }
+    for lower in &spec.lowers {
+        fs.set_string("lowerdir+", resolve(lower).as_os_str().as_bytes())?;
+    }
+    if let Some((upper, work)) = &spec.upper {
+        fs.set_string("upperdir", resolve(upper).as_os_str().as_bytes())?;
+        fs.set_string("workdir", resolve(work).as_os_str().as_bytes())?;
+    }
+    fs.create()?;
+    let attrs = if spec.upper.is_none() {
+        MOUNT_ATTR_RDONLY
+    } else {
+        0
+    };
+    let mnt = fs.mount(attrs)?;
+    let target = cstring(&spec.target)?;
+    // SAFETY: mnt is a valid mount fd; the paths are NUL-terminated strings.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(
+            "move_mount overlay to",
+            &spec.target,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// An fsopen("overlay") context; kernel error messages are read back into our errors.
+pub struct FsContext {
+    fd: OwnedFd,
+}
+
+impl FsContext {
+    pub fn open() -> Result<Self> {
+        // SAFETY: the name is NUL-terminated; the returned fd is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::io(
+                "fsopen",
+                "overlay",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
+    }
+
+    /// Sets `key=value`; a refusal carries the kernel's own message.
+    pub fn set_string(&self, key: &str, value: &[u8]) -> Result<()> {
+        let k = CString::new(key).map_err(|_| Error::invalid("NUL in option name"))?;
+        let v = CString::new(value).map_err(|_| Error::invalid("NUL in option value"))?;
+        // SAFETY: fd is valid; key and value are NUL-terminated strings.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(self.error(&format!(
+                "fsconfig overlay {key}={}",
+                String::from_utf8_lossy(value)
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn create(&self) -> Result<()> {
+        // SAFETY: fd is valid; CMD_CREATE takes no key or value.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(self.error("create overlay"));
+        }
+        Ok(())
+    }
+
+    pub fn mount(&self, attrs: libc::c_uint) -> Result<OwnedFd> {
+        // SAFETY: fd is a created fs context.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.fd.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs,
+            )
+        };
+        if fd < 0 {
+            return Err(self.error("fsmount overlay"));
+        }
+        // SAFETY: fresh descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// The last OS error plus whatever the kernel logged on the context.
+    fn error(&self, op: &str) -> Error {
+        let os = std::io::Error::last_os_error();
+        let mut log = String::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            // SAFETY: reading into a local buffer of the given length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let msg = String::from_utf8_lossy(&buf[..n as usize]);
+            log.push_str(if log.is_empty() { " (" } else { "; " });
+            log.push_str(msg.trim_end());
+        }
+        if !log.is_empty() {
+            log.push(')');
+        }
+        Error::Other(format!("{op}: {os}{log}"))
+    }
+}
+
+/// Does this kernel take `lowerdir+` (Linux 6.8+)? `probe_dir` is any existing directory.
+pub fn detect_api(probe_dir: &Path) -> MountApi {
+    let Ok(fs) = FsContext::open() else {
+        return MountApi::Legacy;
+    };
+    match fs.set_string("lowerdir+", probe_dir.as_os_str().as_bytes()) {
+        Ok(()) => MountApi::NewApi,
+        Err(e) => {
+            tracing::info!("overlay lowerdir+ not available ({e}); using mount(2) with l/ links");
+            MountApi::Legacy
+        }
+    }
+}
+
+/// Runs `f` on a fresh thread whose working directory is `root`, without touching the
+/// process's working directory (the thread unshares its fs context first).
+pub fn in_root_thread<T: Send>(root: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                .map_err(|e| Error::io("unshare CLONE_FS for", root, e.into()))?;
+            nix::unistd::chdir(root).map_err(|e| Error::io("chdir", root, e.into()))?;
+            f()
+        })
+        .join()
+        .map_err(|_| Error::Other("overlay mount thread panicked".into()))?
+    })
+}
+
+/// Detaches the overlay at `target` (lazily, so a copy in another namespace cannot keep it
+/// busy) and removes the mount point.
+pub fn unmount(target: &Path) -> Result<()> {
+    strata_core::fsutil::mounts::unmount(target, true)?;
+    match std::fs::remove_dir(target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove mount point", target, e)),
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("NUL in path {}", p.display())))
+}
+
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
