@@ -1,6 +1,7 @@
 //! Small filesystem helpers every driver needs: atomic metadata writes, disk usage walks,
 //! mount table queries, backing filesystem detection.
 
+pub mod copy;
 pub mod mounts;
 pub mod usage;
 
