@@ -1,5 +1,7 @@
 //! The volume driver contract, shaped as Docker's VolumeDriver plugin protocol, plus `usage`.
 
+pub mod local;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
