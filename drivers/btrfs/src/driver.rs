@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use strata_core::fsutil::{filesystem_name, fsync_dir, remove_tree};
+use strata_core::fsutil::{atomic_write, filesystem_name, fsync_dir, remove_tree};
 use strata_core::{
     Capabilities, Change, CreateOpts, Error, IoContext, LayerDriver, LayerId, LayerKind, Result,
     StorageOpts, TarStream, Usage,
@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     /// Mount reference counts. Also held while a layer is staged into place or moved to the
     /// trash, so create/remove/mount never see each other half done.
     state: Mutex<HashMap<LayerId, usize>>,
+    /// Serialises updates of the `qgroups-pending` list.
+    pending: Mutex<()>,
 }
 
 /// A layer snapshotted (or created) under `staging/`, not yet renamed into place.
@@ -103,6 +105,7 @@ impl Inner {
             default_size,
             min_space,
             state: Mutex::new(HashMap::new()),
+            pending: Mutex::new(()),
         };
         inner.recover()?;
         Ok(inner)
@@ -124,6 +127,9 @@ impl Inner {
                 purge(&path)?;
                 purged += 1;
             }
+        }
+        if qgroup::quota_status(self.layout.root())?.enabled {
+            self.destroy_qgroups(&[])?;
         }
         Ok(purged)
     }
@@ -273,7 +279,35 @@ impl Inner {
             purge(&trash)?;
         }
         if qgroup::quota_status(self.layout.root())?.enabled {
-            qgroup::destroy_qgroup(self.layout.root(), subvol_id)?;
+            self.destroy_qgroups(&[subvol_id])?;
+        }
+        Ok(())
+    }
+
+    /// Destroys the qgroups of deleted subvolumes `ids` and of those still pending from
+    /// earlier removes. The kernel refuses while its cleaner has not dropped a subvolume yet;
+    /// those ids are kept in `qgroups-pending` and retried at the next remove and start-up.
+    pub(crate) fn destroy_qgroups(&self, ids: &[u64]) -> Result<()> {
+        let _guard = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.layout.pending_qgroups();
+        let mut todo: Vec<u64> = match std::fs::read_to_string(&file) {
+            Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io("read", &file, e)),
+        };
+        let before = todo.clone();
+        todo.extend_from_slice(ids);
+        todo.sort_unstable();
+        todo.dedup();
+        let mut still = Vec::new();
+        for id in todo {
+            if qgroup::destroy_qgroup(self.layout.root(), id)? == qgroup::Destroyed::Busy {
+                still.push(id);
+            }
+        }
+        if still != before {
+            let text: String = still.iter().map(|id| format!("{id}\n")).collect();
+            atomic_write(&file, text.as_bytes())?;
         }
         Ok(())
     }
@@ -395,7 +429,7 @@ impl LayerDriver for BtrfsDriver {
         Capabilities {
             native_diff: false,
             quota: true,
-            reproducible_diff: false,
+            reproducible_diff: true,
             requires_root: true,
             backing_filesystems: vec!["btrfs".to_string()],
             layers_share_parent: true,

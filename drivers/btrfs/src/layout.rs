@@ -5,6 +5,7 @@
 //! subvolumes/<id>    one subvolume per complete layer (Docker's layout)
 //! staging/<random>   a layer being created: snapshot here, then rename into subvolumes/
 //! trash/<random>     a layer being removed: renamed here first, then deleted
+//! qgroups-pending    ids of deleted subvolumes whose qgroup the kernel would not drop yet
 //! ```
 //! A rename is atomic, so after a crash every entry of `subvolumes/` is a whole layer and
 //! everything in `staging/` and `trash/` is garbage, deleted at start-up.
@@ -39,6 +40,10 @@ impl Layout {
 
     pub fn trash(&self) -> PathBuf {
         self.root.join("trash")
+    }
+
+    pub fn pending_qgroups(&self) -> PathBuf {
+        self.root.join("qgroups-pending")
     }
 
     pub fn layer(&self, id: &LayerId) -> PathBuf {

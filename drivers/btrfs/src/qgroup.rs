@@ -317,10 +317,19 @@ pub fn qgroup_bytes(path: &Path, subvol_id: u64) -> Result<Option<(u64, u64)>> {
     Ok(found)
 }
 
-/// Destroys the qgroup of a deleted subvolume. The kernel refuses (EBUSY) until its cleaner
-/// has dropped the subvolume, and recent kernels then remove the qgroup themselves; both that
-/// and an already gone qgroup (ENOENT) count as done.
-pub fn destroy_qgroup(path: &Path, subvol_id: u64) -> Result<()> {
+/// What became of a qgroup asked to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destroyed {
+    /// Destroyed now, or already gone (recent kernels remove it themselves once the deleted
+    /// subvolume has been cleaned).
+    Gone,
+    /// The kernel still holds the deleted subvolume (its cleaner has not dropped it yet): try
+    /// again later.
+    Busy,
+}
+
+/// Destroys the qgroup of a deleted subvolume (quotas off: nothing to do).
+pub fn destroy_qgroup(path: &Path, subvol_id: u64) -> Result<Destroyed> {
     let dir = open_dir(path)?;
     let args = QgroupCreateArgs {
         create: 0,
@@ -328,12 +337,17 @@ pub fn destroy_qgroup(path: &Path, subvol_id: u64) -> Result<()> {
     };
     // SAFETY: `args` has the kernel's btrfs_ioctl_qgroup_create_args layout.
     match unsafe { ioc_qgroup_create(dir.as_raw_fd(), &args) } {
-        Ok(_) => Ok(()),
-        Err(nix::errno::Errno::EBUSY)
-        | Err(nix::errno::Errno::ENOENT)
-        | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
+        Ok(_) | Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTCONN) => {
+            Ok(Destroyed::Gone)
+        }
+        Err(nix::errno::Errno::EBUSY) => Ok(Destroyed::Busy),
         Err(e) => Err(Error::io("destroy btrfs qgroup", path, e.into())),
     }
+}
+
+/// Whether subvolume `subvol_id` still has a qgroup.
+pub fn has_qgroup(path: &Path, subvol_id: u64) -> Result<bool> {
+    Ok(qgroup_bytes(path, subvol_id)?.is_some())
 }
 
 /// Inodes of subvolume `subvol_id` created or changed after transaction `since` (the

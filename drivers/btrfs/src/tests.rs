@@ -415,3 +415,43 @@ async fn quota_usage_is_stable_across_children() {
         "{fresh:?} -> {after:?}"
     );
 }
+
+/// remove takes the layer's qgroup with it: at once when the kernel allows, else once its
+/// cleaner has dropped the subvolume (kept in qgroups-pending and retried at start-up).
+#[tokio::test]
+async fn remove_drops_the_qgroup() {
+    let fs = LoopBtrfs::with_quota().unwrap();
+    let d = open(&fs).await;
+    let l = id("sized");
+    let opts =
+        CreateOpts::read_write().with_storage_opts(StorageOpts::parse(&["size=20M"]).unwrap());
+    d.create(&l, None, &opts).await.unwrap();
+    let dir = d.mount(&l, "").await.unwrap();
+    let sid = subvol::subvolume_id(&dir).unwrap();
+    write_file(&dir.join("f"), 4 << 20).unwrap();
+    d.unmount(&l).await.unwrap();
+    assert!(qgroup::has_qgroup(fs.path(), sid).unwrap());
+    d.remove(&l).await.unwrap();
+    let pending = std::fs::read_to_string(d.root().join("qgroups-pending")).unwrap_or_default();
+    assert!(
+        !qgroup::has_qgroup(fs.path(), sid).unwrap()
+            || pending.lines().any(|x| x == sid.to_string()),
+        "qgroup 0/{sid} neither destroyed nor pending"
+    );
+    drop(d);
+    // Wait for btrfs's cleaner (a commit wakes it), then a restart retries what was pending.
+    subvol::sync(fs.path()).unwrap();
+    let out = std::process::Command::new("btrfs")
+        .args(["subvolume", "sync"])
+        .arg(fs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let d = open(&fs).await;
+    assert!(
+        !qgroup::has_qgroup(fs.path(), sid).unwrap(),
+        "qgroup 0/{sid} leaked"
+    );
+    let pending = std::fs::read_to_string(d.root().join("qgroups-pending")).unwrap_or_default();
+    assert!(pending.trim().is_empty(), "{pending:?}");
+}
