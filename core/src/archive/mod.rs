@@ -8,8 +8,19 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layer::Change;
+
+mod apply;
+mod changes;
+mod compression;
+mod fsat;
+mod header;
+mod path_safety;
+mod reader;
+#[cfg(test)]
+mod tests;
+mod write;
 
 /// How whiteouts and opaque markers found in a tar are materialised in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,35 +49,37 @@ pub struct ApplyStats {
     pub content_bytes: u64,
 }
 
-/// Applies a layer tar (plain, gzip or zstd, by magic bytes) into `dest`. Blocking. See the
-/// module docs of the implementation for the safety rules.
-pub fn apply_layer(
-    _dest: &Path,
-    _input: &mut dyn Read,
-    _opts: &ApplyOptions,
-) -> Result<ApplyStats> {
-    Err(Error::unsupported("archive::apply_layer is being written"))
+/// Applies a layer tar (plain, gzip or zstd, by magic bytes) into `dest`, streaming. Blocking.
+///
+/// Safety: anything that would write outside `dest` (a `..` component, a parent reached
+/// through a symlink, a hard link target outside or through a symlink, a bad whiteout) is
+/// refused with [`crate::Error::InvalidInput`] naming the entry; a leading `/` is stripped. A
+/// truncated or corrupt stream is an error. See `apply.rs` for the full rules.
+pub fn apply_layer(dest: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Result<ApplyStats> {
+    apply::apply_layer(dest, input, opts)
 }
 
-/// Lists what differs between `layer_root` and `parent_root` by walking both trees.
-pub fn naive_changes(_layer_root: &Path, _parent_root: Option<&Path>) -> Result<Vec<Change>> {
-    Err(Error::unsupported(
-        "archive::naive_changes is being written",
-    ))
+/// Lists what differs between `layer_root` and `parent_root` by walking both trees (`None`:
+/// everything is added). Sorted; paths absolute inside the layer. See `changes.rs`.
+pub fn naive_changes(layer_root: &Path, parent_root: Option<&Path>) -> Result<Vec<Change>> {
+    changes::naive_changes(layer_root, parent_root)
 }
 
 /// Writes the OCI layer tar for `changes`, reading file content from `layer_root`.
-/// `parent_root` (the parent's full tree) lets the writer use opaque markers.
+/// `parent_root` (the parent's full tree) lets the writer use opaque markers. The output is
+/// deterministic: the same tree and changes always give the same bytes. See `write.rs` for the
+/// rules (entry order, opaque rule, hard links, refused `.wh.` names).
 pub fn write_diff(
-    _out: &mut dyn Write,
-    _layer_root: &Path,
-    _changes: &[Change],
-    _parent_root: Option<&Path>,
+    out: &mut dyn Write,
+    layer_root: &Path,
+    changes: &[Change],
+    parent_root: Option<&Path>,
 ) -> Result<()> {
-    Err(Error::unsupported("archive::write_diff is being written"))
+    write::write_diff(out, layer_root, changes, parent_root)
 }
 
-/// Bytes of regular-file content the diff of `changes` carries (each inode once).
-pub fn changes_size(_layer_root: &Path, _changes: &[Change]) -> Result<u64> {
-    Err(Error::unsupported("archive::changes_size is being written"))
+/// Bytes of regular-file content the diff of `changes` carries (each inode once). Equals the
+/// `content_bytes` that applying that diff reports.
+pub fn changes_size(layer_root: &Path, changes: &[Change]) -> Result<u64> {
+    changes::changes_size(layer_root, changes)
 }

@@ -1,0 +1,143 @@
+//! Input side of `apply`: compression detected by magic bytes, and a reader that hashes and
+//! counts the uncompressed stream as it passes (the diffID is computed in the same pass).
+
+use std::io::{self, BufReader, Read};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
+const BZIP2_MAGIC: &[u8] = b"BZh";
+
+/// Read-buffer size for the compressed side.
+const BUF: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Wraps `input` in the right decoder. Peeks at most 6 bytes and puts them back in front.
+pub(crate) fn decompressed<'a>(
+    input: &'a mut dyn Read,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut magic = [0u8; 6];
+    let mut got = 0;
+    while got < magic.len() {
+        match input.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", "layer tar", e)),
+        }
+    }
+    let head = &magic[..got];
+    let kind = if head.starts_with(GZIP_MAGIC) {
+        Compression::Gzip
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Compression::Zstd
+    } else if head.starts_with(XZ_MAGIC) || head.starts_with(BZIP2_MAGIC) {
+        return Err(Error::unsupported(
+            "layer is xz or bzip2 compressed; only plain, gzip and zstd layer tars are supported",
+        ));
+    } else {
+        Compression::None
+    };
+    let chained = BufReader::with_capacity(BUF, io::Cursor::new(head.to_vec()).chain(input));
+    let reader: Box<dyn Read + 'a> = match kind {
+        Compression::None => Box::new(chained),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(chained)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(chained)
+                .map_err(|e| Error::io("start zstd decoder", "layer tar", e))?,
+        ),
+    };
+    Ok((kind, reader))
+}
+
+/// Counts and hashes every byte read through it.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads what is left to EOF (end-of-archive padding), then returns (bytes, "sha256:hex").
+    pub fn finish(mut self) -> Result<(u64, String)> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", "layer tar", e)),
+            }
+        }
+        let digest = self.hasher.finalize();
+        Ok((self.bytes, format!("sha256:{}", hex::encode(digest))))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn roundtrip(data: &[u8], encoded: Vec<u8>, want: Compression) {
+        let mut input: &[u8] = &encoded;
+        let (kind, mut r) = decompressed(&mut input).unwrap();
+        assert_eq!(kind, want);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn detects_by_magic() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        roundtrip(&data, data.clone(), Compression::None);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        roundtrip(&data, gz.finish().unwrap(), Compression::Gzip);
+        roundtrip(
+            &data,
+            zstd::encode_all(&data[..], 1).unwrap(),
+            Compression::Zstd,
+        );
+        roundtrip(b"ab", b"ab".to_vec(), Compression::None);
+    }
+
+    #[test]
+    fn hashing_reader_hashes_everything() {
+        let data = vec![7u8; 5000];
+        let mut h = HashingReader::new(&data[..]);
+        let mut first = [0u8; 100];
+        h.read_exact(&mut first).unwrap();
+        let (n, id) = h.finish().unwrap();
+        assert_eq!(n, 5000);
+        assert_eq!(id, format!("sha256:{}", hex::encode(Sha256::digest(&data))));
+    }
+}

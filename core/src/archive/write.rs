@@ -1,0 +1,355 @@
+//! Writing the OCI layer tar of a change list.
+//!
+//! Rules (so the same tree always gives the same bytes, whichever driver lists the changes):
+//! - Entries are sorted by their tar name, byte order (directories end in `/`, so a directory
+//!   always precedes its content). Only changed paths are written; a parent directory appears
+//!   when it is itself in the change list (it normally is: adding a child changes its mtime).
+//! - Headers carry mode (with setuid/setgid/sticky), uid, gid, size, mtime (PAX for
+//!   nanoseconds), no uname/gname; see [`super::header`].
+//! - A deletion is a regular empty file `.wh.NAME` (mode 0600, 0:0, mtime 0). A deletion below
+//!   another deleted directory is dropped (the directory's whiteout covers it).
+//! - Opaque rule: with `parent_root`, when a directory D exists (as a directory) in both the
+//!   layer and the parent, and every entry the parent has in D is listed as deleted (at least
+//!   one), one `D/.wh..wh..opq` (0600, 0:0, mtime 0) replaces those whiteouts. A driver with a
+//!   native diff produces the same marker for a recreated directory, so both give equal bytes.
+//! - Hard links among the written entries: the first path in tar order carries the data, later
+//!   ones are link entries to it.
+//! - A layer path whose name starts with `.wh.` cannot be represented (readers would take it
+//!   for a whiteout) and is refused with InvalidInput. `.whatever` is fine.
+//! - Sockets are skipped (tar cannot carry them; Docker skips them too). The root is skipped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CStr;
+use std::io::{BufWriter, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+
+use super::changes::{carried_xattrs, change_components, read_full};
+use super::fsat::{self, cname};
+use super::header::{self, kind, EntryMeta, BLOCK};
+use super::path_safety::{components, join, open_dir_beneath, ResolveError};
+use crate::error::{Error, Result};
+use crate::layer::{Change, ChangeKind};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const OUT_BUF: usize = 1024 * 1024;
+
+enum Item {
+    /// A path of the layer (relative key) with its lstat.
+    Path(Vec<u8>, Box<libc::stat>),
+    Marker,
+}
+
+/// Directory fds by key, remembering the last one (entries come grouped by directory).
+struct Dirs<'a> {
+    root: &'a OwnedFd,
+    root_path: &'a Path,
+    last: Option<(Vec<u8>, Rc<OwnedFd>)>,
+}
+
+impl Dirs<'_> {
+    fn open(&mut self, comps: &[&[u8]]) -> Result<Rc<OwnedFd>> {
+        let key = join(comps);
+        if let Some((k, fd)) = &self.last {
+            if *k == key {
+                return Ok(fd.clone());
+            }
+        }
+        let path = || self.root_path.join(bytes_path(&key));
+        let fd = match open_dir_beneath(self.root.as_fd(), comps) {
+            Ok(fd) => Rc::new(fd),
+            Err(ResolveError::Missing) => {
+                return Err(Error::io(
+                    "open",
+                    path(),
+                    std::io::Error::from_raw_os_error(libc::ENOENT),
+                ))
+            }
+            Err(ResolveError::Unsafe) => {
+                return Err(Error::invalid(format!(
+                    "layer path {:?} is reached through a symlink",
+                    String::from_utf8_lossy(&key)
+                )))
+            }
+            Err(ResolveError::Io(e)) => return Err(Error::io("open", path(), e)),
+        };
+        self.last = Some((key, fd.clone()));
+        Ok(fd)
+    }
+}
+
+fn split(key: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let comps: Vec<&[u8]> = key.split(|b| *b == b'/').collect();
+    let (name, parent) = comps
+        .split_last()
+        .map(|(n, p)| (*n, p.to_vec()))
+        .unwrap_or((key, Vec::new()));
+    (parent, name)
+}
+
+pub(crate) fn write_diff(
+    out: &mut dyn Write,
+    layer_root: &Path,
+    changes: &[Change],
+    parent_root: Option<&Path>,
+) -> Result<()> {
+    let layer = fsat::open_root(layer_root).map_err(|e| Error::io("open", layer_root, e))?;
+    let mut present = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    for c in changes {
+        let comps = change_components(&c.path)?;
+        let Some(name) = comps.last() else { continue };
+        if name.starts_with(WHITEOUT_PREFIX) {
+            return Err(Error::invalid(format!(
+                "layer path {} cannot be represented in an OCI layer tar: names starting with \
+                 `.wh.` are whiteout markers; rename the file",
+                c.path.display()
+            )));
+        }
+        let key = join(&comps);
+        match c.kind {
+            ChangeKind::Delete => deleted.insert(key),
+            ChangeKind::Add | ChangeKind::Modify => present.insert(key),
+        };
+    }
+    deleted.retain(|k| !present.contains(k));
+    // A deletion inside a deleted directory is covered by the directory's whiteout.
+    let covered: Vec<Vec<u8>> = deleted
+        .iter()
+        .filter(|k| ancestors(k).any(|a| deleted.contains(a)))
+        .cloned()
+        .collect();
+    for k in covered {
+        deleted.remove(&k);
+    }
+
+    let mut items: Vec<(Vec<u8>, Item)> = Vec::with_capacity(present.len() + deleted.len());
+    let parent = match parent_root {
+        Some(p) => Some(fsat::open_root(p).map_err(|e| Error::io("open", p, e))?),
+        None => None,
+    };
+    // Group deletions by directory for the opaque rule.
+    let mut by_dir: HashMap<Vec<u8>, Vec<&[u8]>> = HashMap::new();
+    for k in &deleted {
+        let (dir, name) = match k.iter().rposition(|b| *b == b'/') {
+            Some(i) => (k[..i].to_vec(), &k[i + 1..]),
+            None => (Vec::new(), &k[..]),
+        };
+        by_dir.entry(dir).or_default().push(name);
+    }
+    for (dir, names) in &by_dir {
+        let opaque = match &parent {
+            Some(p) => is_opaque(&layer, p, dir, names)?,
+            None => false,
+        };
+        if opaque {
+            items.push((marker_name(dir, OPAQUE_MARKER), Item::Marker));
+        } else {
+            for n in names {
+                let mut wh = WHITEOUT_PREFIX.to_vec();
+                wh.extend_from_slice(n);
+                items.push((marker_name(dir, &wh), Item::Marker));
+            }
+        }
+    }
+
+    let mut dirs = Dirs {
+        root: &layer,
+        root_path: layer_root,
+        last: None,
+    };
+    for key in present {
+        let (pcomps, name) = split(&key);
+        let dir = dirs.open(&pcomps)?;
+        let cn = cname(name).map_err(|_| Error::invalid("NUL in change path"))?;
+        let st = fsat::lstat_at(dir.as_fd(), &cn)
+            .map_err(|e| Error::io("stat", layer_root.join(bytes_path(&key)), e))?;
+        let ty = st.st_mode & libc::S_IFMT;
+        if ty == libc::S_IFSOCK {
+            tracing::debug!(path = %String::from_utf8_lossy(&key), "socket not written to layer tar");
+            continue;
+        }
+        let mut tar_name = key.clone();
+        if ty == libc::S_IFDIR {
+            tar_name.push(b'/');
+        }
+        items.push((tar_name, Item::Path(key, Box::new(st))));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut w = BufWriter::with_capacity(OUT_BUF, out);
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut buf = vec![0u8; OUT_BUF];
+    let werr = |e| Error::io("write", "layer tar", e);
+    for (tar_name, item) in &items {
+        match item {
+            Item::Marker => {
+                let meta = EntryMeta {
+                    kind: kind::REG,
+                    mode: 0o600,
+                    ..EntryMeta::default()
+                };
+                header::write_header(&mut w, tar_name, &meta).map_err(werr)?;
+            }
+            Item::Path(key, st) => {
+                write_path(
+                    &mut w, &mut dirs, layer_root, tar_name, key, st, &mut links, &mut buf,
+                )?;
+            }
+        }
+    }
+    w.write_all(&[0u8; 2 * BLOCK]).map_err(werr)?;
+    w.flush().map_err(werr)?;
+    Ok(())
+}
+
+fn bytes_path(key: &[u8]) -> &Path {
+    Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(key))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_path(
+    w: &mut dyn Write,
+    dirs: &mut Dirs<'_>,
+    layer_root: &Path,
+    tar_name: &[u8],
+    key: &[u8],
+    st: &libc::stat,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+    buf: &mut [u8],
+) -> Result<()> {
+    let (pcomps, name) = split(key);
+    let dir = dirs.open(&pcomps)?;
+    let cn: std::ffi::CString = cname(name).map_err(|_| Error::invalid("NUL in change path"))?;
+    let full = || layer_root.join(bytes_path(key));
+    let werr = |e| Error::io("write", "layer tar", e);
+    let ty = st.st_mode & libc::S_IFMT;
+    let mut meta = EntryMeta {
+        kind: kind::REG,
+        mode: st.st_mode & 0o7777,
+        uid: u64::from(st.st_uid),
+        gid: u64::from(st.st_gid),
+        size: 0,
+        mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+        link: Vec::new(),
+        devmajor: 0,
+        devminor: 0,
+        xattrs: carried_xattrs(dir.as_fd(), &cn)
+            .map_err(|e| Error::io("list xattrs of", full(), e))?,
+    };
+    if ty != libc::S_IFDIR && st.st_nlink > 1 {
+        let id = (st.st_dev, st.st_ino);
+        if let Some(first) = links.get(&id) {
+            meta.kind = kind::LINK;
+            meta.link = first.clone();
+            header::write_header(w, tar_name, &meta).map_err(werr)?;
+            return Ok(());
+        }
+        links.insert(id, tar_name.to_vec());
+    }
+    match ty {
+        libc::S_IFDIR => meta.kind = kind::DIR,
+        libc::S_IFLNK => {
+            meta.kind = kind::SYMLINK;
+            meta.link = fsat::readlink_at(dir.as_fd(), &cn)
+                .map_err(|e| Error::io("readlink", full(), e))?;
+        }
+        libc::S_IFCHR | libc::S_IFBLK => {
+            meta.kind = if ty == libc::S_IFCHR {
+                kind::CHAR
+            } else {
+                kind::BLOCK
+            };
+            meta.devmajor = libc::major(st.st_rdev);
+            meta.devminor = libc::minor(st.st_rdev);
+        }
+        libc::S_IFIFO => meta.kind = kind::FIFO,
+        _ => {
+            meta.size = st.st_size as u64;
+            let file =
+                fsat::open_read_at(dir.as_fd(), &cn).map_err(|e| Error::io("open", full(), e))?;
+            header::write_header(w, tar_name, &meta).map_err(werr)?;
+            copy_exact(file, w, meta.size, buf, &full())?;
+            header::write_padding(w, meta.size).map_err(werr)?;
+            return Ok(());
+        }
+    }
+    header::write_header(w, tar_name, &meta).map_err(werr)?;
+    Ok(())
+}
+
+/// Copies exactly `size` bytes; a file that shrank or grew since its lstat is an error (the
+/// tar would be corrupt otherwise).
+fn copy_exact(
+    mut file: std::fs::File,
+    w: &mut dyn Write,
+    size: u64,
+    buf: &mut [u8],
+    path: &Path,
+) -> Result<()> {
+    let mut left = size;
+    while left > 0 {
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = read_full(&mut file, &mut buf[..want]).map_err(|e| Error::io("read", path, e))?;
+        if n < want {
+            return Err(Error::Other(format!(
+                "{} shrank while its layer tar was written; retry when the layer is not in use",
+                path.display()
+            )));
+        }
+        w.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", "layer tar", e))?;
+        left -= n as u64;
+    }
+    let mut probe = [0u8; 1];
+    if read_full(&mut file, &mut probe).map_err(|e| Error::io("read", path, e))? != 0 {
+        return Err(Error::Other(format!(
+            "{} grew while its layer tar was written; retry when the layer is not in use",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn marker_name(dir: &[u8], marker: &[u8]) -> Vec<u8> {
+    let mut n = dir.to_vec();
+    if !n.is_empty() {
+        n.push(b'/');
+    }
+    n.extend_from_slice(marker);
+    n
+}
+
+/// Proper ancestors of a key (`a/b/c` gives `a/b`, `a`).
+fn ancestors(key: &[u8]) -> impl Iterator<Item = &[u8]> {
+    key.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(move |(i, _)| &key[..i])
+}
+
+/// The opaque rule: D is a directory in both trees and all of the parent's entries in D are
+/// among `deleted` (the names deleted in D).
+fn is_opaque(layer: &OwnedFd, parent: &OwnedFd, dir: &[u8], deleted: &[&[u8]]) -> Result<bool> {
+    let comps = components(dir).map_err(|why| Error::invalid(format!("change path: {why}")))?;
+    let open = |root: &OwnedFd| match open_dir_beneath(root.as_fd(), &comps) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(ResolveError::Missing) | Err(ResolveError::Unsafe) => Ok(None),
+        Err(ResolveError::Io(e)) => Err(Error::io("open", bytes_path(dir), e)),
+    };
+    if open(layer)?.is_none() {
+        return Ok(false);
+    }
+    let Some(pdir) = open(parent)? else {
+        return Ok(false);
+    };
+    let names =
+        fsat::list_dir(pdir.as_fd()).map_err(|e| Error::io("list parent's", bytes_path(dir), e))?;
+    let deleted: std::collections::HashSet<&[u8]> = deleted.iter().copied().collect();
+    Ok(!names.is_empty()
+        && names
+            .iter()
+            .all(|n: &std::ffi::CString| deleted.contains(CStr::to_bytes(n))))
+}
