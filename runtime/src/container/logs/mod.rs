@@ -1,0 +1,15 @@
+//! Container logs in Docker's json-file format: the writer the output pump feeds, and the
+//! reader `logs` uses (tail, since/until, follow, timestamps).
+
+pub mod reader;
+pub mod time;
+pub mod writer;
+
+pub use reader::{read_logs, LogEntry, LogReadOptions};
+pub use time::{format_rfc3339_nano, parse_rfc3339};
+pub use writer::JsonLogWriter;
+
+/// Docker's name for a container's log file in its directory.
+pub fn log_file_name(container_id: &str) -> String {
+    format!("{container_id}-json.log")
+}

@@ -1,0 +1,188 @@
+//! `--user` resolution against the image's /etc/passwd and /etc/group, as runc does it.
+
+use std::io::Read;
+
+use strata_core::{Error, Result};
+
+use super::scoped_path::ScopedRoot;
+
+/// The identity the container process runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: the /etc/group entries that list the user as a member.
+    pub additional_gids: Vec<u32>,
+    /// HOME from the passwd entry, `/` without one.
+    pub home: String,
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+struct GroupEntry {
+    name: String,
+    gid: u32,
+    members: Vec<String>,
+}
+
+/// Resolves `user` (`""`, `uid`, `name`, `uid:gid`, `name:group`, ...) inside the rootfs.
+pub(crate) fn resolve(root: &ScopedRoot, user: &str) -> Result<ResolvedUser> {
+    let passwd = parse_passwd(&read_optional(root, "/etc/passwd")?);
+    let groups = parse_group(&read_optional(root, "/etc/group")?);
+    resolve_in(&passwd, &groups, user)
+}
+
+fn resolve_in(passwd: &[PasswdEntry], groups: &[GroupEntry], user: &str) -> Result<ResolvedUser> {
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let entry = match user_part.parse::<u32>() {
+        Ok(uid) => passwd.iter().find(|e| e.uid == uid),
+        Err(_) => Some(passwd.iter().find(|e| e.name == user_part).ok_or_else(|| {
+            Error::invalid(format!(
+                "unable to find user {user_part}: no matching entries in passwd file"
+            ))
+        })?),
+    };
+    let uid = match entry {
+        Some(e) => e.uid,
+        None => user_part
+            .parse::<u32>()
+            .map_err(|_| Error::invalid("bad uid"))?,
+    };
+    let mut gid = entry.map(|e| e.gid).unwrap_or(0);
+    if let Some(g) = group_part.filter(|g| !g.is_empty()) {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?,
+        };
+    }
+    let mut additional_gids: Vec<u32> = match entry {
+        Some(e) => groups
+            .iter()
+            .filter(|g| g.members.iter().any(|m| *m == e.name))
+            .map(|g| g.gid)
+            .filter(|g| *g != gid)
+            .collect(),
+        None => Vec::new(),
+    };
+    additional_gids.dedup();
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        home: entry
+            .map(|e| e.home.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "/".to_string()),
+    })
+}
+
+/// A missing file is empty (numeric users work without one); a huge one is refused.
+fn read_optional(root: &ScopedRoot, path: &str) -> Result<String> {
+    match root.open_file(path, libc::O_RDONLY) {
+        Ok(f) => {
+            let mut text = String::new();
+            f.take(16 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::io("read", root.path().join(&path[1..]), e))?;
+            Ok(text)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(String::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some(PasswdEntry {
+                name: f.first()?.to_string(),
+                uid: f.get(2)?.parse().ok()?,
+                gid: f.get(3)?.parse().ok()?,
+                home: f.get(5).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn parse_group(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some(GroupEntry {
+                name: f.first()?.to_string(),
+                gid: f.get(2)?.parse().ok()?,
+                members: f
+                    .get(3)
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\naudio:x:29:alice\n";
+
+    fn res(user: &str) -> Result<ResolvedUser> {
+        resolve_in(&parse_passwd(PASSWD), &parse_group(GROUP), user)
+    }
+
+    #[test]
+    fn names_and_numbers() {
+        let root = res("").unwrap();
+        assert_eq!((root.uid, root.gid, root.home.as_str()), (0, 0, "/root"));
+        let alice = res("alice").unwrap();
+        assert_eq!((alice.uid, alice.gid), (1000, 1000));
+        assert_eq!(alice.additional_gids, vec![10, 29]);
+        assert_eq!(alice.home, "/home/alice");
+        let by_uid = res("1000:wheel").unwrap();
+        assert_eq!((by_uid.uid, by_uid.gid), (1000, 10));
+        assert_eq!(by_uid.additional_gids, vec![29]);
+        let unknown = res("4242:4343").unwrap();
+        assert_eq!(
+            (unknown.uid, unknown.gid, unknown.home.as_str()),
+            (4242, 4343, "/")
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert!(res("mallory")
+            .unwrap_err()
+            .to_string()
+            .contains("unable to find user"));
+        assert!(res("alice:nogroup")
+            .unwrap_err()
+            .to_string()
+            .contains("unable to find group"));
+    }
+}
