@@ -1,1 +1,8 @@
 //! Containers, image operations and the Engine API server (see DESIGN.md).
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod cgroups;
+pub mod container;
+pub mod daemon;
+pub mod image;

@@ -1,0 +1,609 @@
+//! `/containers/...`: create, start, wait, attach, logs, stop, kill, restart, rm, ps, inspect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::error::{ApiError, ApiResult};
+use super::filters::{truthy, Filters};
+use super::stream::{self, StreamKind};
+use super::AppState;
+use crate::container::logs::{read_logs, LogReadOptions};
+use crate::container::OutputChunk;
+use crate::daemon::containers::lifecycle;
+use crate::daemon::containers::record::{ContainerRecord, Status, ZERO_TIME};
+use crate::daemon::containers::Container;
+use crate::daemon::Daemon;
+
+type Params = Query<HashMap<String, String>>;
+
+fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    q.get(key).map(String::as_str)
+}
+
+fn int_param(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
+    match param(q, key).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?}"))),
+    }
+}
+
+pub async fn create(
+    State(d): State<AppState>,
+    Query(q): Params,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "container config must be a JSON object",
+        ));
+    }
+    let (id, warnings) = d
+        .containers
+        .create(param(&q, "name"), &body, &d.volumes)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "Id": id, "Warnings": warnings })),
+    )
+        .into_response())
+}
+
+pub async fn start(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    Ok(if lifecycle::start(&d, &id).await? {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    })
+}
+
+pub async fn stop(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<StatusCode> {
+    let grace = int_param(&q, "t")?;
+    Ok(
+        if lifecycle::stop(&d, &id, param(&q, "signal"), grace).await? {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::NOT_MODIFIED
+        },
+    )
+}
+
+pub async fn restart(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<StatusCode> {
+    lifecycle::restart(&d, &id, int_param(&q, "t")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn kill(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<StatusCode> {
+    lifecycle::kill(&d, &id, param(&q, "signal")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<StatusCode> {
+    d.containers
+        .remove(
+            &id,
+            truthy(param(&q, "force")),
+            truthy(param(&q, "v")),
+            &d.volumes,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn resize(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<StatusCode> {
+    let c = d.containers.get(&id)?;
+    let h = int_param(&q, "h")?.unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+    let w = int_param(&q, "w")?.unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+    if let Some(r) = c.running() {
+        r.resize(h, w)?;
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `POST /containers/{id}/wait`: the 200 and its headers go out at once (the CLI calls wait
+/// before start and blocks until the headers arrive); the body follows at the exit.
+pub async fn wait(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let c = d.containers.get(&id)?;
+    let condition = param(&q, "condition").unwrap_or("not-running").to_string();
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad_request(format!(
+            "invalid condition: {condition:?} (not-running, next-exit or removed)"
+        )));
+    }
+    let start = lifecycle::exits_now(&c);
+    let mut exits = c.exits.subscribe();
+    let mut removed = c.removed.subscribe();
+    let body = async move {
+        match condition.as_str() {
+            "removed" => {
+                while !*removed.borrow_and_update() {
+                    if removed.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            "next-exit" => {
+                while exits.borrow_and_update().count == start.count {
+                    if exits.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                while c.is_running() {
+                    if exits.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let rec = c.snapshot();
+        let error = (!rec.state.error.is_empty()).then(|| json!({ "Message": rec.state.error }));
+        Ok::<Bytes, std::io::Error>(stream::json_line(&json!({
+            "StatusCode": rec.state.exit_code,
+            "Error": error,
+        })))
+    };
+    let stream = futures::stream::once(body);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::internal(e.to_string()))?)
+}
+
+/// `POST /containers/{id}/attach`: answers 101 and streams the container's output (framed
+/// unless it has a TTY), feeding stdin from the client when asked.
+pub async fn attach(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+    mut req: Request,
+) -> ApiResult<Response> {
+    let c = d.containers.get(&id)?;
+    let tty = c
+        .record()
+        .config
+        .get("Tty")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let want_stdin = truthy(param(&q, "stdin"));
+    let want_stdout = truthy(param(&q, "stdout"));
+    let want_stderr = truthy(param(&q, "stderr"));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let output = c.output.subscribe();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("attach upgrade failed: {e}");
+                return;
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut reader, mut writer) = tokio::io::split(io);
+        if want_stdin {
+            let c2 = c.clone();
+            tokio::spawn(async move { pump_stdin(&c2, &mut reader).await });
+        }
+        pump_output(&c, output, &mut writer, tty, want_stdout, want_stderr).await;
+        let _ = writer.shutdown().await;
+    });
+    Ok(stream::upgrade_response(tty))
+}
+
+async fn pump_stdin<R: tokio::io::AsyncRead + Unpin>(c: &Arc<Container>, reader: &mut R) {
+    // Attach comes before start: wait for the run that gives us a stdin.
+    let mut starts = c.starts.subscribe();
+    let stdin = loop {
+        if let Some(s) = c.stdin.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            break s;
+        }
+        if starts.changed().await.is_err() {
+            return;
+        }
+    };
+    let mut stdin = stdin;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stdin.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping stdin closes it, so `cat` and friends see EOF.
+}
+
+async fn pump_output<W: tokio::io::AsyncWrite + Unpin>(
+    c: &Arc<Container>,
+    mut output: tokio::sync::broadcast::Receiver<OutputChunk>,
+    writer: &mut W,
+    tty: bool,
+    want_stdout: bool,
+    want_stderr: bool,
+) {
+    let start = lifecycle::exits_now(c);
+    let mut exits = c.exits.subscribe();
+    let write = |chunk: OutputChunk| -> Option<Bytes> {
+        let kind = match chunk.stream {
+            crate::container::StreamKind::Stdout if want_stdout => StreamKind::Stdout,
+            crate::container::StreamKind::Stderr if want_stderr => StreamKind::Stderr,
+            _ => return None,
+        };
+        Some(if tty {
+            chunk.data
+        } else {
+            stream::frame(kind, &chunk.data)
+        })
+    };
+    loop {
+        tokio::select! {
+            biased;
+            msg = output.recv() => match msg {
+                Ok(chunk) => {
+                    if let Some(bytes) = write(chunk) {
+                        if writer.write_all(&bytes).await.is_err() { return; }
+                        let _ = writer.flush().await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("attach fell behind; {n} output chunks skipped");
+                }
+                Err(_) => return,
+            },
+            changed = exits.changed() => {
+                if changed.is_err() { return; }
+                if exits.borrow().count != start.count {
+                    // The run ended: deliver what is still queued, then close.
+                    while let Ok(chunk) = output.try_recv() {
+                        if let Some(bytes) = write(chunk) {
+                            if writer.write_all(&bytes).await.is_err() { return; }
+                        }
+                    }
+                    let _ = writer.flush().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `GET /containers/{id}/logs`.
+pub async fn logs(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let c = d.containers.get(&id)?;
+    let rec = c.snapshot();
+    let tty = rec
+        .config
+        .get("Tty")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let stdout = truthy(param(&q, "stdout"));
+    let stderr = truthy(param(&q, "stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request("you must choose at least one stream"));
+    }
+    let timestamps = truthy(param(&q, "timestamps"));
+    let tail = match param(&q, "tail") {
+        None | Some("all") | Some("") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid tail: {n:?}")))?,
+        ),
+    };
+    let since = parse_time(param(&q, "since"))?;
+    let until = parse_time(param(&q, "until"))?;
+    let follow = truthy(param(&q, "follow"));
+    let running = c.running();
+    let exit = if follow {
+        running.as_ref().map(|r| r.exit_watch())
+    } else {
+        None
+    };
+    let opts = LogReadOptions {
+        stdout,
+        stderr,
+        since,
+        until,
+        tail,
+        follow: follow && exit.is_some(),
+    };
+    let dir = ContainerRecord::dir(&d.containers.root, &rec.id);
+    let path = dir.join(crate::container::logs::log_file_name(&rec.id));
+    let entries = read_logs(path, opts, exit);
+    let body = entries.map(move |entry| match entry {
+        Ok(e) => {
+            let data = e.render(timestamps);
+            let kind = match e.stream {
+                crate::container::StreamKind::Stderr => StreamKind::Stderr,
+                _ => StreamKind::Stdout,
+            };
+            Ok::<Bytes, std::io::Error>(if tty {
+                data
+            } else {
+                stream::frame(kind, &data)
+            })
+        }
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, stream::stream_content_type(tty))
+        .body(Body::from_stream(body))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `since`/`until`: unix seconds (with optional fraction), as the CLI sends them.
+fn parse_time(v: Option<&str>) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(v) = v.filter(|v| !v.is_empty() && *v != "0") else {
+        return Ok(None);
+    };
+    let (secs, frac) = v.split_once('.').unwrap_or((v, "0"));
+    let secs: i64 = secs
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid time {v:?}")))?;
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().unwrap_or(0);
+    Ok(chrono::DateTime::from_timestamp(secs, nanos))
+}
+
+fn unix_time(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
+}
+
+fn command_line(rec: &ContainerRecord) -> String {
+    let quote = |s: &str| {
+        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        } else {
+            s.to_string()
+        }
+    };
+    std::iter::once(rec.path.as_str())
+        .chain(rec.args.iter().map(String::as_str))
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn mounts_json(rec: &ContainerRecord) -> Value {
+    json!(rec
+        .mounts
+        .iter()
+        .map(|m| json!({
+            "Type": m.kind,
+            "Name": if m.name.is_empty() { Value::Null } else { json!(m.name) },
+            "Source": m.source,
+            "Destination": m.destination,
+            "Driver": if m.driver.is_empty() { Value::Null } else { json!(m.driver) },
+            "Mode": m.mode,
+            "RW": m.rw,
+            "Propagation": m.propagation,
+        }))
+        .collect::<Vec<_>>())
+}
+
+fn network_settings(rec: &ContainerRecord) -> Value {
+    let mode = rec
+        .host_config
+        .get("NetworkMode")
+        .and_then(Value::as_str)
+        .unwrap_or("none")
+        .to_string();
+    json!({
+        "Networks": {
+            mode: {
+                "IPAMConfig": null, "Links": null, "Aliases": null, "NetworkID": "",
+                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": "", "DriverOpts": null
+            }
+        }
+    })
+}
+
+/// Container sizes and the image's size for `SizeRootFs`.
+async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
+    let running = rec.state.status == Status::Running;
+    let size = d
+        .sizes
+        .get(&rec.id, running, &d.layers, d.driver.as_ref())
+        .await
+        .unwrap_or_default();
+    let image_size = strata_core::store::Digest::parse(&rec.image_id)
+        .ok()
+        .and_then(|id| d.images.size(&id).ok())
+        .unwrap_or(0);
+    (
+        size.size_rw as i64,
+        image_size as i64 + size.size_rw as i64,
+        size.on_disk as i64,
+    )
+}
+
+/// One `ContainerSummary` (ps, system df).
+pub async fn summary(d: &Daemon, rec: &ContainerRecord, with_size: bool) -> Value {
+    let mut v = json!({
+        "Id": rec.id,
+        "Names": [format!("/{}", rec.name)],
+        "Image": rec.image_ref,
+        "ImageID": rec.image_id,
+        "Command": command_line(rec),
+        "Created": unix_time(&rec.created),
+        "Ports": [],
+        "Labels": rec.config.get("Labels").cloned().unwrap_or_else(|| json!({})),
+        "State": rec.state.status.as_str(),
+        "Status": rec.status_text(chrono::Utc::now()),
+        "HostConfig": { "NetworkMode": rec.host_config.get("NetworkMode").cloned().unwrap_or(json!("none")) },
+        "NetworkSettings": network_settings(rec),
+        "Mounts": mounts_json(rec),
+    });
+    if with_size {
+        let (rw, rootfs, on_disk) = sizes(d, rec).await;
+        v["SizeRw"] = json!(rw);
+        v["SizeRootFs"] = json!(rootfs);
+        v["Strata"] = json!({ "OnDisk": on_disk });
+    }
+    v
+}
+
+pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json<Value>> {
+    let all = truthy(param(&q, "all"));
+    let with_size = truthy(param(&q, "size"));
+    let limit = int_param(&q, "limit")?.filter(|l| *l > 0);
+    let filters = Filters::parse(param(&q, "filters"))?;
+    let mut recs: Vec<ContainerRecord> = d.containers.all().iter().map(|c| c.snapshot()).collect();
+    recs.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut out = Vec::new();
+    for rec in recs {
+        let status_filter = filters.get("status");
+        if !all && status_filter.is_empty() && rec.state.status != Status::Running {
+            continue;
+        }
+        if !filters.matches("status", |s| s == rec.state.status.as_str())
+            || !filters.matches("name", |n| rec.name.contains(n.trim_start_matches('/')))
+            || !filters.matches("id", |i| rec.id.starts_with(i))
+            || !filters.matches("ancestor", |a| {
+                a == rec.image_ref || rec.image_id.contains(a)
+            })
+        {
+            continue;
+        }
+        out.push(summary(&d, &rec, with_size).await);
+        if limit.is_some_and(|l| out.len() as i64 >= l) {
+            break;
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+pub async fn inspect(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult<Json<Value>> {
+    let c = d.containers.get(&id)?;
+    let rec = c.snapshot();
+    let layer = strata_core::LayerId::new(rec.rw_layer.clone())?;
+    let data = d.driver.metadata(&layer).await.unwrap_or_default();
+    let s = &rec.state;
+    let mut v = json!({
+        "Id": rec.id,
+        "Created": rec.created,
+        "Path": rec.path,
+        "Args": rec.args,
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": s.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": s.oom_killed,
+            "Dead": s.status == Status::Dead,
+            "Pid": s.pid,
+            "ExitCode": s.exit_code,
+            "Error": s.error,
+            "StartedAt": s.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+        },
+        "Image": rec.image_id,
+        "ResolvConfPath": ContainerRecord::dir(&d.containers.root, &rec.id).join("resolv.conf"),
+        "HostnamePath": ContainerRecord::dir(&d.containers.root, &rec.id).join("hostname"),
+        "HostsPath": ContainerRecord::dir(&d.containers.root, &rec.id).join("hosts"),
+        "LogPath": ContainerRecord::dir(&d.containers.root, &rec.id).join(crate::container::logs::log_file_name(&rec.id)),
+        "Name": format!("/{}", rec.name),
+        "RestartCount": rec.restart_count,
+        "Driver": d.driver.name(),
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": rec.host_config,
+        "GraphDriver": {
+            "Name": d.driver.name(),
+            "Data": if data.is_empty() { Value::Null } else { json!(data) },
+        },
+        "Mounts": mounts_json(&rec),
+        "Config": rec.config,
+        "NetworkSettings": network_settings(&rec),
+    });
+    if truthy(param(&q, "size")) {
+        let (rw, rootfs, _) = sizes(&d, &rec).await;
+        v["SizeRw"] = json!(rw);
+        v["SizeRootFs"] = json!(rootfs);
+    }
+    Ok(Json(v))
+}
+
+pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for c in d.containers.all() {
+        let rec = c.snapshot();
+        if rec.state.status == Status::Running {
+            continue;
+        }
+        let size = d
+            .sizes
+            .get(&rec.id, false, &d.layers, d.driver.as_ref())
+            .await
+            .map(|s| s.on_disk)
+            .unwrap_or(0);
+        if d.containers
+            .remove(&rec.id, false, false, &d.volumes)
+            .await
+            .is_ok()
+        {
+            reclaimed += size;
+            deleted.push(rec.id);
+        }
+    }
+    Ok(Json(
+        json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }),
+    ))
+}

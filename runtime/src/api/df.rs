@@ -1,0 +1,105 @@
+//! `GET /system/df`: disk usage in the shape of API < 1.52 (full arrays, from which the CLI
+//! derives its totals even without `-v`).
+//!
+//! Accounting model: an image's `Size` is the content bytes of its layers (Docker's
+//! definition, measured once when each layer was registered); `SharedSize` the part of it in
+//! layers that other images use too; `LayersSize` the content bytes of every image layer,
+//! each layer counted once. A container's `SizeRw` is the content bytes its layer changed.
+//! Beyond Docker, every image and container carries `Strata.OnDisk`: the bytes its layers
+//! really occupy on this driver (allocated blocks, hard links once; a vfs layer is a full
+//! copy, an overlay2 layer only its own files).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+use strata_core::store::{chain_ids, Digest};
+
+use super::error::ApiResult;
+use super::AppState;
+use crate::daemon::Daemon;
+
+fn wants(types: &[String], t: &str) -> bool {
+    types.is_empty() || types.iter().any(|x| x == t)
+}
+
+pub async fn df(
+    State(d): State<AppState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> ApiResult<Json<Value>> {
+    let types: Vec<String> = raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("type="))
+        .map(str::to_string)
+        .collect();
+    let mut out = serde_json::Map::new();
+    if wants(&types, "image") {
+        let (layers_size, images) = images(&d)?;
+        out.insert("LayersSize".into(), json!(layers_size));
+        out.insert("Images".into(), json!(images));
+    }
+    if wants(&types, "container") {
+        let mut list = Vec::new();
+        for c in d.containers.all() {
+            let rec = c.snapshot();
+            list.push(super::containers::summary(&d, &rec, true).await);
+        }
+        out.insert("Containers".into(), json!(list));
+    }
+    if wants(&types, "volume") {
+        let mut list = Vec::new();
+        for mut v in d.volumes.list().await? {
+            let name = strata_core::VolumeName::new(v.name.clone())?;
+            let size = match d.volumes.usage(&name).await {
+                Ok(u) => u.bytes as i64,
+                Err(_) => -1,
+            };
+            v.usage_data = Some(crate::daemon::volumes::UsageData {
+                size,
+                ref_count: d.volumes.users(&name) as i64,
+            });
+            list.push(serde_json::to_value(v).unwrap_or(Value::Null));
+        }
+        out.insert("Volumes".into(), json!(list));
+    }
+    if wants(&types, "build-cache") {
+        out.insert("BuildCache".into(), json!([]));
+        out.insert("BuilderSize".into(), json!(0));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// Image summaries with shared sizes, and the total of all image layers.
+fn images(d: &Daemon) -> ApiResult<(u64, Vec<Value>)> {
+    let records = d.images.list();
+    let mut chains_of: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
+    let mut users: HashMap<Digest, usize> = HashMap::new();
+    for img in &records {
+        let chains = chain_ids(&img.config.rootfs.diff_ids);
+        for c in &chains {
+            *users.entry(c.clone()).or_default() += 1;
+        }
+        chains_of.insert(img.id.clone(), chains);
+    }
+    let layer_size = |c: &Digest| d.layers.get(c).map_or(0, |l| l.size);
+    let layers_size: u64 = users.keys().map(layer_size).sum();
+    let mut list = Vec::new();
+    for (id, chains) in &chains_of {
+        let shared: u64 = chains
+            .iter()
+            .filter(|c| users.get(*c).copied().unwrap_or(0) > 1)
+            .map(layer_size)
+            .sum();
+        let on_disk: u64 = chains
+            .iter()
+            .map(|c| d.layers.get(c).map_or(0, |l| l.usage.bytes))
+            .sum();
+        let mut v = super::images::summary(d, id, Some(shared as i64))?;
+        v["Strata"] = json!({ "OnDisk": on_disk });
+        list.push(v);
+    }
+    Ok((layers_size, list))
+}

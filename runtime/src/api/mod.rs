@@ -1,0 +1,66 @@
+//! The Docker Engine REST API, as much of it as the stock docker CLI needs. Routes are served
+//! bare and under `/v1.NN/`; see `version.rs`.
+
+pub mod containers;
+pub mod df;
+pub mod error;
+pub mod filters;
+pub mod host;
+pub mod images;
+pub mod stream;
+pub mod system;
+pub mod version;
+pub mod volumes;
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::daemon::Daemon;
+
+pub type AppState = Arc<Daemon>;
+
+/// The whole API router. Wrap with [`version::strip_version`] before serving (see `serve`).
+pub fn router(daemon: AppState) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping).head(system::ping_head))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/system/df", get(df::df))
+        .route("/containers/create", post(containers::create))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/prune", post(containers::prune))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/resize", post(containers::resize))
+        .route("/containers/{id}", delete(containers::remove))
+        .route("/commit", post(images::commit))
+        .route("/images/json", get(images::list))
+        .route("/images/load", post(images::load))
+        .route("/images/get", get(images::save_many))
+        .route("/images/create", post(images::create))
+        .route("/images/prune", post(images::prune))
+        // Image names may contain `/`, so one wildcard route per method dispatches on the suffix.
+        .route(
+            "/images/{*rest}",
+            get(images::get_by_name)
+                .post(images::post_by_name)
+                .delete(images::remove),
+        )
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
+        .fallback(system::not_found)
+        .with_state(daemon)
+}

@@ -1,0 +1,65 @@
+//! `stratad`'s command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "stratad",
+    version,
+    about = "The Strata container engine daemon"
+)]
+pub struct DaemonConfig {
+    /// Root of persistent state (layers, images, containers, volumes).
+    #[arg(long, default_value = "/var/lib/strata")]
+    pub data_root: PathBuf,
+
+    /// Root of runtime state (mount points of running containers, pid files).
+    #[arg(long, default_value = "/run/strata")]
+    pub exec_root: PathBuf,
+
+    /// Storage driver: overlay2, btrfs, vfs, fuse-overlay, or a plugin's name. Default: the one
+    /// the data root already holds, otherwise the first that works in that order.
+    #[arg(short = 's', long = "storage-driver")]
+    pub storage_driver: Option<String>,
+
+    /// Storage driver options (key=value), e.g. size=10G.
+    #[arg(long = "storage-opt")]
+    pub storage_opts: Vec<String>,
+
+    /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (repeatable).
+    #[arg(short = 'H', long = "host")]
+    pub hosts: Vec<String>,
+
+    /// File to write the daemon's pid to.
+    #[arg(short = 'p', long, default_value = "/run/strata/stratad.pid")]
+    pub pidfile: PathBuf,
+
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(short = 'l', long, default_value = "info")]
+    pub log_level: String,
+
+    /// Require TLS client certificates on TCP listeners.
+    #[arg(long)]
+    pub tlsverify: bool,
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+}
+
+pub const DEFAULT_SOCKET: &str = "unix:///run/strata.sock";
+
+impl DaemonConfig {
+    /// The listen addresses, with the default socket when none is given.
+    pub fn listen_addresses(&self) -> Vec<String> {
+        if self.hosts.is_empty() {
+            vec![DEFAULT_SOCKET.to_string()]
+        } else {
+            self.hosts.clone()
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Start, stop, kill and the monitor that records an exit: the steps between a container's
+//! record and its process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use strata_core::{CallerId, Error, Result, VolumeName};
+
+use super::mounts::MountRequest;
+use super::record::{MountPoint, Status, ZERO_TIME};
+use super::{Container, Exits};
+use crate::cgroups::{CpuLimits, MemoryLimits, Resources};
+use crate::container::{self, ContainerSpec, MountSpec, Network, Propagation, StartError};
+use crate::daemon::Daemon;
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Kills a container process left by a daemon that died (we do not live-restore).
+pub fn kill_orphan(pid: i32) {
+    if pid > 1 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Parses `SIGTERM`, `TERM` or `15`.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    let bad = || Error::invalid(format!("invalid signal: {s}"));
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+/// Waits until the monitor has recorded the end of the current run.
+pub async fn wait_until_stopped(c: &Container) {
+    let mut rx = c.exits.subscribe();
+    while c.is_running() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts a container. Ok(false) when it was already running (the API answers 304).
+pub async fn start(d: &Arc<Daemon>, key: &str) -> Result<bool> {
+    let c = d.containers.get(key)?;
+    let _op = c.op_lock.lock().await;
+    let rec = c.snapshot();
+    if rec.state.status == Status::Running {
+        return Ok(false);
+    }
+    let layer = strata_core::LayerId::new(rec.rw_layer.clone())?;
+    let rootfs = d.driver.mount(&layer, "").await?;
+    let caller = CallerId::new(rec.id.clone())?;
+    let mut mounted_volumes = Vec::new();
+    let prepared = prepare_mounts(d, &c, &rootfs, &caller, &mut mounted_volumes).await;
+    let (specs, points) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            release(d, &layer, &caller, &mounted_volumes).await;
+            return Err(e);
+        }
+    };
+    let spec = build_spec(d, &c, rootfs, specs)?;
+    match container::spawn(spec, c.output.clone()).await {
+        Ok(mut running) => {
+            let stdin = running.take_stdin();
+            *c.stdin.lock().unwrap_or_else(|p| p.into_inner()) = stdin;
+            let running = Arc::new(running);
+            *c.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.clone());
+            {
+                let mut r = c.record();
+                r.mounts = points;
+                r.state.status = Status::Running;
+                r.state.pid = running.pid();
+                r.state.exit_code = 0;
+                r.state.oom_killed = false;
+                r.state.error.clear();
+                r.state.started_at = Some(
+                    running
+                        .started_at()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                );
+                r.state.finished_at = Some(ZERO_TIME.into());
+                r.save(&d.containers.root)?;
+            }
+            c.starts.send_modify(|n| *n += 1);
+            tokio::spawn(monitor(
+                d.clone(),
+                c.clone(),
+                running,
+                layer,
+                caller,
+                mounted_volumes,
+            ));
+            Ok(true)
+        }
+        Err(e) => {
+            release(d, &layer, &caller, &mounted_volumes).await;
+            let (code, message) = match &e {
+                StartError::Exec { exit_code, message } => (*exit_code, message.clone()),
+                StartError::Setup(err) => (128, err.to_string()),
+            };
+            {
+                let mut r = c.record();
+                r.state.status = Status::Exited;
+                r.state.exit_code = code;
+                r.state.error = message.clone();
+                r.state.finished_at = Some(now());
+                r.save(&d.containers.root)?;
+            }
+            c.exits.send_modify(|x| {
+                x.count += 1;
+                x.last_code = code as i64;
+            });
+            Err(match e {
+                StartError::Exec { .. } => Error::invalid(format!(
+                    "failed to create task for container: exec failed: {message}"
+                )),
+                StartError::Setup(err) => err,
+            })
+        }
+    }
+}
+
+/// Waits for the run to end, records how, and undoes what start mounted.
+async fn monitor(
+    d: Arc<Daemon>,
+    c: Arc<Container>,
+    running: Arc<container::RunningContainer>,
+    layer: strata_core::LayerId,
+    caller: CallerId,
+    volumes: Vec<VolumeName>,
+) {
+    let status = running.wait().await;
+    *c.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    release(&d, &layer, &caller, &volumes).await;
+    let auto_remove = {
+        let mut r = c.record();
+        r.state.status = Status::Exited;
+        r.state.pid = 0;
+        r.state.exit_code = status.code;
+        r.state.oom_killed = status.oom_killed;
+        r.state.finished_at = Some(
+            status
+                .finished_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        );
+        if let Err(e) = r.save(&d.containers.root) {
+            tracing::error!(container = %r.id, "cannot record the exit: {e}");
+        }
+        r.auto_remove
+    };
+    *c.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    c.exits.send_modify(|x| {
+        x.count += 1;
+        x.last_code = status.code as i64;
+    });
+    d.sizes.invalidate(&c.record().id);
+    if auto_remove {
+        let id = c.record().id.clone();
+        if let Err(e) = d.containers.remove(&id, true, true, &d.volumes).await {
+            tracing::warn!(container = %id, "auto-remove failed: {e}");
+        }
+    }
+}
+
+async fn release(
+    d: &Daemon,
+    layer: &strata_core::LayerId,
+    caller: &CallerId,
+    volumes: &[VolumeName],
+) {
+    for v in volumes {
+        if let Err(e) = d.volumes.unmount(v, caller).await {
+            tracing::warn!(volume = %v, "unmount failed: {e}");
+        }
+    }
+    if let Err(e) = d.driver.unmount(layer).await {
+        tracing::warn!(layer = %layer, "unmount failed: {e}");
+    }
+}
+
+/// Creates and mounts volumes, checks bind sources, and gives the runtime's mount list and
+/// inspect's `Mounts`.
+async fn prepare_mounts(
+    d: &Daemon,
+    c: &Container,
+    rootfs: &Path,
+    caller: &CallerId,
+    mounted: &mut Vec<VolumeName>,
+) -> Result<(Vec<MountSpec>, Vec<MountPoint>)> {
+    let requests = c.record().mount_requests.clone();
+    let mut specs = Vec::new();
+    let mut points = Vec::new();
+    let mut resolved_requests = Vec::new();
+    for req in requests {
+        match &req {
+            MountRequest::Bind {
+                source,
+                target,
+                read_only,
+                create_source,
+                propagation,
+            } => {
+                let src = PathBuf::from(source);
+                if !src.exists() {
+                    if *create_source {
+                        std::fs::create_dir_all(&src)
+                            .map_err(|e| Error::io("create bind source", &src, e))?;
+                    } else {
+                        return Err(Error::invalid(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {source}"
+                        )));
+                    }
+                }
+                let mut spec = MountSpec::bind(&src, target.clone(), *read_only);
+                spec.propagation = parse_propagation(propagation);
+                specs.push(spec);
+                points.push(MountPoint {
+                    kind: "bind".into(),
+                    name: String::new(),
+                    source: source.clone(),
+                    destination: target.clone(),
+                    driver: String::new(),
+                    mode: if *read_only {
+                        "ro".into()
+                    } else {
+                        String::new()
+                    },
+                    rw: !read_only,
+                    propagation: if propagation.is_empty() {
+                        "rprivate".into()
+                    } else {
+                        propagation.clone()
+                    },
+                });
+                resolved_requests.push(req.clone());
+            }
+            MountRequest::Volume {
+                name,
+                target,
+                read_only,
+                driver,
+                driver_opts,
+                nocopy,
+            } => {
+                let name = match name {
+                    Some(n) => VolumeName::new(n.as_str())?,
+                    None => {
+                        let v = d
+                            .volumes
+                            .create(None, driver.as_deref(), driver_opts, Default::default())
+                            .await?;
+                        VolumeName::new(v.name)?
+                    }
+                };
+                let existed = d.volumes.inspect(&name).await.is_ok();
+                let view = if existed {
+                    d.volumes.inspect(&name).await?
+                } else {
+                    d.volumes
+                        .create(
+                            Some(name.clone()),
+                            driver.as_deref(),
+                            driver_opts,
+                            Default::default(),
+                        )
+                        .await?
+                };
+                let path = d.volumes.mount(&name, caller).await?;
+                mounted.push(name.clone());
+                d.volumes.add_user(&name, caller.as_str());
+                if !nocopy {
+                    copy_image_content(rootfs, target, &path)?;
+                }
+                specs.push(MountSpec::volume(&path, target.clone(), *read_only));
+                points.push(MountPoint {
+                    kind: "volume".into(),
+                    name: name.to_string(),
+                    source: path.display().to_string(),
+                    destination: target.clone(),
+                    driver: view.driver.clone(),
+                    mode: if *read_only { "ro".into() } else { "z".into() },
+                    rw: !read_only,
+                    propagation: String::new(),
+                });
+                // Remember the anonymous volume's name so a restart reuses it.
+                resolved_requests.push(MountRequest::Volume {
+                    name: Some(name.to_string()),
+                    target: target.clone(),
+                    read_only: *read_only,
+                    driver: driver.clone(),
+                    driver_opts: driver_opts.clone(),
+                    nocopy: *nocopy,
+                });
+            }
+            MountRequest::Tmpfs {
+                target,
+                size_bytes,
+                mode,
+                read_only,
+            } => {
+                let mut spec = MountSpec::tmpfs(target.clone(), *size_bytes, *mode);
+                spec.read_only = *read_only;
+                specs.push(spec);
+                points.push(MountPoint {
+                    kind: "tmpfs".into(),
+                    name: String::new(),
+                    source: String::new(),
+                    destination: target.clone(),
+                    driver: String::new(),
+                    mode: String::new(),
+                    rw: !read_only,
+                    propagation: String::new(),
+                });
+                resolved_requests.push(req.clone());
+            }
+        }
+    }
+    c.record().mount_requests = resolved_requests;
+    Ok((specs, points))
+}
+
+/// Docker fills a new, empty volume with what the image has at the mount target.
+fn copy_image_content(rootfs: &Path, target: &str, volume: &Path) -> Result<()> {
+    let is_empty = std::fs::read_dir(volume)
+        .map(|mut e| e.next().is_none())
+        .unwrap_or(false);
+    if !is_empty {
+        return Ok(());
+    }
+    let Ok(root) = rootfs.canonicalize() else {
+        return Ok(());
+    };
+    let Ok(src) = root.join(target.trim_start_matches('/')).canonicalize() else {
+        return Ok(());
+    };
+    // A symlink in the image must not lead the copy outside the container's root.
+    if !src.starts_with(&root) || !src.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(&src).map_err(|e| Error::io("read directory", &src, e))? {
+        let entry = entry.map_err(|e| Error::io("read directory", &src, e))?;
+        let from = entry.path();
+        let to = volume.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&from).map_err(|e| Error::io("stat", &from, e))?;
+        if meta.is_dir() {
+            strata_core::fsutil::copy::copy_tree(&from, &to)?;
+        } else {
+            copy_entry(&from, &to, &meta)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_entry(from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(from).map_err(|e| Error::io("readlink", from, e))?;
+        std::os::unix::fs::symlink(&target, to).map_err(|e| Error::io("symlink", to, e))?;
+    } else if meta.is_file() {
+        std::fs::copy(from, to).map_err(|e| Error::io("copy", from, e))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| Error::io("chmod", to, e))?;
+    } else {
+        return Ok(());
+    }
+    let _ = std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()));
+    Ok(())
+}
+
+fn parse_propagation(p: &str) -> Propagation {
+    match p {
+        "private" => Propagation::Private,
+        "rshared" => Propagation::RShared,
+        "shared" => Propagation::Shared,
+        "rslave" => Propagation::RSlave,
+        "slave" => Propagation::Slave,
+        _ => Propagation::RPrivate,
+    }
+}
+
+fn build_spec(
+    d: &Daemon,
+    c: &Container,
+    rootfs: PathBuf,
+    mounts: Vec<MountSpec>,
+) -> Result<ContainerSpec> {
+    let rec = c.snapshot();
+    let cfg = &rec.config;
+    let hc = &rec.host_config;
+    let s = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+    };
+    let b = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_bool()).unwrap_or(false);
+    let i = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_i64()).unwrap_or(0);
+    let strings = |v: &serde_json::Value, k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut args = vec![rec.path.clone()];
+    args.extend(rec.args.iter().cloned());
+    let dir = super::record::ContainerRecord::dir(&d.containers.root, &rec.id);
+    let mut spec = ContainerSpec::new(rec.id.clone(), rootfs, dir, args);
+    let hostname = s(cfg, "Hostname");
+    if !hostname.is_empty() {
+        spec.hostname = hostname;
+    }
+    spec.env = strings(cfg, "Env");
+    spec.cwd = s(cfg, "WorkingDir");
+    spec.user = s(cfg, "User");
+    spec.tty = b(cfg, "Tty");
+    spec.stdin = b(cfg, "OpenStdin");
+    spec.read_only_rootfs = b(hc, "ReadonlyRootfs");
+    spec.network = match s(hc, "NetworkMode").as_str() {
+        "host" => Network::Host,
+        _ => Network::None,
+    };
+    spec.extra_hosts = strings(hc, "ExtraHosts")
+        .into_iter()
+        .filter_map(|h| h.split_once(':').map(|(n, ip)| format!("{ip}\t{n}")))
+        .collect();
+    spec.init = b(hc, "Init");
+    spec.mounts = mounts;
+    let memory = i(hc, "Memory");
+    let swap = i(hc, "MemorySwap");
+    let nano = i(hc, "NanoCpus");
+    let quota = i(hc, "CpuQuota");
+    let period = i(hc, "CpuPeriod");
+    let shares = i(hc, "CpuShares");
+    let mut cpu = if nano > 0 {
+        CpuLimits::from_nano_cpus(nano)
+    } else {
+        CpuLimits {
+            quota_us: (quota > 0).then_some(quota),
+            period_us: (period > 0).then_some(period as u64),
+            shares: None,
+        }
+    };
+    cpu.shares = (shares > 0).then_some(shares as u64);
+    spec.resources = Resources {
+        memory: MemoryLimits {
+            memory: (memory > 0).then_some(memory),
+            memory_swap: (swap != 0).then_some(swap),
+        },
+        cpu,
+        pids_limit: hc
+            .get("PidsLimit")
+            .and_then(|x| x.as_i64())
+            .filter(|p| *p > 0),
+    };
+    let parent = s(hc, "CgroupParent");
+    if !parent.is_empty() {
+        spec.cgroup_parent = parent;
+    }
+    Ok(spec)
+}
+
+/// Stops a running container: its stop signal, then SIGKILL after `grace`. Ok(false) when it
+/// was not running (304).
+pub async fn stop(
+    d: &Arc<Daemon>,
+    key: &str,
+    signal: Option<&str>,
+    grace: Option<i64>,
+) -> Result<bool> {
+    let c = d.containers.get(key)?;
+    let _op = c.op_lock.lock().await;
+    let Some(running) = c.running() else {
+        return Ok(false);
+    };
+    let rec = c.snapshot();
+    let sig_name = signal
+        .map(str::to_string)
+        .or_else(|| {
+            rec.config
+                .get("StopSignal")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "SIGTERM".into());
+    let sig = parse_signal(&sig_name)?;
+    let grace = grace
+        .or_else(|| rec.config.get("StopTimeout").and_then(|t| t.as_i64()))
+        .unwrap_or(10)
+        .max(0) as u64;
+    running.stop(sig, Duration::from_secs(grace)).await;
+    drop(running);
+    wait_until_stopped(&c).await;
+    Ok(true)
+}
+
+pub async fn kill(d: &Arc<Daemon>, key: &str, signal: Option<&str>) -> Result<()> {
+    let c = d.containers.get(key)?;
+    let sig = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
+    let Some(running) = c.running() else {
+        return Err(Error::AlreadyExists(format!(
+            "Cannot kill container: {}: container {} is not running",
+            key,
+            c.record().id
+        )));
+    };
+    running.kill(sig)?;
+    if sig == Signal::SIGKILL {
+        drop(running);
+        wait_until_stopped(&c).await;
+    }
+    Ok(())
+}
+
+pub async fn restart(d: &Arc<Daemon>, key: &str, grace: Option<i64>) -> Result<()> {
+    stop(d, key, None, grace).await?;
+    start(d, key).await.map(|_| ())
+}
+
+/// The exit events a waiter starts from.
+pub fn exits_now(c: &Container) -> Exits {
+    *c.exits.borrow()
+}

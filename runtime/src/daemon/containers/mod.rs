@@ -1,0 +1,297 @@
+//! Containers as the engine keeps them: records on disk, the running process, waiters and
+//! attachers. The process itself is `crate::container`'s business; the storage is the layer
+//! store's (one read-write driver layer per container, no init layer).
+
+pub mod create;
+pub mod lifecycle;
+pub mod mounts;
+pub mod record;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use strata_core::store::{ImageStore, LayerStore};
+use strata_core::{Error, IoContext, LayerId, Result};
+use tokio::sync::{broadcast, watch};
+
+use crate::container::{ContainerStdin, OutputChunk, RunningContainer};
+use record::{ContainerRecord, Status};
+
+/// Exit events: a counter that grows at every exit, so `wait?condition=next-exit` can wait for
+/// the next one, and the code of the last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exits {
+    pub count: u64,
+    pub last_code: i64,
+}
+
+/// One container in memory.
+pub struct Container {
+    record: Mutex<ContainerRecord>,
+    /// Output of the current run; made at creation so an attach before start sees everything.
+    pub output: broadcast::Sender<OutputChunk>,
+    pub running: Mutex<Option<Arc<RunningContainer>>>,
+    /// The stdin of the current run, taken by the first attach that asks for it.
+    pub stdin: Mutex<Option<ContainerStdin>>,
+    /// Bumped at every start, so a stdin attacher knows a run began.
+    pub starts: watch::Sender<u64>,
+    pub exits: watch::Sender<Exits>,
+    pub removed: watch::Sender<bool>,
+    /// Serialises start, stop and remove of this container.
+    pub op_lock: tokio::sync::Mutex<()>,
+}
+
+impl Container {
+    fn new(record: ContainerRecord) -> Arc<Self> {
+        let (output, _) = crate::container::output_channel();
+        Arc::new(Self {
+            record: Mutex::new(record),
+            output,
+            running: Mutex::new(None),
+            stdin: Mutex::new(None),
+            starts: watch::channel(0).0,
+            exits: watch::channel(Exits::default()).0,
+            removed: watch::channel(false).0,
+            op_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The record; poisoning (a panic while holding it) is not recoverable state, so the
+    /// guard is taken anyway.
+    pub fn record(&self) -> MutexGuard<'_, ContainerRecord> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> ContainerRecord {
+        self.record().clone()
+    }
+
+    pub fn running(&self) -> Option<Arc<RunningContainer>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.record().state.status == Status::Running
+    }
+}
+
+/// All containers of the daemon.
+pub struct Containers {
+    pub root: PathBuf,
+    pub layers: LayerStore,
+    pub images: ImageStore,
+    table: Mutex<BTreeMap<String, Arc<Container>>>,
+}
+
+impl Containers {
+    /// Loads every container record. Containers that were running when the daemon died are
+    /// recorded as exited (their processes are killed: we do not live-restore).
+    pub async fn open(root: PathBuf, layers: LayerStore, images: ImageStore) -> Result<Self> {
+        std::fs::create_dir_all(&root).ctx("create", &root)?;
+        let mut table = BTreeMap::new();
+        let entries = std::fs::read_dir(&root).ctx("read directory", &root)?;
+        for entry in entries {
+            let entry = entry.ctx("read directory", &root)?;
+            let dir = entry.path();
+            let mut rec = match ContainerRecord::load(&dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    // A directory without a complete record is a create that never finished.
+                    tracing::warn!("discarding incomplete container {}: {e}", dir.display());
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
+            };
+            if layers.get_rw(&rec.id).is_none() {
+                tracing::warn!(container = %rec.id, "container has no read-write layer; discarding it");
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
+            if rec.state.status == Status::Running || rec.state.status == Status::Removing {
+                lifecycle::kill_orphan(rec.state.pid);
+                rec.state.status = Status::Exited;
+                rec.state.exit_code = 137;
+                rec.state.pid = 0;
+                rec.state.error = "the daemon stopped while the container was running".into();
+                rec.state.finished_at = Some(lifecycle::now());
+                rec.save(&root)?;
+            }
+            table.insert(rec.id.clone(), Container::new(rec));
+        }
+        Ok(Self {
+            root,
+            layers,
+            images,
+            table: Mutex::new(table),
+        })
+    }
+
+    fn table(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Container>>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn all(&self) -> Vec<Arc<Container>> {
+        self.table().values().cloned().collect()
+    }
+
+    /// Finds a container by full id, name (with or without `/`) or unique id prefix.
+    pub fn get(&self, key: &str) -> Result<Arc<Container>> {
+        let key = key.strip_prefix('/').unwrap_or(key);
+        let table = self.table();
+        if let Some(c) = table.get(key) {
+            return Ok(c.clone());
+        }
+        if let Some(c) = table.values().find(|c| c.record().name == key) {
+            return Ok(c.clone());
+        }
+        let matches: Vec<_> = table
+            .iter()
+            .filter(|(id, _)| !key.is_empty() && id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [(_, c)] => Ok((*c).clone()),
+            [] => Err(Error::not_found(format!("No such container: {key}"))),
+            _ => Err(Error::invalid(format!(
+                "multiple containers match the prefix {key}; use more of the id"
+            ))),
+        }
+    }
+
+    /// Containers using an image (by id), for rmi's conflict check and `system df`.
+    pub fn using_image(&self, image_id: &str) -> Vec<String> {
+        self.table()
+            .values()
+            .filter(|c| c.record().image_id == image_id)
+            .map(|c| c.record().id.clone())
+            .collect()
+    }
+
+    /// Creates a container: its read-write layer on the image's top layer, its directory and
+    /// record. On any failure nothing is left.
+    pub async fn create(
+        &self,
+        name: Option<&str>,
+        body: &serde_json::Value,
+        volumes: &super::volumes::VolumeService,
+    ) -> Result<(String, Vec<String>)> {
+        let image_ref = body
+            .get("Image")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::invalid("Config.Image is required"))?
+            .to_string();
+        let image_id = self
+            .images
+            .resolve(&image_ref)
+            .map_err(|_| Error::not_found(format!("No such image: {image_ref}")))?;
+        let image = self.images.get(&image_id)?;
+        let prepared = create::prepare(body, image.config.config.as_ref())?;
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => record::validate_name(n)?,
+            None => record::random_name(),
+        };
+        let id = LayerId::random().to_string();
+        {
+            let table = self.table();
+            if let Some(other) = table.values().find(|c| c.record().name == name) {
+                return Err(Error::AlreadyExists(format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    other.record().id
+                )));
+            }
+        }
+        let top = image.top_layer();
+        let opts = strata_core::CreateOpts::read_write();
+        let rw = self.layers.create_rw(&id, top.as_ref(), &opts).await?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            name,
+            created: lifecycle::now(),
+            path: prepared.path,
+            args: prepared.args,
+            config: prepared.config,
+            host_config: prepared.host_config,
+            image_id: image_id.to_string(),
+            image_ref,
+            rw_layer: rw.mount_id.to_string(),
+            mount_requests: prepared.mounts,
+            mounts: Vec::new(),
+            state: record::State::default(),
+            restart_count: 0,
+            auto_remove: prepared.auto_remove,
+        };
+        if let Err(e) = record.save(&self.root) {
+            let _ = self.layers.remove_rw(&id).await;
+            let _ = std::fs::remove_dir_all(ContainerRecord::dir(&self.root, &id));
+            return Err(e);
+        }
+        for m in &record.mount_requests {
+            if let mounts::MountRequest::Volume { name: Some(v), .. } = m {
+                if let Ok(v) = strata_core::VolumeName::new(v.as_str()) {
+                    volumes.add_user(&v, &id);
+                }
+            }
+        }
+        self.table().insert(id.clone(), Container::new(record));
+        Ok((id, Vec::new()))
+    }
+
+    /// Removes a container: refused while running unless `force` (then killed first).
+    pub async fn remove(
+        &self,
+        key: &str,
+        force: bool,
+        remove_volumes: bool,
+        volumes: &super::volumes::VolumeService,
+    ) -> Result<()> {
+        let c = self.get(key)?;
+        let _op = c.op_lock.lock().await;
+        let id = c.record().id.clone();
+        if c.is_running() {
+            if !force {
+                return Err(Error::AlreadyExists(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    c.record().name
+                )));
+            }
+            if let Some(r) = c.running() {
+                let _ = r.kill(nix::sys::signal::Signal::SIGKILL);
+                r.wait().await;
+            }
+            lifecycle::wait_until_stopped(&c).await;
+        }
+        // The monitor of the last run may still be unmounting; the record says what is left.
+        let rec = c.snapshot();
+        // The monitor of the last run unmounted the layer before recording the exit.
+        self.layers.remove_rw(&id).await?;
+        for mp in &rec.mounts {
+            if mp.kind != "volume" {
+                continue;
+            }
+            let Ok(vname) = strata_core::VolumeName::new(mp.name.as_str()) else {
+                continue;
+            };
+            volumes.remove_user(&vname, &id);
+            if remove_volumes && volumes.is_anonymous(&vname) {
+                if let Err(e) = volumes.remove(&vname, false).await {
+                    tracing::warn!(volume = %vname, "could not remove anonymous volume: {e}");
+                }
+            }
+        }
+        for m in &rec.mount_requests {
+            if let mounts::MountRequest::Volume { name: Some(v), .. } = m {
+                if let Ok(v) = strata_core::VolumeName::new(v.as_str()) {
+                    volumes.remove_user(&v, &id);
+                }
+            }
+        }
+        strata_core::fsutil::remove_tree(&ContainerRecord::dir(&self.root, &id))?;
+        self.table().remove(&id);
+        c.removed.send_replace(true);
+        Ok(())
+    }
+}

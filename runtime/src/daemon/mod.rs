@@ -1,0 +1,136 @@
+//! The daemon's state: the chosen layer driver, the stores and services above it, and their
+//! start-up (recovery) and shutdown.
+
+pub mod builtins;
+pub mod config;
+pub mod containers;
+pub mod driver_select;
+pub mod listen;
+pub mod serve;
+pub mod sizes;
+pub mod volumes;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strata_core::fsutil::atomic_write;
+use strata_core::registry::DriverRegistry;
+use strata_core::store::{ImageStore, LayerStore};
+use strata_core::{IoContext, LayerDriver, StorageOpts, VolumeDriver};
+
+pub use config::DaemonConfig;
+use containers::Containers;
+use sizes::SizeCache;
+use volumes::VolumeService;
+
+pub struct Daemon {
+    pub config: DaemonConfig,
+    pub data_root: PathBuf,
+    pub driver: Arc<dyn LayerDriver>,
+    pub layers: LayerStore,
+    pub images: ImageStore,
+    pub containers: Containers,
+    pub volumes: VolumeService,
+    pub sizes: SizeCache,
+    /// Stable engine id shown by `info`.
+    pub id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Select(#[from] driver_select::SelectError),
+    #[error(transparent)]
+    Core(#[from] strata_core::Error),
+}
+
+impl Daemon {
+    pub async fn start(
+        config: DaemonConfig,
+        registry: &DriverRegistry,
+        volume_drivers: BTreeMap<String, Arc<dyn VolumeDriver>>,
+    ) -> Result<Arc<Self>, StartError> {
+        let data_root = config.data_root.clone();
+        std::fs::create_dir_all(&data_root).ctx("create", &data_root)?;
+        let options = StorageOpts::parse(&config.storage_opts)?;
+        let driver = driver_select::select_driver(
+            registry,
+            &data_root,
+            config.storage_driver.as_deref(),
+            &options,
+        )
+        .await?;
+        // Mark the data root as this driver's, so a later start with another is refused.
+        let image_dir = data_root.join("image").join(driver.name());
+        std::fs::create_dir_all(&image_dir).ctx("create", &image_dir)?;
+        let layers = LayerStore::open(&image_dir, driver.clone()).await?;
+        let images = ImageStore::open(&image_dir, layers.clone()).await?;
+        let containers =
+            Containers::open(data_root.join("containers"), layers.clone(), images.clone()).await?;
+        // Layers that only an interrupted load or a removed container held go now.
+        let swept = layers.release_unreferenced().await?;
+        if !swept.is_empty() {
+            tracing::info!(
+                "removed {} unreferenced layer(s) left by an interrupted operation",
+                swept.len()
+            );
+        }
+        let volumes = VolumeService::new(data_root.join("volume-meta"), volume_drivers)?;
+        let id = engine_id(&data_root)?;
+        Ok(Arc::new(Self {
+            config,
+            data_root,
+            driver,
+            layers,
+            images,
+            containers,
+            volumes,
+            sizes: SizeCache::default(),
+            id,
+        }))
+    }
+
+    /// Stops everything the daemon started and unmounts what it mounted.
+    pub async fn shutdown(self: &Arc<Self>) {
+        for c in self.containers.all() {
+            if c.is_running() {
+                let id = c.record().id.clone();
+                if let Err(e) = containers::lifecycle::stop(self, &id, None, Some(10)).await {
+                    tracing::warn!(container = %id, "stop at shutdown failed: {e}");
+                }
+            }
+        }
+        if let Err(e) = self.driver.cleanup().await {
+            tracing::error!("storage driver cleanup failed: {e}");
+        }
+    }
+}
+
+/// The engine id, made once and kept in the data root.
+fn engine_id(data_root: &std::path::Path) -> strata_core::Result<String> {
+    let path = data_root.join("engine-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = uuid_like();
+    atomic_write(&path, id.as_bytes())?;
+    Ok(id)
+}
+
+fn uuid_like() -> String {
+    let mut b = [0u8; 16];
+    strata_core::ids::fill_random(&mut b);
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

@@ -1,0 +1,271 @@
+//! Volumes as the engine sees them: a driver per volume (`local` or a plugin), labels, whether
+//! a volume is anonymous, and which containers use it. The drivers store the data; this keeps
+//! the engine's own facts in `<data-root>/volume-meta/<name>.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use strata_core::fsutil::atomic_write;
+use strata_core::{Error, IoContext, Result, VolumeDriver, VolumeName};
+
+/// What the engine records per volume.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VolumeMeta {
+    pub driver: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Made implicitly for a container (`-v /path`), removed by `rm -v` and pruned by default.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// A volume as the API shows it (Docker's `Volume` object).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeView {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub scope: String,
+    pub options: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_data: Option<UsageData>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UsageData {
+    pub size: i64,
+    pub ref_count: i64,
+}
+
+pub struct VolumeService {
+    drivers: BTreeMap<String, Arc<dyn VolumeDriver>>,
+    meta_dir: PathBuf,
+    users: Mutex<BTreeMap<VolumeName, BTreeSet<String>>>,
+}
+
+impl VolumeService {
+    pub fn new(
+        meta_dir: PathBuf,
+        drivers: BTreeMap<String, Arc<dyn VolumeDriver>>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&meta_dir).ctx("create", &meta_dir)?;
+        Ok(Self {
+            drivers,
+            meta_dir,
+            users: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn driver_names(&self) -> Vec<String> {
+        self.drivers.keys().cloned().collect()
+    }
+
+    fn driver(&self, name: &str) -> Result<&Arc<dyn VolumeDriver>> {
+        self.drivers.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "volume driver {name:?} (available: {})",
+                self.driver_names().join(", ")
+            ))
+        })
+    }
+
+    fn meta_path(&self, name: &VolumeName) -> PathBuf {
+        self.meta_dir.join(format!("{name}.json"))
+    }
+
+    fn read_meta(&self, name: &VolumeName) -> Option<VolumeMeta> {
+        let bytes = std::fs::read(self.meta_path(name)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The driver that holds `name`: the recorded one, else the first driver that knows it.
+    async fn locate(&self, name: &VolumeName) -> Result<(String, VolumeMeta)> {
+        if let Some(meta) = self.read_meta(name) {
+            return Ok((meta.driver.clone(), meta));
+        }
+        for (driver_name, driver) in &self.drivers {
+            if driver.get(name).await.is_ok() {
+                let meta = VolumeMeta {
+                    driver: driver_name.clone(),
+                    ..VolumeMeta::default()
+                };
+                return Ok((driver_name.clone(), meta));
+            }
+        }
+        Err(Error::not_found(format!("volume {name}")))
+    }
+
+    /// Creates a volume; creating one that exists with the same driver returns it (Docker's
+    /// behaviour), with another driver is a conflict.
+    pub async fn create(
+        &self,
+        name: Option<VolumeName>,
+        driver: Option<&str>,
+        opts: &BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<VolumeView> {
+        let anonymous = name.is_none();
+        let name = match name {
+            Some(n) => n,
+            None => VolumeName::new(strata_core::LayerId::random().to_string())?,
+        };
+        let driver_name = driver.filter(|d| !d.is_empty()).unwrap_or("local");
+        if let Ok((existing, _)) = self.locate(&name).await {
+            if existing != driver_name {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {name} with driver {existing} (asked for {driver_name})"
+                )));
+            }
+            return self.inspect(&name).await;
+        }
+        let driver = self.driver(driver_name)?;
+        driver.create(&name, opts).await?;
+        let meta = VolumeMeta {
+            driver: driver_name.to_string(),
+            labels,
+            anonymous,
+        };
+        let bytes = serde_json::to_vec(&meta).map_err(|e| Error::Other(e.to_string()))?;
+        atomic_write(&self.meta_path(&name), &bytes)?;
+        self.inspect(&name).await
+    }
+
+    pub async fn inspect(&self, name: &VolumeName) -> Result<VolumeView> {
+        let (driver_name, meta) = self.locate(name).await?;
+        let driver = self.driver(&driver_name)?;
+        let info = driver.get(name).await?;
+        Ok(VolumeView {
+            name: name.to_string(),
+            driver: driver_name,
+            mountpoint: info
+                .mountpoint
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            created_at: info.created_at,
+            labels: meta.labels,
+            scope: match driver.capabilities().scope {
+                strata_core::VolumeScope::Local => "local".into(),
+                strata_core::VolumeScope::Global => "global".into(),
+            },
+            options: info.options,
+            status: (!info.status.is_empty()).then_some(info.status),
+            usage_data: None,
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<VolumeView>> {
+        let mut out = Vec::new();
+        for driver in self.drivers.values() {
+            for info in driver.list().await? {
+                match self.inspect(&info.name).await {
+                    Ok(v) => out.push(v),
+                    Err(e) => tracing::warn!(volume = %info.name, "skipping volume: {e}"),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn is_anonymous(&self, name: &VolumeName) -> bool {
+        self.read_meta(name).is_some_and(|m| m.anonymous)
+    }
+
+    /// Containers using the volume (mounted or merely referenced by a container's config).
+    pub fn users(&self, name: &VolumeName) -> usize {
+        self.users
+            .lock()
+            .map(|u| u.get(name).map_or(0, BTreeSet::len))
+            .unwrap_or(0)
+    }
+
+    pub fn add_user(&self, name: &VolumeName, container: &str) {
+        if let Ok(mut u) = self.users.lock() {
+            u.entry(name.clone())
+                .or_default()
+                .insert(container.to_string());
+        }
+    }
+
+    pub fn remove_user(&self, name: &VolumeName, container: &str) {
+        if let Ok(mut u) = self.users.lock() {
+            if let Some(set) = u.get_mut(name) {
+                set.remove(container);
+                if set.is_empty() {
+                    u.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Removes a volume; refused while a container uses it unless `force` (Docker's force
+    /// only ignores missing volumes; in-use stays refused).
+    pub async fn remove(&self, name: &VolumeName, force: bool) -> Result<()> {
+        let (driver_name, _) = match self.locate(name).await {
+            Ok(found) => found,
+            Err(Error::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if self.users(name) > 0 {
+            return Err(Error::busy(format!(
+                "remove {name}: volume is in use by {} container(s)",
+                self.users(name)
+            )));
+        }
+        self.driver(&driver_name)?.remove(name).await?;
+        let meta = self.meta_path(name);
+        match std::fs::remove_file(&meta) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", meta, e)),
+        }
+    }
+
+    pub async fn mount(
+        &self,
+        name: &VolumeName,
+        caller: &strata_core::CallerId,
+    ) -> Result<PathBuf> {
+        let (driver_name, _) = self.locate(name).await?;
+        self.driver(&driver_name)?.mount(name, caller).await
+    }
+
+    pub async fn unmount(&self, name: &VolumeName, caller: &strata_core::CallerId) -> Result<()> {
+        let (driver_name, _) = self.locate(name).await?;
+        self.driver(&driver_name)?.unmount(name, caller).await
+    }
+
+    pub async fn usage(&self, name: &VolumeName) -> Result<strata_core::Usage> {
+        let (driver_name, _) = self.locate(name).await?;
+        self.driver(&driver_name)?.usage(name).await
+    }
+
+    /// Removes unused volumes: anonymous ones only, or all with `all` (API >= 1.42 rule).
+    pub async fn prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
+        for v in self.list().await? {
+            let Ok(name) = VolumeName::new(v.name.clone()) else {
+                continue;
+            };
+            if self.users(&name) > 0 || !(all || self.is_anonymous(&name)) {
+                continue;
+            }
+            let size = self.usage(&name).await.map(|u| u.bytes).unwrap_or(0);
+            if self.remove(&name, false).await.is_ok() {
+                reclaimed += size;
+                deleted.push(v.name);
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+}
