@@ -8,6 +8,7 @@ pub mod error;
 pub mod fsutil;
 pub mod ids;
 pub mod layer;
+pub mod naive;
 pub mod options;
 pub mod registry;
 pub mod store;
