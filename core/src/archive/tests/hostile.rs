@@ -1,0 +1,140 @@
+//! Hostile tars: nothing outside dest may change.
+
+use std::os::unix::ffi::OsStrExt;
+
+use super::*;
+
+#[test]
+fn hostile_dotdot_is_refused() {
+    let s = Sandbox::new();
+    let tar = raw_tar(&[(b"../sentinel".as_slice(), file_meta(4), b"evil".as_slice())]);
+    s.refuses(&tar, WhiteoutMode::Delete, "../sentinel");
+    let tar = raw_tar(&[(
+        b"a/../../sentinel".as_slice(),
+        file_meta(4),
+        b"evil".as_slice(),
+    )]);
+    s.refuses(&tar, WhiteoutMode::Delete, "..");
+}
+
+#[test]
+fn absolute_paths_are_kept_inside() {
+    let s = Sandbox::new();
+    let abs = format!("{}/sentinel", s.outside().display());
+    let tar = raw_tar(&[
+        (b"/etc/x".as_slice(), file_meta(4), b"data".as_slice()),
+        (abs.as_bytes(), file_meta(4), b"evil"),
+    ]);
+    apply_bytes(&s.dest(), &tar, WhiteoutMode::Delete).unwrap();
+    assert_eq!(std::fs::read(s.dest().join("etc/x")).unwrap(), b"data");
+    let inside = s.dest().join(abs.trim_start_matches('/'));
+    assert_eq!(std::fs::read(inside).unwrap(), b"evil");
+    s.assert_outside_untouched();
+}
+
+#[test]
+fn symlink_to_root_then_a_file_through_it_is_refused() {
+    let s = Sandbox::new();
+    let out = s.outside().as_os_str().as_bytes().to_vec();
+    for target in [b"/".to_vec(), out.clone(), b"..".to_vec()] {
+        let s = Sandbox::new();
+        let mut through = b"evil".to_vec();
+        through.extend_from_slice(if target == b"/" { &out[..] } else { b"" });
+        through.extend_from_slice(b"/sentinel");
+        let tar = raw_tar(&[
+            (
+                b"evil".as_slice(),
+                link_meta(kind::SYMLINK, &target),
+                b"".as_slice(),
+            ),
+            (&through, file_meta(4), b"evil"),
+        ]);
+        s.refuses(&tar, WhiteoutMode::Delete, "symlink");
+    }
+}
+
+#[test]
+fn symlink_made_earlier_in_the_same_tar_is_not_followed() {
+    for mode in [WhiteoutMode::Delete, WhiteoutMode::OverlayMarkers] {
+        let s = Sandbox::new();
+        let tar = raw_tar(&[
+            (b"dir/".as_slice(), dir_meta(), b"".as_slice()),
+            (b"dir/link", link_meta(kind::SYMLINK, b"../.."), b""),
+            (b"dir/link/sentinel", file_meta(4), b"evil"),
+        ]);
+        s.refuses(&tar, mode, "dir/link/sentinel");
+        // A whiteout or an opaque marker through the symlink, too.
+        let tar = raw_tar(&[
+            (
+                b"l".as_slice(),
+                link_meta(kind::SYMLINK, s.outside().as_os_str().as_bytes()),
+                b"".as_slice(),
+            ),
+            (b"l/.wh.sentinel", file_meta(0), b""),
+        ]);
+        s.refuses(&tar, mode, "l/.wh.sentinel");
+        let tar = raw_tar(&[
+            (
+                b"l".as_slice(),
+                link_meta(kind::SYMLINK, s.outside().as_os_str().as_bytes()),
+                b"".as_slice(),
+            ),
+            (b"l/.wh..wh..opq", file_meta(0), b""),
+        ]);
+        s.refuses(&tar, mode, "l/.wh..wh..opq");
+    }
+}
+
+#[test]
+fn hardlinks_out_of_dest_are_refused() {
+    let s = Sandbox::new();
+    let tar = raw_tar(&[(
+        b"h".as_slice(),
+        link_meta(kind::LINK, b"../../etc/passwd"),
+        b"".as_slice(),
+    )]);
+    s.refuses(&tar, WhiteoutMode::Delete, "..");
+    let tar = raw_tar(&[(
+        b"h".as_slice(),
+        link_meta(kind::LINK, b"../sentinel"),
+        b"".as_slice(),
+    )]);
+    s.refuses(&tar, WhiteoutMode::Delete, "..");
+    // Through a symlink (to the outside directory).
+    let tar = raw_tar(&[
+        (
+            b"l".as_slice(),
+            link_meta(kind::SYMLINK, s.outside().as_os_str().as_bytes()),
+            b"".as_slice(),
+        ),
+        (b"h", link_meta(kind::LINK, b"l/sentinel"), b""),
+    ]);
+    s.refuses(&tar, WhiteoutMode::Delete, "symlink");
+    // Absolute: stripped, so it names dest/sentinel, which does not exist.
+    let tar = raw_tar(&[(
+        b"h".as_slice(),
+        link_meta(kind::LINK, b"/sentinel"),
+        b"".as_slice(),
+    )]);
+    s.refuses(&tar, WhiteoutMode::Delete, "does not exist");
+}
+
+#[test]
+fn bad_whiteouts_are_refused() {
+    for name in [
+        &b".wh..."[..],
+        b"a/.wh...",
+        b".wh..",
+        b".wh.",
+        b".wh..wh.plnk",
+        b"../.wh.sentinel",
+    ] {
+        for mode in [WhiteoutMode::Delete, WhiteoutMode::OverlayMarkers] {
+            let s = Sandbox::new();
+            std::fs::create_dir_all(s.dest().join("a")).unwrap();
+            let tar = raw_tar(&[(name, file_meta(0), b"".as_slice())]);
+            s.refuses(&tar, mode, &String::from_utf8_lossy(name));
+            assert!(s.dest().join("a").exists());
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Whiteouts, opaque directories, replacements and naive change detection.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+#[test]
+fn whiteouts_in_both_modes() {
+    let p = pair(
+        |r| {
+            std::fs::create_dir_all(r.join("a")).unwrap();
+            std::fs::create_dir_all(r.join("b/deep/er")).unwrap();
+            std::fs::write(r.join("a/x"), b"x").unwrap();
+            std::fs::write(r.join("a/y"), b"y").unwrap();
+            std::fs::write(r.join("b/deep/er/z"), b"z").unwrap();
+            std::fs::write(r.join("c"), b"c").unwrap();
+        },
+        |l| {
+            std::fs::remove_file(l.join("a/x")).unwrap();
+            // Timestamps are coarse (a jiffy): make the directory's change visible for sure.
+            set_times(&l.join("a"), 1_111, 0);
+            std::fs::remove_dir_all(l.join("b")).unwrap();
+            std::fs::write(l.join("c"), b"C").unwrap();
+        },
+    );
+    let changes = naive_changes(&p.layer, Some(&p.parent)).unwrap();
+    let find = |path: &str| {
+        changes
+            .iter()
+            .find(|c| c.path == Path::new(path))
+            .map(|c| c.kind)
+    };
+    assert_eq!(find("/a/x"), Some(ChangeKind::Delete));
+    assert_eq!(find("/b"), Some(ChangeKind::Delete));
+    assert_eq!(find("/b/deep"), None, "a deleted directory is listed alone");
+    assert_eq!(
+        find("/c"),
+        Some(ChangeKind::Modify),
+        "same size and mtime may differ: content"
+    );
+    assert_eq!(find("/a"), Some(ChangeKind::Modify));
+    assert_eq!(find("/a/y"), None);
+    let tar = diff_bytes(&p.layer, &changes, Some(&p.parent));
+    let names = tar_names(&tar);
+    assert!(
+        names.contains(&b"a/.wh.x".to_vec()) && names.contains(&b".wh.b".to_vec()),
+        "{names:?}"
+    );
+    p.check_full_apply(&tar);
+    let u = p.upper(&tar);
+    assert!(is_whiteout_device(&u.join("a/x")));
+    assert!(is_whiteout_device(&u.join("b")));
+    assert_eq!(std::fs::read(u.join("c")).unwrap(), b"C");
+}
+
+#[test]
+fn opaque_directories_in_both_modes() {
+    let p = pair(
+        |r| {
+            std::fs::create_dir_all(r.join("d/sub")).unwrap();
+            std::fs::write(r.join("d/x"), b"x").unwrap();
+            std::fs::write(r.join("d/sub/y"), b"y").unwrap();
+            std::fs::create_dir_all(r.join("keep")).unwrap();
+            std::fs::write(r.join("keep/k"), b"k").unwrap();
+        },
+        |l| {
+            std::fs::remove_dir_all(l.join("d")).unwrap();
+            std::fs::create_dir_all(l.join("d")).unwrap();
+            // `#` sorts before `.wh..wh..opq`: written before the marker, it must survive it.
+            std::fs::write(l.join("d/#first"), b"1").unwrap();
+            std::fs::write(l.join("d/zlast"), b"2").unwrap();
+            set_times(&l.join("d"), 1_234_567_890, 42);
+        },
+    );
+    let changes = naive_changes(&p.layer, Some(&p.parent)).unwrap();
+    let tar = diff_bytes(&p.layer, &changes, Some(&p.parent));
+    let names = tar_names(&tar);
+    assert!(names.contains(&b"d/.wh..wh..opq".to_vec()), "{names:?}");
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with(b"d/.wh.x") || n.starts_with(b"d/.wh.sub")));
+    assert!(!names.iter().any(|n| n.starts_with(b"keep")));
+    // Without the parent tree the writer cannot know: individual whiteouts.
+    let plain = tar_names(&diff_bytes(&p.layer, &changes, None));
+    assert!(plain.contains(&b"d/.wh.x".to_vec()) && plain.contains(&b"d/.wh.sub".to_vec()));
+    p.check_full_apply(&tar);
+    let u = p.upper(&tar);
+    let x = fsat::list_xattrs_at(fsat::open_root(&u).unwrap().as_fd(), c"d").unwrap();
+    assert!(
+        x.contains(&(b"trusted.overlay.opaque".to_vec(), b"y".to_vec())),
+        "{x:?}"
+    );
+    assert_eq!(std::fs::read(u.join("d/#first")).unwrap(), b"1");
+    assert_eq!(std::fs::read(u.join("d/zlast")).unwrap(), b"2");
+    assert_eq!(
+        std::fs::metadata(u.join("d")).unwrap().mtime(),
+        1_234_567_890
+    );
+}
+
+#[test]
+fn opaque_marker_removes_only_what_the_tar_did_not_write() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::create_dir_all(d.join("o/sub")).unwrap();
+    std::fs::write(d.join("o/old"), b"").unwrap();
+    std::fs::write(d.join("o/sub/old"), b"").unwrap();
+    let tar = raw_tar(&[
+        (b"o/".as_slice(), dir_meta(), b"".as_slice()),
+        (b"o/sub/", dir_meta(), b""),
+        (b"o/sub/new", file_meta(1), b"n"),
+        (b"o/.wh..wh..opq", file_meta(0), b""),
+    ]);
+    apply_bytes(d, &tar, WhiteoutMode::Delete).unwrap();
+    assert!(d.join("o/sub/new").exists());
+    assert!(!d.join("o/old").exists());
+    assert!(
+        !d.join("o/sub/old").exists(),
+        "a rewritten dir keeps only what the tar wrote in it"
+    );
+}
+
+#[test]
+fn replacing_entries_of_another_type() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::create_dir_all(d.join("was-dir/child")).unwrap();
+    std::fs::write(d.join("was-file"), b"f").unwrap();
+    std::fs::create_dir_all(d.join("keep")).unwrap();
+    std::fs::write(d.join("keep/inside"), b"i").unwrap();
+    std::os::unix::fs::symlink("/", d.join("was-link")).unwrap();
+    let mut m = dir_meta();
+    m.mode = 0o711;
+    m.uid = 42;
+    let tar = raw_tar(&[
+        (b"was-dir".as_slice(), file_meta(3), b"now".as_slice()),
+        (b"was-file/", dir_meta(), b""),
+        (b"was-file/x", file_meta(1), b"x"),
+        (b"keep/", m, b""),
+        (b"was-link/", dir_meta(), b""),
+    ]);
+    apply_bytes(d, &tar, WhiteoutMode::Delete).unwrap();
+    assert_eq!(std::fs::read(d.join("was-dir")).unwrap(), b"now");
+    assert_eq!(std::fs::read(d.join("was-file/x")).unwrap(), b"x");
+    assert_eq!(std::fs::read(d.join("keep/inside")).unwrap(), b"i");
+    let keep = std::fs::metadata(d.join("keep")).unwrap();
+    assert_eq!((keep.mode() & 0o7777, keep.uid()), (0o711, 42));
+    assert!(std::fs::symlink_metadata(d.join("was-link"))
+        .unwrap()
+        .is_dir());
+}
+
+#[test]
+fn write_diff_refuses_names_that_look_like_whiteouts() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join(".wh.foo"), b"x").unwrap();
+    let changes = naive_changes(t.path(), None).unwrap();
+    let err = write_diff(&mut Vec::new(), t.path(), &changes, None).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(err.to_string().contains(".wh.foo"), "{err}");
+}
+
+#[test]
+fn naive_changes_sees_metadata_and_content() {
+    let p = pair(
+        |r| {
+            for n in ["content", "mode", "owner", "mtime", "xattr", "same"] {
+                std::fs::write(r.join(n), b"1234").unwrap();
+                set_times(&r.join(n), 1_000_000, 0);
+            }
+            std::os::unix::fs::symlink("aaaa", r.join("link")).unwrap();
+            std::fs::create_dir_all(r.join("dirmode")).unwrap();
+        },
+        |l| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(l.join("content"))
+                .unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, b"9", 2).unwrap();
+            drop(f);
+            set_times(&l.join("content"), 1_000_000, 0);
+            std::fs::set_permissions(l.join("mode"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            lchown(&l.join("owner"), 5, 5);
+            set_times(&l.join("mtime"), 1_000_000, 1);
+            lsetxattr(&l.join("xattr"), "user.new", b"v");
+            std::fs::remove_file(l.join("link")).unwrap();
+            std::os::unix::fs::symlink("bbbb", l.join("link")).unwrap();
+            std::fs::set_permissions(l.join("dirmode"), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+        },
+    );
+    // Equalise the symlink and file mtimes so only the target / metadata under test differ.
+    let pt = std::fs::symlink_metadata(p.parent.join("link")).unwrap();
+    set_times(&p.layer.join("link"), pt.mtime(), pt.mtime_nsec() as u32);
+    for n in ["mode", "owner", "xattr"] {
+        set_times(&p.layer.join(n), 1_000_000, 0);
+    }
+    let dm = std::fs::metadata(p.parent.join("dirmode")).unwrap();
+    set_times(&p.layer.join("dirmode"), dm.mtime(), dm.mtime_nsec() as u32);
+    let changes = naive_changes(&p.layer, Some(&p.parent)).unwrap();
+    let paths: Vec<_> = changes
+        .iter()
+        .map(|c| (c.path.to_str().unwrap().to_string(), c.kind))
+        .collect();
+    let want: Vec<_> = [
+        "/content", "/dirmode", "/link", "/mode", "/mtime", "/owner", "/xattr",
+    ]
+    .iter()
+    .map(|s| (s.to_string(), ChangeKind::Modify))
+    .collect();
+    assert_eq!(paths, want);
+}
+
+/// Unmounts on drop, also when the test fails.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn naive_changes_does_not_descend_into_other_mounts() {
+    let t = tempfile::tempdir().unwrap();
+    let layer = t.path().join("layer");
+    std::fs::create_dir_all(layer.join("mnt")).unwrap();
+    std::fs::write(layer.join("f"), b"").unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &layer.join("mnt"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mounting a tmpfs needs root");
+    let _guard = MountGuard(layer.join("mnt"));
+    std::fs::write(layer.join("mnt/inside"), b"").unwrap();
+    let changes = naive_changes(&layer, None).unwrap();
+    let paths: Vec<_> = changes.iter().map(|c| c.path.clone()).collect();
+    assert_eq!(paths, vec![PathBuf::from("/f"), PathBuf::from("/mnt")]);
+}
