@@ -35,15 +35,31 @@ pub const NAME: &str = "overlay2";
 
 const OPTIONS: [&str; 3] = ["overlay2.naive_diff", "overlay2.size", "overlay2.mount_api"];
 
+/// The name of the forced-naive variant the conformance suite runs beside `overlay2`.
+pub const NAIVE_NAME: &str = "overlay2-naive";
+
 /// The overlay2 driver as the registry and the daemon use it.
 pub struct Overlay2Driver {
     inner: Arc<driver::Overlay2>,
+    name: &'static str,
 }
 
 /// The registry's constructor: `init(config)` opens the driver in `config.root`.
 pub fn init(config: DriverConfig) -> BoxFuture<'static, Result<Arc<dyn LayerDriver>>> {
     Box::pin(async move {
         let driver = Overlay2Driver::open(config.root, &config.options).await?;
+        Ok(Arc::new(driver) as Arc<dyn LayerDriver>)
+    })
+}
+
+/// overlay2 with the naive diff forced on, under its own name ([`NAIVE_NAME`]), so the
+/// conformance suite can hold both diff paths to the same results.
+pub fn init_naive(config: DriverConfig) -> BoxFuture<'static, Result<Arc<dyn LayerDriver>>> {
+    Box::pin(async move {
+        let mut settings = parse_settings(&config.options)?;
+        settings.naive_diff = true;
+        let mut driver = Overlay2Driver::with_settings(config.root, settings).await?;
+        driver.name = NAIVE_NAME;
         Ok(Arc::new(driver) as Arc<dyn LayerDriver>)
     })
 }
@@ -94,7 +110,7 @@ impl Overlay2Driver {
     pub async fn with_settings(root: PathBuf, settings: Settings) -> Result<Self> {
         let inner =
             tokio::task::spawn_blocking(move || driver::Overlay2::open(root, settings)).await??;
-        Ok(Self { inner })
+        Ok(Self { inner, name: NAME })
     }
 
     /// Runs `f` on the blocking pool with the driver.
@@ -122,7 +138,7 @@ impl Overlay2Driver {
 #[async_trait]
 impl LayerDriver for Overlay2Driver {
     fn name(&self) -> &str {
-        NAME
+        self.name
     }
 
     fn capabilities(&self) -> Capabilities {

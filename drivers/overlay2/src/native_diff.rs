@@ -9,173 +9,313 @@
 //! itself, and each of those is listed as deleted, so the list equals the naive walk's.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
 use strata_core::{Change, ChangeKind, Error, Result};
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 const COMPARE_CHUNK: usize = 256 * 1024;
 
 /// Changes of the layer whose upper directory is `upper`, against `parent` (the parent's full
-/// tree, e.g. its mount; None when the layer has no parent).
+/// tree, e.g. its mount; None when the layer has no parent). Everything below the two roots
+/// is reached relative to directory descriptors, so path length is never a limit.
 pub fn changes(upper: &Path, parent: Option<&Path>) -> Result<Vec<Change>> {
-    let mut out = Vec::new();
-    walk_dir(
+    let upper_fd = open_dir(None, upper.as_os_str()).map_err(|e| Error::io("open", upper, e))?;
+    let parent_fd = match parent {
+        Some(p) => Some(open_dir(None, p.as_os_str()).map_err(|e| Error::io("open", p, e))?),
+        None => None,
+    };
+    let mut walk = Walk {
         upper,
-        parent.map(Path::to_path_buf),
-        Path::new("/"),
-        &mut out,
+        out: Vec::new(),
+        a: vec![0u8; COMPARE_CHUNK],
+        b: vec![0u8; COMPARE_CHUNK],
+    };
+    walk.dir(
+        upper_fd.as_fd(),
+        parent_fd.as_ref().map(|f| f.as_fd()),
+        &mut PathBuf::from("/"),
     )?;
+    let mut out = walk.out;
     out.sort();
     Ok(out)
 }
 
-/// Whether `meta` is an overlay whiteout (a 0/0 character device).
-pub fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
+/// Whether a stat is an overlay whiteout (a 0/0 character device).
+fn is_whiteout(st: &FileStat) -> bool {
+    kind(st) == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
-/// Visits one upper directory. `parent_dir` is the parent's directory at the same path when
-/// it exists and is a directory.
-fn walk_dir(
-    upper_dir: &Path,
-    parent_dir: Option<PathBuf>,
-    rel: &Path,
-    out: &mut Vec<Change>,
-) -> Result<()> {
-    let opaque = is_opaque(upper_dir)?;
-    let mut present: HashSet<OsString> = HashSet::new();
-    for name in read_names(upper_dir)? {
-        let upper_path = upper_dir.join(&name);
-        let new = lstat(&upper_path)?.ok_or_else(|| vanished(&upper_path))?;
-        let child_rel = rel.join(&name);
-        let old_path = parent_dir.as_ref().map(|p| p.join(&name));
-        let old = match &old_path {
-            Some(p) => lstat(p)?,
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+struct Walk<'a> {
+    upper: &'a Path,
+    out: Vec<Change>,
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+impl Walk<'_> {
+    fn err(&self, op: &'static str, rel: &Path, e: std::io::Error) -> Error {
+        Error::io(op, self.upper.join(rel.strip_prefix("/").unwrap_or(rel)), e)
+    }
+
+    fn push(&mut self, path: PathBuf, kind: ChangeKind) {
+        self.out.push(Change { path, kind });
+    }
+
+    /// Visits one upper directory; `parent` is the parent's directory at the same path when
+    /// it exists there as a directory.
+    fn dir(
+        &mut self,
+        upper: BorrowedFd<'_>,
+        parent: Option<BorrowedFd<'_>>,
+        rel: &mut PathBuf,
+    ) -> Result<()> {
+        let opaque = has_xattr(upper, OPAQUE_XATTR, b"y")
+            .map_err(|e| self.err("read opaque flag of", rel, e))?;
+        let names = list_dir(upper).map_err(|e| self.err("list", rel, e))?;
+        let mut present: HashSet<OsString> = HashSet::new();
+        for name in names {
+            rel.push(&name);
+            let result = self.entry(upper, parent, &name, opaque, rel);
+            rel.pop();
+            if result? {
+                present.insert(name);
+            }
+        }
+        if opaque {
+            if let Some(p) = parent {
+                for name in list_dir(p).map_err(|e| self.err("list parent's", rel, e))? {
+                    if !present.contains(&name) {
+                        self.push(rel.join(name), ChangeKind::Delete);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One upper entry; returns whether it is visible (not a whiteout).
+    fn entry(
+        &mut self,
+        upper: BorrowedFd<'_>,
+        parent: Option<BorrowedFd<'_>>,
+        name: &OsStr,
+        opaque: bool,
+        rel: &mut PathBuf,
+    ) -> Result<bool> {
+        let Some(new) = lstat_at(upper, name).map_err(|e| self.err("stat", rel, e))? else {
+            return Err(Error::Other(format!(
+                "{} vanished while its layer was being compared (is the layer being written?)",
+                rel.display()
+            )));
+        };
+        let old = match parent {
+            Some(p) => lstat_at(p, name).map_err(|e| self.err("stat parent's", rel, e))?,
             None => None,
         };
         if is_whiteout(&new) {
-            // In an opaque dir the expansion below reports every hidden parent entry.
+            // In an opaque dir the parent's entries are all listed by the caller.
             if !opaque && old.is_some() {
-                out.push(change(child_rel, ChangeKind::Delete));
+                self.push(rel.clone(), ChangeKind::Delete);
             }
-            continue;
+            return Ok(false);
         }
-        present.insert(name.clone());
-        match (&old, &old_path) {
-            (Some(old_meta), Some(op)) => {
-                if differs(&upper_path, &new, op, old_meta)? {
-                    out.push(change(child_rel.clone(), ChangeKind::Modify));
+        match (&old, parent) {
+            (Some(old_st), Some(p)) => {
+                if self.differs(upper, p, name, &new, old_st, rel)? {
+                    self.push(rel.clone(), ChangeKind::Modify);
                 }
             }
-            _ => out.push(change(child_rel.clone(), ChangeKind::Add)),
+            _ => self.push(rel.clone(), ChangeKind::Add),
         }
-        if new.is_dir() {
-            let child_parent = match (&old, old_path) {
-                (Some(m), Some(p)) if m.is_dir() => Some(p),
+        if kind(&new) == SFlag::S_IFDIR {
+            let child = open_dir(Some(upper), name).map_err(|e| self.err("open", rel, e))?;
+            let child_parent = match (old, parent) {
+                (Some(o), Some(p)) if kind(&o) == SFlag::S_IFDIR => {
+                    Some(open_dir(Some(p), name).map_err(|e| self.err("open parent's", rel, e))?)
+                }
                 _ => None,
             };
-            walk_dir(&upper_path, child_parent, &child_rel, out)?;
+            self.dir(child.as_fd(), child_parent.as_ref().map(|f| f.as_fd()), rel)?;
         }
+        Ok(true)
     }
-    if opaque {
-        if let Some(parent) = &parent_dir {
-            for name in read_names(parent)? {
-                if !present.contains(&name) {
-                    out.push(change(rel.join(name), ChangeKind::Delete));
-                }
+
+    /// core's naive `differs`: mode, owner, size (not for dirs), device numbers, mtime, symlink
+    /// target, carried xattrs, and the bytes of distinct regular files.
+    fn differs(
+        &mut self,
+        upper: BorrowedFd<'_>,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        new: &FileStat,
+        old: &FileStat,
+        rel: &Path,
+    ) -> Result<bool> {
+        if new.st_mode != old.st_mode || new.st_uid != old.st_uid || new.st_gid != old.st_gid {
+            return Ok(true);
+        }
+        let k = kind(new);
+        if k != SFlag::S_IFDIR && new.st_size != old.st_size {
+            return Ok(true);
+        }
+        if (k == SFlag::S_IFCHR || k == SFlag::S_IFBLK) && new.st_rdev != old.st_rdev {
+            return Ok(true);
+        }
+        if new.st_mtime != old.st_mtime || new.st_mtime_nsec != old.st_mtime_nsec {
+            return Ok(true);
+        }
+        if k == SFlag::S_IFLNK {
+            let a = nix::fcntl::readlinkat(Some(upper.as_raw_fd()), name)
+                .map_err(|e| self.err("readlink", rel, e.into()))?;
+            let b = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name)
+                .map_err(|e| self.err("readlink parent's", rel, e.into()))?;
+            if a != b {
+                return Ok(true);
+            }
+        }
+        let xa = carried_xattrs(upper, name).map_err(|e| self.err("list xattrs of", rel, e))?;
+        let xb = carried_xattrs(parent, name)
+            .map_err(|e| self.err("list parent's xattrs of", rel, e))?;
+        if xa != xb {
+            return Ok(true);
+        }
+        if k == SFlag::S_IFREG && !(new.st_dev == old.st_dev && new.st_ino == old.st_ino) {
+            return self.content_differs(upper, parent, name, rel);
+        }
+        Ok(false)
+    }
+
+    /// Same size and mtime: only the bytes can tell.
+    fn content_differs(
+        &mut self,
+        upper: BorrowedFd<'_>,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+    ) -> Result<bool> {
+        let mut fa = open_file(upper, name).map_err(|e| self.err("open", rel, e))?;
+        let mut fb = open_file(parent, name).map_err(|e| self.err("open parent's", rel, e))?;
+        loop {
+            let n = read_full(&mut fa, &mut self.a).map_err(|e| self.err("read", rel, e))?;
+            let m =
+                read_full(&mut fb, &mut self.b).map_err(|e| self.err("read parent's", rel, e))?;
+            if n != m || self.a[..n] != self.b[..m] {
+                return Ok(true);
+            }
+            if n < self.a.len() {
+                return Ok(false);
             }
         }
     }
-    Ok(())
 }
 
-/// core's `Walker::differs`, over paths.
-fn differs(
-    new_path: &Path,
-    new: &std::fs::Metadata,
-    old_path: &Path,
-    old: &std::fs::Metadata,
-) -> Result<bool> {
-    if new.mode() != old.mode() || new.uid() != old.uid() || new.gid() != old.gid() {
-        return Ok(true);
+fn open_dir(at: Option<BorrowedFd<'_>>, name: &OsStr) -> std::io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match at {
+        Some(dir) => nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, Mode::empty())?,
+        None => nix::fcntl::open(name, flags & !OFlag::O_NOFOLLOW, Mode::empty())?,
+    };
+    // SAFETY: openat returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_file(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, Mode::empty())?;
+    // SAFETY: as in open_dir.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Option<FileStat>> {
+    match nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    let ft = new.file_type();
-    if !ft.is_dir() && new.size() != old.size() {
-        return Ok(true);
-    }
-    if (ft.is_char_device() || ft.is_block_device()) && new.rdev() != old.rdev() {
-        return Ok(true);
-    }
-    if new.mtime() != old.mtime() || new.mtime_nsec() != old.mtime_nsec() {
-        return Ok(true);
-    }
-    if ft.is_symlink() {
-        let a = std::fs::read_link(new_path).map_err(|e| Error::io("readlink", new_path, e))?;
-        let b = std::fs::read_link(old_path).map_err(|e| Error::io("readlink", old_path, e))?;
-        if a != b {
-            return Ok(true);
+}
+
+/// Entry names of a directory, without `.` and `..`.
+fn list_dir(dir: BorrowedFd<'_>) -> std::io::Result<Vec<OsString>> {
+    let dup = nix::unistd::dup(dir.as_raw_fd())?;
+    let mut d = nix::dir::Dir::from_fd(dup)?;
+    let mut names = Vec::new();
+    for entry in d.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name.to_vec()));
         }
     }
-    if carried_xattrs(new_path)? != carried_xattrs(old_path)? {
-        return Ok(true);
+    Ok(names)
+}
+
+/// A path that names `name` in `dir` without walking a long path: the kernel resolves the
+/// `/proc/self/fd` link to the directory, and the l*xattr calls do not follow `name`.
+fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> CString {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name.as_bytes());
+    CString::new(p).unwrap_or_default()
+}
+
+fn has_xattr(dir: BorrowedFd<'_>, name: &CStr, want: &[u8]) -> std::io::Result<bool> {
+    let mut buf = [0u8; 8];
+    // SAFETY: buf is valid for its length; the name is NUL-terminated.
+    let n = unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) | Some(libc::ERANGE) => Ok(false),
+            _ => Err(e),
+        };
     }
-    if ft.is_file() && !(new.dev() == old.dev() && new.ino() == old.ino()) {
-        return content_differs(new_path, old_path);
-    }
-    Ok(false)
+    Ok(&buf[..n as usize] == want)
 }
 
 /// The xattrs a layer tar carries (as core's `carried_xattr`): user.*, security.capability
 /// and trusted.* except the overlay's own trusted.overlay.*; sorted by name.
-fn carried_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    use std::os::unix::ffi::OsStrExt;
-    let names = match xattr::list(path) {
+fn carried_xattrs(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = OsStr::from_bytes(proc_path(dir, name).to_bytes()).to_os_string();
+    let names = match xattr::list(&path) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list xattrs of", path, e)),
+        Err(e) => return Err(e),
     };
     let mut out = Vec::new();
-    for name in names {
-        let n = name.as_bytes();
-        let carried = n.starts_with(b"user.")
-            || n == b"security.capability"
-            || (n.starts_with(b"trusted.") && !n.starts_with(b"trusted.overlay."));
-        if !carried {
-            continue;
-        }
-        if let Some(value) =
-            xattr::get(path, &name).map_err(|e| Error::io("read xattr of", path, e))?
-        {
-            out.push((n.to_vec(), value));
+    for key in names {
+        let k = key.as_bytes();
+        let carried = k.starts_with(b"user.")
+            || k == b"security.capability"
+            || (k.starts_with(b"trusted.") && !k.starts_with(b"trusted.overlay."));
+        if carried {
+            if let Some(value) = xattr::get(&path, &key)? {
+                out.push((k.to_vec(), value));
+            }
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// Same size and mtime: only the bytes can tell.
-fn content_differs(a: &Path, b: &Path) -> Result<bool> {
-    let mut fa = std::fs::File::open(a).map_err(|e| Error::io("open", a, e))?;
-    let mut fb = std::fs::File::open(b).map_err(|e| Error::io("open", b, e))?;
-    let mut ba = vec![0u8; COMPARE_CHUNK];
-    let mut bb = vec![0u8; COMPARE_CHUNK];
-    loop {
-        let n = read_full(&mut fa, &mut ba).map_err(|e| Error::io("read", a, e))?;
-        let m = read_full(&mut fb, &mut bb).map_err(|e| Error::io("read", b, e))?;
-        if n != m || ba[..n] != bb[..m] {
-            return Ok(true);
-        }
-        if n < ba.len() {
-            return Ok(false);
-        }
-    }
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match f.read(&mut buf[done..]) {
@@ -186,42 +326,4 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(done)
-}
-
-fn is_opaque(dir: &Path) -> Result<bool> {
-    match xattr::get(dir, OPAQUE_XATTR) {
-        Ok(v) => Ok(v.as_deref() == Some(b"y")),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(false),
-        Err(e) => Err(Error::io("read opaque flag of", dir, e)),
-    }
-}
-
-fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
-        Err(e) => Err(Error::io("stat", path, e)),
-    }
-}
-
-fn read_names(dir: &Path) -> Result<Vec<OsString>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
-    entries
-        .map(|e| {
-            e.map(|e| e.file_name())
-                .map_err(|err| Error::io("read directory", dir, err))
-        })
-        .collect()
-}
-
-fn vanished(path: &Path) -> Error {
-    Error::Other(format!(
-        "{} vanished while its layer was being compared (is the layer being written?)",
-        path.display()
-    ))
-}
-
-fn change(path: PathBuf, kind: ChangeKind) -> Change {
-    Change { path, kind }
 }
