@@ -49,14 +49,15 @@ pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Opens a regular file for reading without following a symlink.
+/// Opens a regular file for reading without following a symlink. O_NONBLOCK: should the name
+/// have become a fifo since it was stat'ed, the open must not hang (no effect on files).
 pub(crate) fn open_read_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::fs::File> {
     // SAFETY: valid fd and C string.
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
         )
     })?;
     // SAFETY: fresh fd.

@@ -70,6 +70,13 @@ pub(crate) fn write_header(out: &mut dyn Write, name: &[u8], meta: &EntryMeta) -
         key.extend_from_slice(k);
         pax.push((key, v.clone()));
     }
+    // POSIX says path and linkpath are UTF-8 unless hdrcharset says BINARY; GNU tar honours it.
+    let binary = pax
+        .iter()
+        .any(|(k, v)| (k == b"path" || k == b"linkpath") && std::str::from_utf8(v).is_err());
+    if binary {
+        pax.push((b"hdrcharset".to_vec(), b"BINARY".to_vec()));
+    }
     pax.sort();
 
     let mut written = 0u64;
@@ -244,6 +251,26 @@ mod tests {
             c[148..156].fill(b' ');
             c.iter().map(|x| u32::from(*x)).sum::<u32>()
         });
+    }
+
+    #[test]
+    fn huge_sizes_and_binary_names_go_to_pax() {
+        let mut name = vec![b'x'; 120];
+        name.push(0xe9);
+        let meta = EntryMeta {
+            kind: kind::REG,
+            size: 20 << 30,
+            ..EntryMeta::default()
+        };
+        let mut out = Vec::new();
+        write_header(&mut out, &name, &meta).unwrap();
+        let body = String::from_utf8_lossy(&out[512..1024]).into_owned();
+        assert!(body.contains(" size=21474836480\n"), "{body:?}");
+        assert!(body.contains(" hdrcharset=BINARY\n"), "{body:?}");
+        let mut r = crate::archive::reader::TarReader::new(&out[..]);
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(e.size, 20 << 30);
+        assert_eq!(e.path, name);
     }
 
     #[test]

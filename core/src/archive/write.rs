@@ -270,6 +270,14 @@ fn write_path(
             meta.size = st.st_size as u64;
             let file =
                 fsat::open_read_at(dir.as_fd(), &cn).map_err(|e| Error::io("open", full(), e))?;
+            let now = fsat::fstat(file.as_fd()).map_err(|e| Error::io("stat", full(), e))?;
+            if !fsat::is_reg(&now) || now.st_ino != st.st_ino {
+                return Err(Error::Other(format!(
+                    "{} was replaced while its layer tar was written; retry when the layer is \
+                     not in use",
+                    full().display()
+                )));
+            }
             header::write_header(w, tar_name, &meta).map_err(werr)?;
             copy_exact(file, w, meta.size, buf, &full())?;
             header::write_padding(w, meta.size).map_err(werr)?;
