@@ -64,6 +64,12 @@ pub async fn mount_refcount(ctx: Ctx) -> CaseResult {
         b"lower\n".to_vec(),
         "the layer's content after one of two unmounts"
     );
+    expect_error(
+        ctx.driver().remove(&id).await,
+        is_busy,
+        "Busy",
+        &format!("remove({id}) after one of two unmounts (one mount is still held)"),
+    )?;
     ctx.unmount(&id).await?;
     ensure_eq!(
         mounts_at(&first)?,
@@ -78,7 +84,11 @@ pub async fn mount_refcount(ctx: Ctx) -> CaseResult {
         b"written while mounted twice\n".to_vec(),
         "the marker after a remount"
     );
-    ctx.unmount(&id).await
+    ctx.unmount(&id).await?;
+    ctx.driver()
+        .remove(&id)
+        .await
+        .step("remove after every mount was released (the count must be back at zero)")
 }
 
 /// A mounted layer and a layer with a child are refused removal with Busy, and lose nothing.
