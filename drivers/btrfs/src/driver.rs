@@ -5,10 +5,12 @@
 //! - Read-only layers are read-only subvolumes (snapshot with the read-only flag). So a write
 //!   through their mount fails with EROFS without any bind mount. `apply_diff` flips the flag
 //!   off for the duration of the apply and back on after, also when the apply fails.
-//! - Crash safety: a writable layer is snapshotted (or created) under `staging/` and renamed
-//!   into place; it is removed by a rename into `trash/` and then deleted. Start-up deletes
-//!   whatever `staging/` and `trash/` hold. Read-only subvolumes cannot be renamed, but their
-//!   snapshot and their deletion are single ioctls, atomic on their own.
+//! - Crash safety: a create that takes several steps (snapshot, then quota limit) happens
+//!   under `staging/` and ends with a rename into place; a plain snapshot is one ioctl, whole or
+//!   absent after a crash, and is made in place. A writable layer is removed by a rename into
+//!   `trash/`, then deleted (nested subvolumes make that several steps); a read-only one (no
+//!   rename possible: EROFS, no nested subvolumes) by one ioctl. Start-up deletes whatever
+//!   `staging/` and `trash/` hold.
 //! - `mount` returns the subvolume directory itself (no mount(2)), reference counted in memory,
 //!   as Docker's btrfs driver; `metadata` is empty (Docker shows GraphDriver.Data null).
 //! - Children are found by btrfs itself: a child's `parent_uuid` is its parent's uuid. No
@@ -206,21 +208,24 @@ impl Inner {
         if dest.exists() {
             return Err(Error::AlreadyExists(format!("layer {id}")));
         }
-        // btrfs refuses to rename a read-only subvolume (EROFS), so read-only layers cannot be
-        // staged read-only. A read-only snapshot is made in place: one ioctl, whole or absent
-        // after a crash. A fresh read-only layer is staged, renamed, then flagged: a crash in
-        // between leaves an empty writable layer the layer store never registered.
-        match (read_only, parent) {
-            (true, Some(p)) => {
-                subvol::create_snapshot(&self.parent_path(p)?, &dest, true)?;
+        // One ioctl makes a snapshot whole or not at all, and it commits the transaction: a
+        // child without size= is snapshotted in place, durable when the call returns (staging
+        // it would cost a second commit for the rename, 25% of a create). A layer that needs
+        // more than one step (a quota limit) is staged and renamed into place. btrfs refuses to
+        // rename read-only subvolumes (EROFS), which is why size= is for writable layers only.
+        match (parent, size) {
+            (Some(p), None) => subvol::create_snapshot(&self.parent_path(p)?, &dest, read_only),
+            (None, None) => {
+                // A new subvolume appears whole too; the flag is set in the same transaction
+                // unless a commit falls in between, leaving at worst an empty writable layer
+                // the layer store never registered. The fsync commits both.
+                subvol::create_subvolume(&dest)?;
+                if read_only {
+                    subvol::set_read_only(&dest, true)?;
+                }
                 fsync_dir(&self.layout.subvolumes())
             }
-            (true, None) => {
-                let staged = self.stage(None, None)?;
-                self.commit_staged(staged, id)?;
-                subvol::set_read_only(&dest, true)
-            }
-            (false, _) => {
+            (_, Some(_)) => {
                 let staged = self.stage(parent, size)?;
                 self.commit_staged(staged, id)
             }
