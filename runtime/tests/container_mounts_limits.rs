@@ -113,16 +113,29 @@ async fn half_a_cpu_gives_about_half_a_cpu() {
     let mut spec = sb.sh("while :; do :; done");
     spec.resources.cpu = CpuLimits::from_nano_cpus(500_000_000);
     let c = start(spec).await;
+    // Two cores are shared with whatever else runs: a window where the spinner got less than
+    // its quota says nothing about the limit, so up to five windows are measured. Every one
+    // must stay under the limit, and at least one must show the spinner actually running.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (u0, t0) = (c.cgroup().cpu_usage().unwrap(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (u1, t1) = (c.cgroup().cpu_usage().unwrap(), Instant::now());
-    let share = (u1 - u0).as_secs_f64() / (t1 - t0).as_secs_f64();
+    let mut shares = Vec::new();
+    for _ in 0..5 {
+        let (u0, t0) = (c.cgroup().cpu_usage().unwrap(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (u1, t1) = (c.cgroup().cpu_usage().unwrap(), Instant::now());
+        shares.push((u1 - u0).as_secs_f64() / (t1 - t0).as_secs_f64());
+        if shares.last().is_some_and(|s| *s >= 0.3) {
+            break;
+        }
+    }
     c.kill(Signal::SIGKILL).unwrap();
     assert_eq!(c.wait().await.code, 137);
     assert!(
-        (0.3..=0.7).contains(&share),
-        "a spinner under --cpus=0.5 used {share:.2} CPUs"
+        shares.iter().all(|s| *s <= 0.7),
+        "over the limit: {shares:.2?}"
+    );
+    assert!(
+        shares.iter().any(|s| *s >= 0.3),
+        "never near the limit: {shares:.2?}"
     );
 }
 
@@ -132,7 +145,7 @@ async fn fork_bomb_stops_at_the_pids_limit() {
     // The inner shell forks until the limit stops it (ash gives up at the first failed fork);
     // the outer one then fills the last slot with its own sleep.
     let mut spec = sb.sh(
-        "sh -c 'i=0; while [ $i -lt 40 ]; do sleep 60 & i=$((i+1)); done'; echo spawned; sleep 60",
+        "sh -c 'i=0; while [ $i -lt 40 ]; do sleep 60 & i=$((i+1)); done'; sleep 60 & echo spawned; wait",
     );
     spec.resources.pids_limit = Some(10);
     let c = start(spec).await;

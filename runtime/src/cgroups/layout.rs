@@ -33,7 +33,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// host (v1 controllers plus an empty unified tree, like this one) counts as v1, as for Docker.
 pub fn cgroup_version() -> CgroupVersion {
     match nix::sys::statfs::statfs("/sys/fs/cgroup") {
-        Ok(st) if st.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => CgroupVersion::V2,
+        Ok(st) if st.filesystem_type().0 == CGROUP2_SUPER_MAGIC => CgroupVersion::V2,
         _ => CgroupVersion::V1,
     }
 }

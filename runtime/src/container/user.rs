@@ -75,7 +75,7 @@ fn resolve_in(passwd: &[PasswdEntry], groups: &[GroupEntry], user: &str) -> Resu
     let mut additional_gids: Vec<u32> = match entry {
         Some(e) => groups
             .iter()
-            .filter(|g| g.members.iter().any(|m| *m == e.name))
+            .filter(|g| g.members.contains(&e.name))
             .map(|g| g.gid)
             .filter(|g| *g != gid)
             .collect(),

@@ -262,15 +262,24 @@ mod tests {
             ..Default::default()
         };
         let mut stream = Box::pin(read_logs(path.clone(), opts, Some(exit_rx)));
-        let next = |s| tokio::time::timeout(Duration::from_secs(5), s);
         assert_eq!(
-            next(stream.next()).await.unwrap().unwrap().unwrap().log,
+            tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .log,
             "first\n"
         );
         w.write(StreamKind::Stdout, b"second\n", Utc::now())
             .unwrap();
         assert_eq!(
-            next(stream.next()).await.unwrap().unwrap().unwrap().log,
+            tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .log,
             "second\n"
         );
         w.write(StreamKind::Stdout, b"third\n", Utc::now()).unwrap();
