@@ -351,6 +351,8 @@ pub fn assemble(encoded: impl Read, out: &mut dyn Write, open_file: &mut FileOpe
             Segment::Raw(bytes) => out
                 .write_all(&bytes)
                 .map_err(|e| Error::io("write", "layer tar", e))?,
+            // Empty files need no content; whiteouts (`.wh.*`, always empty) have no file.
+            Segment::File { size: 0, .. } => {}
             Segment::File { name, size } => {
                 let shown = String::from_utf8_lossy(&name).into_owned();
                 let mut reader = open_file(&name)?.take(size);

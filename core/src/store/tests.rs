@@ -333,7 +333,7 @@ async fn layer_tar_gives_back_the_registered_bytes() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar).unwrap();
     let base = register(&store, None, gz.finish().unwrap()).await.layer;
-    let child_tar = layer_tar(&[("a.txt", "changed")]);
+    let child_tar = layer_tar(&[("a.txt", "changed"), (".wh.empty", "")]);
     let child = register(&store, Some(&base.chain_id), child_tar.clone())
         .await
         .layer;

@@ -1,0 +1,148 @@
+//! Image operation tests, run on every driver in [`DRIVERS`] with Docker's own archives from
+//! `/work/shared/fixtures` (override with `STRATA_FIXTURES`).
+
+mod archives;
+mod load_save;
+mod ops;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use strata_core::layer::LayerDriver;
+use strata_core::registry::{DriverConfig, DriverInit};
+use strata_core::store::{Digest, ImageStore, LayerStore};
+use strata_core::StorageOpts;
+
+use super::load::{LoadOptions, LoadProgress};
+
+/// The drivers every image test runs on. Add a driver here when it lands.
+fn drivers() -> Vec<(&'static str, DriverInit)> {
+    vec![("vfs", Arc::new(strata_vfs::init))]
+}
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("STRATA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"))
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+fn fixture_id(name: &str) -> Digest {
+    Digest::parse(std::str::from_utf8(&fixture(name)).unwrap().trim()).unwrap()
+}
+
+/// A data root with a driver and both stores; the driver is cleaned up on drop.
+struct Harness {
+    name: &'static str,
+    tmp: tempfile::TempDir,
+    driver: Arc<dyn LayerDriver>,
+    images: ImageStore,
+}
+
+impl Harness {
+    async fn new(name: &'static str, init: &DriverInit) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let driver = init(DriverConfig {
+            root: tmp.path().join(name),
+            options: StorageOpts::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("driver {name}: {e}"));
+        let image_root = tmp.path().join("image").join(name);
+        let layers = LayerStore::open(&image_root, driver.clone()).await.unwrap();
+        let images = ImageStore::open(&image_root, layers).await.unwrap();
+        Self {
+            name,
+            tmp,
+            driver,
+            images,
+        }
+    }
+
+    fn layers(&self) -> &LayerStore {
+        self.images.layers()
+    }
+
+    fn load_options(&self) -> (LoadOptions, Arc<Mutex<Vec<LoadProgress>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let opts = LoadOptions {
+            spool_dir: self.tmp.path().join("tmp"),
+            progress: Some(Arc::new(move |p| s.lock().unwrap().push(p))),
+        };
+        (opts, seen)
+    }
+
+    async fn load(&self, archive: Vec<u8>) -> strata_core::Result<Vec<super::LoadedImage>> {
+        let (opts, _) = self.load_options();
+        super::load(&self.images, strata_core::stream::from_bytes(archive), opts).await
+    }
+
+    /// Every path two levels deep under the driver's root: a layer the driver keeps shows up.
+    fn driver_entries(&self) -> BTreeSet<PathBuf> {
+        let mut out = BTreeSet::new();
+        list_depth(&self.tmp.path().join(self.name), 2, &mut out);
+        out
+    }
+
+    fn layerdb_entries(&self) -> Vec<String> {
+        let dir = self
+            .tmp
+            .path()
+            .join("image")
+            .join(self.name)
+            .join("layerdb/sha256");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Reads a file from an image's full tree (None if absent).
+    async fn read_in_image(&self, id: &Digest, path: &str) -> Option<Vec<u8>> {
+        let top = self.images.get(id).unwrap().top_layer().unwrap();
+        let cache = self.layers().get(&top).unwrap().cache_id;
+        let root = self.driver.mount(&cache, "").await.unwrap();
+        let data = std::fs::read(root.join(path.trim_start_matches('/'))).ok();
+        self.driver.unmount(&cache).await.unwrap();
+        data
+    }
+
+    async fn exists_in_image(&self, id: &Digest, path: &str) -> bool {
+        let top = self.images.get(id).unwrap().top_layer().unwrap();
+        let cache = self.layers().get(&top).unwrap().cache_id;
+        let root = self.driver.mount(&cache, "").await.unwrap();
+        let exists = std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))).is_ok();
+        self.driver.unmount(&cache).await.unwrap();
+        exists
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let driver = self.driver.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let _ = std::thread::spawn(move || handle.block_on(driver.cleanup())).join();
+        }
+    }
+}
+
+fn list_depth(dir: &Path, depth: usize, out: &mut BTreeSet<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        out.insert(p.clone());
+        if depth > 1 && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            list_depth(&p, depth - 1, out);
+        }
+    }
+}
