@@ -191,7 +191,7 @@ async fn attach_subscribers_get_live_output() {
 async fn tty_gives_a_terminal_with_size_and_resize() {
     let sb = Sandbox::new();
     let mut spec = sb.sh(
-        "[ -t 0 ] && [ -t 1 ] && echo is-tty; stty size; echo TERM=$TERM; read line; stty size",
+        "[ -t 0 ] && [ -t 1 ] && echo is-tty; tty; stty size < /dev/console; echo TERM=$TERM; read line; stty size",
     );
     spec.tty = true;
     spec.stdin = true;
@@ -208,6 +208,8 @@ async fn tty_gives_a_terminal_with_size_and_resize() {
     let (out, err) = logs(&sb.log_path()).await;
     assert!(err.is_empty(), "a tty has no separate stderr: {err}");
     assert!(out.contains("is-tty\r\n"), "{out:?}");
+    // The pty comes from the container's own devpts, as with runc.
+    assert!(out.contains("/dev/pts/0\r\n"), "{out:?}");
     assert!(out.contains("24 80\r\n"), "{out:?}");
     assert!(out.contains("30 100\r\n"), "{out:?}");
 }

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 
 use super::caps::{self, errno};
+use super::console;
 use super::init;
 use super::plan::{ChildError, ChildPlan, Stage, Step};
 
@@ -86,14 +87,26 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<Infallible, ChildError> {
             errno,
         })?;
     }
+    let mut stdio = plan.stdio;
+    if let Some(socket) = plan.console_socket {
+        let slave =
+            console::open_in_child(socket, plan.console_size.as_ref()).map_err(|errno| {
+                ChildError {
+                    stage: Stage::Console as u32,
+                    index: 0,
+                    errno,
+                }
+            })?;
+        stdio = [slave; 3];
+    }
     check(unsafe { libc::setsid() } as _, Stage::Session)?;
-    if plan.tty {
+    if plan.console_socket.is_some() {
         check(
-            unsafe { libc::ioctl(plan.stdio[0], libc::TIOCSCTTY, 0) } as _,
+            unsafe { libc::ioctl(stdio[0], libc::TIOCSCTTY, 0) } as _,
             Stage::Session,
         )?;
     }
-    for (target, fd) in plan.stdio.iter().enumerate() {
+    for (target, fd) in stdio.iter().enumerate() {
         let target = target as i32;
         let r = if *fd == target {
             unsafe { libc::fcntl(target, libc::F_SETFD, 0) }
@@ -113,7 +126,7 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<Infallible, ChildError> {
     }
     reset_signals();
     if plan.init {
-        init::become_init_and_fork(plan.error_fd, plan.tty)?;
+        init::become_init_and_fork(plan.error_fd, plan.console_socket.is_some())?;
     }
     // Nothing of the daemon's leaks into the container: every fd above stderr closes on exec
     // (the error pipe too, which is how the parent learns the exec worked).

@@ -2,13 +2,12 @@
 //! streams; output pumped to the json log and to live attach subscribers.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use strata_core::{IoContext, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,13 +45,18 @@ pub(crate) enum ParentIo {
     Pty {
         master: OwnedFd,
     },
+    /// The child opens the pty in its own devpts and sends the master over this socket.
+    PtyPending {
+        socket: OwnedFd,
+    },
 }
 
 /// The child's ends, kept open in the parent until the clone, then dropped.
 pub(crate) struct ChildIo {
+    /// stdin, stdout, stderr; unused with a tty (the child opens its pty).
     pub stdio: [RawFd; 3],
-    /// The pty slave's host path (for /dev/console).
-    pub console: Option<PathBuf>,
+    /// With a tty: the child's end of the socket the pty master is sent over.
+    pub console_socket: Option<RawFd>,
     _owned: Vec<OwnedFd>,
 }
 
@@ -70,6 +74,7 @@ impl ParentIo {
                 .map(|f| f.as_raw_fd())
                 .collect(),
             ParentIo::Pty { master } => vec![master.as_raw_fd()],
+            ParentIo::PtyPending { socket } => vec![socket.as_raw_fd()],
         }
     }
 }
@@ -78,31 +83,17 @@ pub(crate) fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe", "stdio")
 }
 
-/// Pipes for stdout/stderr, a pipe or /dev/null for stdin; or one pty for all three.
-pub(crate) fn make_stdio(
-    tty: bool,
-    stdin: bool,
-    console_size: Option<(u16, u16)>,
-) -> Result<(ParentIo, ChildIo)> {
+/// Pipes for stdout/stderr, a pipe or /dev/null for stdin; or, with a tty, the socket the
+/// child will send its pty master over.
+pub(crate) fn make_stdio(tty: bool, stdin: bool) -> Result<(ParentIo, ChildIo)> {
     if tty {
-        let size = console_size.map(|(rows, cols)| nix::pty::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        });
-        let pty = nix::pty::openpty(size.as_ref(), None).ctx("openpty", "/dev/ptmx")?;
-        for fd in [&pty.master, &pty.slave] {
-            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).ctx("fcntl", "pty")?;
-        }
-        let console = nix::unistd::ttyname(pty.slave.as_fd()).ctx("ttyname", "pty slave")?;
-        let slave = pty.slave.as_raw_fd();
+        let (daemon_end, child_end) = super::console::socketpair().ctx("socketpair", "console")?;
         return Ok((
-            ParentIo::Pty { master: pty.master },
+            ParentIo::PtyPending { socket: daemon_end },
             ChildIo {
-                stdio: [slave; 3],
-                console: Some(console),
-                _owned: vec![pty.slave],
+                stdio: [-1; 3],
+                console_socket: Some(child_end.as_raw_fd()),
+                _owned: vec![child_end],
             },
         ));
     }
@@ -128,7 +119,7 @@ pub(crate) fn make_stdio(
         },
         ChildIo {
             stdio,
-            console: None,
+            console_socket: None,
             _owned: vec![child_stdin, out_w, err_w],
         },
     ))

@@ -9,6 +9,7 @@ use strata_core::{Error, IoContext, Result};
 
 use super::caps;
 use super::child;
+use super::console;
 use super::etc_files;
 use super::io::{cloexec_pipe, make_stdio, ParentIo};
 use super::plan::{cpath, cstring, exec_candidates, ChildError, ChildPlan, PlanParts, Stage, Step};
@@ -87,8 +88,8 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
         spec.cwd.as_str()
     };
     root.ensure(cwd, Leaf::Dir)?;
-    let (parent_io, child_io) = make_stdio(spec.tty, spec.stdin, spec.console_size)?;
-    let steps = mount_steps(spec, &root, &etc, child_io.console.as_deref())?;
+    let (parent_io, child_io) = make_stdio(spec.tty, spec.stdin)?;
+    let steps = mount_steps(spec, &root, &etc)?;
     let (sync_r, sync_w) = cloexec_pipe()?;
     let (err_r, err_w) = cloexec_pipe()?;
 
@@ -105,7 +106,13 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
             sync_fd: sync_r.as_raw_fd(),
             error_fd: err_w.as_raw_fd(),
             stdio: child_io.stdio,
-            tty: spec.tty,
+            console_socket: child_io.console_socket,
+            console_size: spec.console_size.map(|(rows, cols)| libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            }),
             new_cgroupns: layout.version() == CgroupVersion::V2,
             loopback_up: spec.network == Network::None,
             hostname: cstring(&spec.hostname)?,
@@ -150,18 +157,34 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
         return Err(Error::io("start container", &spec.rootfs, e.into()).into());
     }
     drop(sync_w);
-    match read_child_error(&err_r) {
-        Ok(None) => Ok(Launched {
+    let io = match parent_io {
+        ParentIo::PtyPending { socket } => match console::receive_master(&socket) {
+            Ok(Some(master)) => Some(ParentIo::Pty { master }),
+            // No master: the child failed; the error pipe says how.
+            Ok(None) => None,
+            Err(e) => {
+                abandon(pid, &cgroup);
+                return Err(Error::io("receive pty", &spec.container_dir, e).into());
+            }
+        },
+        io => Some(io),
+    };
+    match (read_child_error(&err_r), io) {
+        (Ok(None), Some(io)) => Ok(Launched {
             pid,
             pidfd,
             cgroup,
-            io: parent_io,
+            io,
         }),
-        Ok(Some(record)) => {
+        (Ok(None), None) => {
+            abandon(pid, &cgroup);
+            Err(Error::Other("the container exec'd without sending its terminal".into()).into())
+        }
+        (Ok(Some(record)), _) => {
             abandon(pid, &cgroup);
             Err(describe_failure(record, spec, &plan))
         }
-        Err(e) => {
+        (Err(e), _) => {
             abandon(pid, &cgroup);
             Err(Error::io("read child status", &spec.container_dir, e).into())
         }
@@ -197,7 +220,6 @@ fn mount_steps(
     spec: &ContainerSpec,
     root: &ScopedRoot,
     etc: &[(std::path::PathBuf, &'static str)],
-    console: Option<&Path>,
 ) -> Result<Vec<Step>> {
     let rootfs = root.path();
     let mount =
@@ -305,12 +327,11 @@ fn mount_steps(
             link: cpath(&dev.join(link))?,
         });
     }
-    if let Some(console) = console {
-        let target = dev.join("console");
+    if spec.tty {
+        // The child binds its pty slave here after pivot_root (see console.rs).
         steps.push(Step::Touch {
-            path: cpath(&target)?,
+            path: cpath(&dev.join("console"))?,
         });
-        steps.push(bind(console, &target, 0)?);
     }
     steps.push(mount(
         Some("sysfs"),
@@ -595,7 +616,7 @@ mod tests {
         ));
         let root = ScopedRoot::open(&rootfs).unwrap();
         let etc = vec![(tmp.path().join("hostname"), "/etc/hostname")];
-        let steps = mount_steps(&spec, &root, &etc, None).unwrap();
+        let steps = mount_steps(&spec, &root, &etc).unwrap();
         let text: Vec<String> = steps.iter().map(|s| s.describe()).collect();
         let pos = |needle: &str| {
             text.iter()
@@ -629,7 +650,7 @@ mod tests {
             false,
         ));
         let root = ScopedRoot::open(tmp.path()).unwrap();
-        let err = mount_steps(&spec, &root, &[], None).unwrap_err();
+        let err = mount_steps(&spec, &root, &[]).unwrap_err();
         assert!(
             err.to_string().contains("bind source path does not exist"),
             "{err}"

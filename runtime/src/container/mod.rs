@@ -55,6 +55,7 @@
 
 mod caps;
 mod child;
+mod console;
 mod etc_files;
 mod init;
 pub mod io;

@@ -90,9 +90,11 @@ pub(crate) struct ChildPlan {
     /// Write end of the CLOEXEC error pipe: a failed step writes `ChildError` here; a
     /// successful exec closes it, which the parent reads as EOF.
     pub error_fd: RawFd,
-    /// The child's stdin, stdout, stderr (one pty slave three times with a tty).
+    /// The child's stdin, stdout, stderr (replaced by the pty slave with a tty).
     pub stdio: [RawFd; 3],
-    pub tty: bool,
+    /// With a tty: where to send the pty master, and the initial size.
+    pub console_socket: Option<RawFd>,
+    pub console_size: Option<libc::winsize>,
     pub new_cgroupns: bool,
     pub loopback_up: bool,
     pub hostname: CString,
@@ -133,6 +135,7 @@ pub(crate) enum Stage {
     NoNewPrivs,
     InitFork,
     Exec,
+    Console,
 }
 
 impl Stage {
@@ -204,7 +207,8 @@ pub(crate) struct PlanParts {
     pub sync_fd: RawFd,
     pub error_fd: RawFd,
     pub stdio: [RawFd; 3],
-    pub tty: bool,
+    pub console_socket: Option<RawFd>,
+    pub console_size: Option<libc::winsize>,
     pub new_cgroupns: bool,
     pub loopback_up: bool,
     pub hostname: CString,
@@ -240,7 +244,8 @@ impl ChildPlan {
             sync_fd: parts.sync_fd,
             error_fd: parts.error_fd,
             stdio: parts.stdio,
-            tty: parts.tty,
+            console_socket: parts.console_socket,
+            console_size: parts.console_size,
             new_cgroupns: parts.new_cgroupns,
             loopback_up: parts.loopback_up,
             hostname: parts.hostname,

@@ -139,6 +139,9 @@ impl RunningContainer {
                 }
                 (stdin.map(FdStream::new).transpose().map_err(io_err)?, None)
             }
+            ParentIo::PtyPending { .. } => {
+                return Err(Error::Other("container terminal was never received".into()))
+            }
             ParentIo::Pty { master } => {
                 let reader = master.try_clone().map_err(io_err)?;
                 let writer = master.try_clone().map_err(io_err)?;
