@@ -29,8 +29,8 @@ async fn check_three(h: &Harness, id: &Digest) {
 
 #[tokio::test]
 async fn loads_dockers_archives_with_dockers_ids() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         let loaded = h.load(fixture("bb.tar")).await.unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].id, fixture_id("bb.id"), "{name}");
@@ -74,15 +74,15 @@ async fn loads_dockers_archives_with_dockers_ids() {
             inspect["Config"]["Cmd"][2],
             "ls -la /data && cat /data/hello.txt"
         );
-        assert_eq!(inspect["GraphDriver"]["Name"], name);
+        assert_eq!(inspect["GraphDriver"]["Name"], h.driver.name());
         assert_eq!(inspect["Created"], "2026-11-27T23:14:56.403413452Z");
     }
 }
 
 #[tokio::test]
 async fn loading_present_layers_applies_nothing() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         h.load(fixture("three.tar")).await.unwrap();
         let before = h.driver_entries();
         let (opts, seen) = h.load_options();
@@ -117,8 +117,8 @@ async fn assert_refused(h: &Harness, archive: Vec<u8>, expect: &str) {
 
 #[tokio::test]
 async fn broken_archives_are_refused_and_leave_nothing() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         let three = fixture("three.tar");
 
         // Truncated in the middle of the big base layer.
@@ -164,8 +164,8 @@ async fn broken_archives_are_refused_and_leave_nothing() {
 /// is spooled, then placed once the index is read.
 #[tokio::test]
 async fn loads_the_oci_layout_with_compressed_layers() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         let three = entries(&fixture("three.tar"));
         let manifest: serde_json::Value =
             serde_json::from_slice(&data_of(&three, "manifest.json")).unwrap();
@@ -218,8 +218,8 @@ async fn loads_the_oci_layout_with_compressed_layers() {
 
 #[tokio::test]
 async fn save_writes_both_forms_and_loads_back_identically() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         h.load(fixture("three.tar")).await.unwrap();
         let three = fixture_id("three.id");
         let archive = read_all(
@@ -274,7 +274,7 @@ async fn save_writes_both_forms_and_loads_back_identically() {
         );
 
         // A fresh data root loads it with the same ids and diffIDs, streaming every layer.
-        let fresh = Harness::new(name, &init).await;
+        let fresh = Harness::new(name, &init, root).await;
         let (opts, seen) = fresh.load_options();
         let loaded = crate::image::load(&fresh.images, from_bytes(archive.clone()), opts)
             .await
@@ -308,7 +308,7 @@ async fn save_writes_both_forms_and_loads_back_identically() {
             .filter(|x| x.0.starts_with("blobs/") && !x.3.starts_with(b"{"))
             .count();
         assert_eq!(layer_blobs, 4, "{name}: bb's layer written once");
-        let fresh = Harness::new(name, &init).await;
+        let fresh = Harness::new(name, &init, root).await;
         let loaded = fresh.load(gzip(&both)).await.unwrap();
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[1].id, fixture_id("bb.id"));

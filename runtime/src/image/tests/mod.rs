@@ -16,9 +16,32 @@ use strata_core::StorageOpts;
 
 use super::load::{LoadOptions, LoadProgress};
 
+/// How a driver's root is provided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Root {
+    /// A directory on the test machine's filesystem.
+    TempDir,
+    /// A fresh loop-mounted btrfs.
+    LoopBtrfs,
+}
+
 /// The drivers every image test runs on. Add a driver here when it lands.
-fn drivers() -> Vec<(&'static str, DriverInit)> {
-    vec![("vfs", Arc::new(strata_vfs::init))]
+fn drivers() -> Vec<(&'static str, DriverInit, Root)> {
+    vec![
+        ("vfs", Arc::new(strata_vfs::init), Root::TempDir),
+        ("overlay2", Arc::new(strata_overlay2::init), Root::TempDir),
+        (
+            "overlay2-naive",
+            Arc::new(strata_overlay2::init_naive),
+            Root::TempDir,
+        ),
+        ("btrfs", Arc::new(strata_btrfs::init), Root::LoopBtrfs),
+        (
+            "fuse-overlay",
+            Arc::new(strata_fuse_overlay::init),
+            Root::TempDir,
+        ),
+    ]
 }
 
 fn fixtures() -> PathBuf {
@@ -36,19 +59,29 @@ fn fixture_id(name: &str) -> Digest {
     Digest::parse(std::str::from_utf8(&fixture(name)).unwrap().trim()).unwrap()
 }
 
-/// A data root with a driver and both stores; the driver is cleaned up on drop.
+/// A data root with a driver and both stores; the driver is cleaned up on drop, then its
+/// filesystem (if it has its own) goes.
 struct Harness {
     name: &'static str,
-    tmp: tempfile::TempDir,
     driver: Arc<dyn LayerDriver>,
     images: ImageStore,
+    driver_root: PathBuf,
+    tmp: tempfile::TempDir,
+    _loop_fs: Option<strata_btrfs::testing::LoopBtrfs>,
 }
 
 impl Harness {
-    async fn new(name: &'static str, init: &DriverInit) -> Self {
+    async fn new(name: &'static str, init: &DriverInit, root: Root) -> Self {
         let tmp = tempfile::tempdir().unwrap();
+        let loop_fs = (root == Root::LoopBtrfs).then(|| {
+            strata_btrfs::testing::LoopBtrfs::new().expect("a loop btrfs (root, btrfs-progs)")
+        });
+        let driver_root = match &loop_fs {
+            Some(fs) => fs.path().join(name),
+            None => tmp.path().join(name),
+        };
         let driver = init(DriverConfig {
-            root: tmp.path().join(name),
+            root: driver_root.clone(),
             options: StorageOpts::default(),
         })
         .await
@@ -58,9 +91,11 @@ impl Harness {
         let images = ImageStore::open(&image_root, layers).await.unwrap();
         Self {
             name,
-            tmp,
             driver,
             images,
+            driver_root,
+            tmp,
+            _loop_fs: loop_fs,
         }
     }
 
@@ -86,7 +121,7 @@ impl Harness {
     /// Every path two levels deep under the driver's root: a layer the driver keeps shows up.
     fn driver_entries(&self) -> BTreeSet<PathBuf> {
         let mut out = BTreeSet::new();
-        list_depth(&self.tmp.path().join(self.name), 2, &mut out);
+        list_depth(&self.driver_root, 2, &mut out);
         out
     }
 

@@ -13,8 +13,8 @@ fn nobody(_: &Digest) -> Option<ImageUser> {
 
 #[tokio::test]
 async fn import_makes_a_one_layer_image_with_changes() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         let opts = ImportOptions {
             reference: Some(Reference::parse("bbimp:1").unwrap()),
             message: None,
@@ -76,8 +76,8 @@ async fn import_makes_a_one_layer_image_with_changes() {
 
 #[tokio::test]
 async fn history_matches_dockers() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         h.load(fixture("three.tar")).await.unwrap();
         let id = fixture_id("three.id");
         let hist = crate::image::history(&h.images, &id).unwrap();
@@ -101,8 +101,8 @@ async fn history_matches_dockers() {
 
 #[tokio::test]
 async fn tag_rmi_and_prune_follow_dockers_rules() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         h.load(fixture("bb.tar")).await.unwrap();
         h.load(fixture("three.tar")).await.unwrap();
         let bb = fixture_id("bb.id");
@@ -198,8 +198,8 @@ async fn tag_rmi_and_prune_follow_dockers_rules() {
 
 #[tokio::test]
 async fn commit_turns_a_container_layer_into_an_image() {
-    for (name, init) in drivers() {
-        let h = Harness::new(name, &init).await;
+    for (name, init, root) in drivers() {
+        let h = Harness::new(name, &init, root).await;
         h.load(fixture("bb.tar")).await.unwrap();
         let bb = fixture_id("bb.id");
         let top = h.images.get(&bb).unwrap().top_layer().unwrap();
@@ -209,9 +209,9 @@ async fn commit_turns_a_container_layer_into_an_image() {
             .create_rw(&container, Some(&top), &CreateOpts::read_write())
             .await
             .unwrap();
-        let root = h.driver.mount(&rw.mount_id, "").await.unwrap();
-        std::fs::write(root.join("committed.txt"), "from the container").unwrap();
-        std::fs::remove_file(root.join("linuxrc")).unwrap();
+        let tree = h.driver.mount(&rw.mount_id, "").await.unwrap();
+        std::fs::write(tree.join("committed.txt"), "from the container").unwrap();
+        std::fs::remove_file(tree.join("linuxrc")).unwrap();
         h.driver.unmount(&rw.mount_id).await.unwrap();
 
         let opts = crate::image::CommitOptions {
@@ -264,7 +264,7 @@ async fn commit_turns_a_container_layer_into_an_image() {
         )
         .await
         .unwrap();
-        let fresh = Harness::new(name, &init).await;
+        let fresh = Harness::new(name, &init, root).await;
         let loaded = fresh.load(archive).await.unwrap();
         assert_eq!(loaded[0].id, id);
         assert!(!fresh.exists_in_image(&id, "/linuxrc").await);
