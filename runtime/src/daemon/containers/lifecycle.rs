@@ -51,9 +51,21 @@ pub async fn wait_until_stopped(c: &Container) {
     }
 }
 
-/// Starts a container. Ok(false) when it was already running (the API answers 304).
+/// Starts a container. Ok(false) when it was already running (the API answers 304). A
+/// `--rm` container whose start fails is removed, as Docker does (its CLI waits for that).
 pub async fn start(d: &Arc<Daemon>, key: &str) -> Result<bool> {
     let c = d.containers.get(key)?;
+    let result = start_locked(d, &c).await;
+    if result.is_err() && c.record().auto_remove {
+        let id = c.record().id.clone();
+        if let Err(e) = d.containers.remove(&id, true, true, &d.volumes).await {
+            tracing::warn!(container = %id, "auto-remove after a failed start: {e}");
+        }
+    }
+    result
+}
+
+async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
     let _op = c.op_lock.lock().await;
     let rec = c.snapshot();
     if rec.state.status == Status::Running {
@@ -63,7 +75,7 @@ pub async fn start(d: &Arc<Daemon>, key: &str) -> Result<bool> {
     let rootfs = d.driver.mount(&layer, "").await?;
     let caller = CallerId::new(rec.id.clone())?;
     let mut mounted_volumes = Vec::new();
-    let prepared = prepare_mounts(d, &c, &rootfs, &caller, &mut mounted_volumes).await;
+    let prepared = prepare_mounts(d, c, &rootfs, &caller, &mut mounted_volumes).await;
     let (specs, points) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -71,7 +83,13 @@ pub async fn start(d: &Arc<Daemon>, key: &str) -> Result<bool> {
             return Err(e);
         }
     };
-    let spec = build_spec(d, &c, rootfs, specs)?;
+    let spec = match build_spec(d, c, rootfs, specs) {
+        Ok(s) => s,
+        Err(e) => {
+            release(d, &layer, &caller, &mounted_volumes).await;
+            return Err(e);
+        }
+    };
     match container::spawn(spec, c.output.clone()).await {
         Ok(mut running) => {
             let stdin = running.take_stdin();
