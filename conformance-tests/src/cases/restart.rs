@@ -1,10 +1,11 @@
 //! A driver that goes away mid-work, and a new one on the same root.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use strata_core::fsutil::{mounts, usage::tree_usage};
-use strata_core::CreateOpts;
+use strata_core::fsutil::mounts;
+use strata_core::{CreateOpts, LayerDriver, LayerId};
 
 use crate::ctx::{reference_snapshot, Ctx};
 use crate::ensure;
@@ -24,13 +25,13 @@ fn mounted_changes(r: &Path) -> std::io::Result<()> {
     )
 }
 
-/// 48 MiB in 384 files: long enough to copy that a create of a child is still running when
+/// 24 MiB in 192 files: long enough to copy that a create of a child is still running when
 /// it is aborted.
 fn big_tree(r: &Path) -> std::io::Result<()> {
     for d in 0..12 {
         let dir = r.join(format!("d{d}"));
         mkdir(&dir, 0o755)?;
-        for f in 0..32 {
+        for f in 0..16 {
             write(
                 &dir.join(format!("f{f}")),
                 &ops::pseudo_random(128 << 10, d * 100 + f),
@@ -41,25 +42,35 @@ fn big_tree(r: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits until the bytes under `root` stop changing: work the old driver started on blocking
-/// threads (which a crash would have killed) settles before the new driver looks.
-async fn settle(root: &Path) {
-    let root = root.to_path_buf();
-    let mut last = None;
-    for _ in 0..100 {
-        let now = {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || tree_usage(&root).ok())
+/// Starts `create(half, big)` on a runtime of its own, aborts it 15 ms in, and shuts that
+/// runtime down. Dropping a runtime waits for its blocking threads, so the create's blocking
+/// work (which a crash would have killed) is over before a new driver looks at the root; what
+/// stays is whatever the aborted future had done when it was dropped.
+async fn abort_create_in_flight(
+    driver: Arc<dyn LayerDriver>,
+    half: LayerId,
+    big: LayerId,
+) -> CaseResult {
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let in_flight = runtime.spawn(async move {
+            driver
+                .create(&half, Some(&big), &CreateOpts::read_write())
                 .await
-                .ok()
-                .flatten()
-        };
-        if now.is_some() && now == last {
-            return;
-        }
-        last = now;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+        });
+        runtime.block_on(async {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            in_flight.abort();
+            let _ = in_flight.await;
+        });
+        drop(runtime);
+        Ok(())
+    })
+    .await?
+    .step("running the aborted create on its own runtime")
 }
 
 /// The driver is dropped with a layer mounted and a create in flight (aborted); a new driver
@@ -79,19 +90,7 @@ pub async fn restart_recovery(ctx: Ctx) -> CaseResult {
     let big = ctx.build_rw("big", None, big_tree).await?;
 
     let half = ctx.id("half");
-    let old = ctx.driver();
-    let in_flight = {
-        let (old, half, big) = (old.clone(), half.clone(), big.clone());
-        tokio::spawn(async move {
-            old.create(&half, Some(&big), &CreateOpts::read_write())
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(15)).await;
-    in_flight.abort();
-    let _ = in_flight.await;
-    drop(old);
-    settle(ctx.root()).await;
+    abort_create_in_flight(ctx.driver(), half.clone(), big.clone()).await?;
 
     let driver = ctx.reopen().await?;
     let root = ctx.root().to_path_buf();
