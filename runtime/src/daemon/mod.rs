@@ -96,7 +96,7 @@ impl Daemon {
         for c in self.containers.all() {
             if c.is_running() {
                 let id = c.record().id.clone();
-                if let Err(e) = containers::lifecycle::stop(self, &id, None, Some(10)).await {
+                if let Err(e) = containers::lifecycle::stop(self, &id, None, None).await {
                     tracing::warn!(container = %id, "stop at shutdown failed: {e}");
                 }
             }

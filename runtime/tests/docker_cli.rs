@@ -1,0 +1,330 @@
+//! The stock docker CLI against `stratad`, on overlay2 and vfs: each test starts its own daemon
+//! on a fresh data root and socket, and kills it (and everything it mounted) at the end, also
+//! when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("STRATA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    assert!(
+        dir.join("bb.tar").exists(),
+        "fixtures not found at {} (set STRATA_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+/// A daemon of our own; dropped, it is stopped and its data root unmounted and removed.
+struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    driver: &'static str,
+}
+
+impl Daemon {
+    fn start(driver: &'static str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-cli-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            driver,
+        };
+        d.spawn();
+        d
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("stratad.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_stratad"))
+            .arg("--data-root")
+            .arg(self.dir.path().join("root"))
+            .arg("--exec-root")
+            .arg(self.dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.path().join("pid"))
+            .arg("--storage-driver")
+            .arg(self.driver)
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start stratad");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.docker(&["version"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("stratad did not answer: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stratad.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait, as an operator would stop it.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the docker CLI must be installed (scripts/setup.sh installs it)")
+    }
+
+    /// Runs docker and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?}): {}\n--- daemon log ---\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        // Whatever the daemon left mounted under its root goes before the directory does.
+        let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
+    }
+}
+
+fn load_fixtures(d: &Daemon) {
+    let f = fixtures();
+    for name in ["bb", "three"] {
+        let out = d.ok(&[
+            "load",
+            "-i",
+            f.join(format!("{name}.tar")).to_str().unwrap(),
+        ]);
+        assert!(
+            out.contains(&format!("Loaded image: {name}:latest")),
+            "{out}"
+        );
+        let want = std::fs::read_to_string(f.join(format!("{name}.id"))).unwrap();
+        let got = d.ok(&["image", "inspect", "-f", "{{.Id}}", name]);
+        assert_eq!(
+            got.trim(),
+            want.trim(),
+            "{name} loads with Docker's image id"
+        );
+    }
+}
+
+fn run_lifecycle(driver: &'static str) {
+    let mut d = Daemon::start(driver);
+    load_fixtures(&d);
+    let info = d.ok(&["info", "--format", "{{.Driver}}"]);
+    assert_eq!(info.trim(), driver);
+
+    // Content of a multi-layer image with whiteouts.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "three",
+        "sh",
+        "-c",
+        "cat /data/keep.txt /data/hello.txt /data/layer3.txt; ls /data",
+    ]);
+    assert_eq!(
+        out,
+        "layer1 keep\nhello from COPY layer\nlayer3\nhello.txt\nkeep.txt\nlayer3.txt\n"
+    );
+
+    // Isolation: PID 1, own hostname, only loopback.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--hostname",
+        "box",
+        "bb",
+        "sh",
+        "-c",
+        "echo $$; hostname; ls /sys/class/net",
+    ]);
+    assert_eq!(out, "1\nbox\nlo\n");
+
+    // Exit codes as Docker's.
+    assert_eq!(
+        d.docker(&["run", "--rm", "--pull", "never", "bb", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        d.docker(&["run", "--rm", "--pull", "never", "bb", "nosuchcmd"])
+            .status
+            .code(),
+        Some(127)
+    );
+
+    // A named volume outlives its container and is seen by the next.
+    d.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "--pull",
+        "never",
+        "-v",
+        "vol1:/data",
+        "bb",
+        "sh",
+        "-c",
+        "echo kept > /data/f; echo rw > /rwfile",
+    ]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "-v",
+        "vol1:/data:ro",
+        "bb",
+        "sh",
+        "-c",
+        "cat /data/f; touch /data/g 2>&1 || true",
+    ]);
+    assert!(
+        out.starts_with("kept\n") && out.contains("Read-only file system"),
+        "{out}"
+    );
+
+    // system df -v shows the images, the container and the volume.
+    let df = d.ok(&["system", "df", "-v"]);
+    for needle in ["bb ", "three", "writer", "vol1"] {
+        assert!(df.contains(needle), "system df -v lacks {needle:?}:\n{df}");
+    }
+
+    // A detached container stops with SIGTERM; logs keep its output.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--pull",
+        "never",
+        "bb",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 7' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.ok(&["logs", "svc"]).contains("up") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.ok(&["stop", "svc"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", "svc"])
+            .trim(),
+        "7"
+    );
+    assert_eq!(d.ok(&["logs", "svc"]), "up\nbye\n");
+
+    // A restarted daemon lists every container with its true state.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "--stop-timeout",
+        "1",
+        "--pull",
+        "never",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    d.stop();
+    d.spawn();
+    let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    for line in ["writer exited", "svc exited", "long exited"] {
+        assert!(ps.contains(line), "after restart, ps lacks {line:?}:\n{ps}");
+    }
+    assert_eq!(d.ok(&["start", "-a", "writer"]), "");
+    d.ok(&["rm", "writer", "svc", "long"]);
+    d.ok(&["volume", "rm", "vol1"]);
+    d.ok(&["rmi", "three"]);
+    let images = d.ok(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(images.trim(), "bb");
+}
+
+#[test]
+fn overlay2_docker_cli_lifecycle() {
+    run_lifecycle("overlay2");
+}
+
+#[test]
+fn vfs_docker_cli_lifecycle() {
+    run_lifecycle("vfs");
+}
+
+#[test]
+fn bad_requests_get_docker_errors() {
+    let d = Daemon::start("vfs");
+    d.ok(&["load", "-i", fixtures().join("bb.tar").to_str().unwrap()]);
+    let out = d.docker(&["run", "--rm", "--pull", "never", "nosuchimage"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image"));
+    let out = d.docker(&["volume", "create", "../x"]);
+    assert!(!out.status.success());
+    let out = d.docker(&["rm", "nosuchcontainer"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such container"));
+    let out = d.docker(&["run", "--pull", "never", "--name", "../x", "bb", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid container name"));
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "-v",
+        "relative:dir",
+        "bb",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    // Nothing half-made is left behind by the refused requests.
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert_eq!(d.ok(&["volume", "ls", "-q"]), "");
+}
