@@ -217,6 +217,7 @@ async fn bench_tar(d: &Overlay2Driver, scratch: &Path) {
     let mut gnu_apply = Vec::new();
     let mut ours_diff = Vec::new();
     let mut gnu_diff = Vec::new();
+    let mut core_apply = Vec::new();
     for round in 0..TAR_ROUNDS {
         let layer = id(90_000 + round);
         d.create(&layer, None, &CreateOpts::read_only())
@@ -226,6 +227,22 @@ async fn bench_tar(d: &Overlay2Driver, scratch: &Path) {
         let t0 = Instant::now();
         d.apply_diff(&layer, None, Box::pin(input)).await.unwrap();
         ours_apply.push(t0.elapsed());
+
+        // core's apply_layer alone, from a plain file (no async bridge, no driver).
+        let core_dir = scratch.join(format!("core{round}"));
+        std::fs::create_dir(&core_dir).unwrap();
+        let t0 = Instant::now();
+        let mut file = std::fs::File::open(&tar_path).unwrap();
+        strata_core::archive::apply_layer(
+            &core_dir,
+            &mut file,
+            &strata_core::archive::ApplyOptions {
+                whiteouts: strata_core::archive::WhiteoutMode::OverlayMarkers,
+            },
+        )
+        .unwrap();
+        core_apply.push(t0.elapsed());
+        std::fs::remove_dir_all(&core_dir).unwrap();
 
         let gnu_dir = scratch.join(format!("gnu{round}"));
         std::fs::create_dir(&gnu_dir).unwrap();

@@ -27,6 +27,7 @@ pub struct Settings {
 
 struct Entry {
     meta: LayerMeta,
+    parent: Option<LayerId>,
     mounts: u32,
     children: u32,
 }
@@ -88,28 +89,7 @@ impl Overlay2 {
             tracing::info!("overlay2: not using native diff because {why}");
         }
         let native_diff = !settings.naive_diff && probe.naive_reason.is_none();
-        let mut layers: HashMap<LayerId, Entry> = metas
-            .into_iter()
-            .map(|(id, meta)| {
-                (
-                    id,
-                    Entry {
-                        meta,
-                        mounts: 0,
-                        children: 0,
-                    },
-                )
-            })
-            .collect();
-        let parents: Vec<LayerId> = layers
-            .values()
-            .filter_map(|e| e.meta.parent.clone())
-            .collect();
-        for p in parents {
-            if let Some(e) = layers.get_mut(&p) {
-                e.children += 1;
-            }
-        }
+        let layers = index_layers(metas);
         let mounter = Mounter::new(root, probe.api, probe.options.clone());
         Ok(Arc::new(Self {
             layout,
@@ -203,11 +183,10 @@ impl Overlay2 {
         let meta = LayerMeta {
             link: self.unused_short_id(),
             lower,
-            parent: parent.cloned(),
             read_only,
         };
         let staging = self.layout.staging_dir(id);
-        let built = self.build_layer_dir(id, &staging, &meta, quota);
+        let built = self.build_layer_dir(id, &staging, &meta, parent.is_some(), quota);
         if let Err(e) = built {
             let _ = fsutil::remove_tree(&staging);
             let _ = std::fs::remove_file(self.layout.link_path(&meta.link));
@@ -222,6 +201,7 @@ impl Overlay2 {
             id.clone(),
             Entry {
                 meta,
+                parent: parent.cloned(),
                 mounts: 0,
                 children: 0,
             },
@@ -236,6 +216,7 @@ impl Overlay2 {
         id: &LayerId,
         staging: &std::path::Path,
         meta: &LayerMeta,
+        has_parent: bool,
         quota: Option<(&QuotaControl, u64)>,
     ) -> Result<()> {
         fsutil::remove_tree(staging)?;
@@ -256,7 +237,7 @@ impl Overlay2 {
             .ctx("create", &diff)?;
         std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(0o755))
             .ctx("chmod", &diff)?;
-        if meta.parent.is_some() {
+        if has_parent {
             let work = staging.join("work");
             std::fs::DirBuilder::new()
                 .mode(0o700)
@@ -299,10 +280,13 @@ impl Overlay2 {
         let removing = self.layout.removing_dir(id);
         let dir = self.layout.layer_dir(id);
         std::fs::rename(&dir, &removing).ctx("rename for removal", &dir)?;
+        // Durable before anything inside is deleted: a crash then finds `.removing-<id>`
+        // (recovery finishes it), never a half-emptied layer under its own name.
+        fsutil::fsync_dir(self.layout.root())?;
         let Some(entry) = layers.remove(id) else {
             return Err(Error::not_found(format!("layer {id}")));
         };
-        if let Some(p) = &entry.meta.parent {
+        if let Some(p) = &entry.parent {
             if let Some(pe) = layers.get_mut(p) {
                 pe.children = pe.children.saturating_sub(1);
             }
@@ -314,8 +298,7 @@ impl Overlay2 {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", &link, e)),
         }
-        fsutil::remove_tree(&removing)?;
-        fsutil::fsync_dir(self.layout.root())
+        fsutil::remove_tree(&removing)
     }
 
     pub fn exists(&self, id: &LayerId) -> bool {
@@ -328,7 +311,7 @@ impl Overlay2 {
         let e = layers
             .get(id)
             .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        Ok(e.meta.parent.clone())
+        Ok(e.parent.clone())
     }
 
     /// Mounts the layer (or counts one more user of its mount) and returns its tree.
@@ -337,7 +320,7 @@ impl Overlay2 {
         let entry = layers
             .get_mut(id)
             .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        if entry.meta.parent.is_none() {
+        if entry.parent.is_none() {
             entry.mounts += 1;
             return Ok(self.layout.diff(id));
         }
@@ -383,7 +366,7 @@ impl Overlay2 {
             return Ok(());
         }
         entry.mounts -= 1;
-        if entry.mounts == 0 && entry.meta.parent.is_some() {
+        if entry.mounts == 0 && entry.parent.is_some() {
             if let Err(e) = mount::unmount(&self.layout.merged(id)) {
                 entry.mounts = 1;
                 return Err(e);
@@ -476,7 +459,7 @@ impl Overlay2 {
     pub fn cleanup(&self) -> Result<()> {
         let mut layers = self.lock();
         for (id, entry) in layers.iter_mut() {
-            if entry.mounts > 0 && entry.meta.parent.is_some() {
+            if entry.mounts > 0 && entry.parent.is_some() {
                 mount::unmount(&self.layout.merged(id))?;
             }
             entry.mounts = 0;
@@ -491,4 +474,42 @@ impl Overlay2 {
             .map_err(|e| Error::unsupported(e.clone()))?;
         control.limit_of(&self.layout.layer_dir(id))
     }
+}
+
+/// The in-memory index: each layer's parent (from the first `lower` entry's short name) and
+/// its number of children. A layer whose parent is gone cannot be mounted and is left out.
+fn index_layers(metas: HashMap<LayerId, LayerMeta>) -> HashMap<LayerId, Entry> {
+    let by_short: HashMap<String, LayerId> = metas
+        .iter()
+        .map(|(id, m)| (m.link.clone(), id.clone()))
+        .collect();
+    let mut layers: HashMap<LayerId, Entry> = HashMap::new();
+    for (id, meta) in metas {
+        let parent = match meta.parent_short() {
+            None => None,
+            Some(short) => match by_short.get(short) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    tracing::warn!("layer {id}: its parent (l/{short}) is gone; ignoring it");
+                    continue;
+                }
+            },
+        };
+        layers.insert(
+            id,
+            Entry {
+                meta,
+                parent,
+                mounts: 0,
+                children: 0,
+            },
+        );
+    }
+    let parents: Vec<LayerId> = layers.values().filter_map(|e| e.parent.clone()).collect();
+    for p in parents {
+        if let Some(e) = layers.get_mut(&p) {
+            e.children += 1;
+        }
+    }
+    layers
 }

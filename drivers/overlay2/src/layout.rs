@@ -1,4 +1,4 @@
-//! Docker's overlay2 on-disk layout: `<root>/<id>/{diff,link,lower,work,merged,parent,committed}`
+//! Docker's overlay2 on-disk layout: `<root>/<id>/{diff,link,lower,work,merged,committed}`
 //! and `<root>/l/<short> -> ../<id>/diff`. Everything here is plain path arithmetic and small
 //! metadata files; no mounts.
 
@@ -96,8 +96,6 @@ pub struct LayerMeta {
     pub link: String,
     /// `l/<short>` entries of the ancestors, nearest first (empty for a base layer).
     pub lower: Vec<String>,
-    /// The parent's id (None for a base layer).
-    pub parent: Option<LayerId>,
     /// Mounted read-only (an image layer); Docker's `committed` marker.
     pub read_only: bool,
 }
@@ -117,30 +115,33 @@ impl LayerMeta {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(Error::io("read", dir.join("lower"), e)),
         };
-        let parent = match std::fs::read_to_string(dir.join("parent")) {
-            Ok(s) => Some(LayerId::new(s.trim())?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io("read", dir.join("parent"), e)),
-        };
         Ok(Self {
             link: link.trim().to_string(),
             lower,
-            parent,
             read_only: dir.join("committed").exists(),
         })
     }
 
-    /// Writes the metadata files atomically into `dir` (no trailing newlines, as Docker).
+    /// Writes the metadata files into the staging directory `dir` (no trailing newlines, as
+    /// Docker). `link` and `lower` go through atomic_write; each of its directory fsyncs also
+    /// makes the entries created before it durable (`committed`, which is empty, needs no
+    /// more), so `link`, written last, marks a complete layer.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        fsutil::atomic_write(&dir.join("link"), self.link.as_bytes())?;
-        if let Some(parent) = &self.parent {
-            fsutil::atomic_write(&dir.join("lower"), self.lower.join(":").as_bytes())?;
-            fsutil::atomic_write(&dir.join("parent"), parent.as_str().as_bytes())?;
-        }
         if self.read_only {
-            fsutil::atomic_write(&dir.join("committed"), b"")?;
+            let committed = dir.join("committed");
+            std::fs::File::create(&committed).ctx("create", &committed)?;
         }
-        Ok(())
+        if !self.lower.is_empty() {
+            fsutil::atomic_write(&dir.join("lower"), self.lower.join(":").as_bytes())?;
+        }
+        fsutil::atomic_write(&dir.join("link"), self.link.as_bytes())
+    }
+
+    /// The short name of the parent (the first entry of `lower`).
+    pub fn parent_short(&self) -> Option<&str> {
+        self.lower
+            .first()
+            .map(|l| l.strip_prefix("l/").unwrap_or(l))
     }
 }
 
@@ -199,7 +200,6 @@ mod tests {
                 format!("l/{}", new_short_id()),
                 format!("l/{}", new_short_id()),
             ],
-            parent: Some(LayerId::new("p1").unwrap()),
             read_only: true,
         };
         meta.write(t.path()).unwrap();

@@ -98,7 +98,10 @@ fn probe_in(
         })?;
     let findings = inspect_copy_up(scratch, &merged);
     mount::unmount(&merged)?;
-    let (naive_reason, using_metacopy) = findings?;
+    let (mut naive_reason, using_metacopy) = findings?;
+    if naive_reason.is_none() {
+        naive_reason = module_defaults_on(&options);
+    }
     Ok(ProbeReport {
         backing_fs,
         supports_d_type,
@@ -151,6 +154,20 @@ fn inspect_copy_up(scratch: &Path, merged: &Path) -> Result<(Option<String>, boo
     }
     let reason = (!reasons.is_empty()).then(|| reasons.join(", "));
     Ok((reason, using_metacopy))
+}
+
+/// A `redirect_dir` or `metacopy` module default that is on while the kernel did not take our
+/// explicit `=off` (the behavioural probe may not exercise every path such a default opens).
+fn module_defaults_on(options: &[(String, String)]) -> Option<String> {
+    let on: Vec<&str> = ["redirect_dir", "metacopy"]
+        .into_iter()
+        .filter(|name| !options.iter().any(|(k, _)| k == name))
+        .filter(|name| {
+            let param = Path::new("/sys/module/overlay/parameters").join(name);
+            std::fs::read_to_string(param).is_ok_and(|v| matches!(v.trim(), "Y" | "y" | "1" | "on"))
+        })
+        .collect();
+    (!on.is_empty()).then(|| format!("the overlay module defaults {} on", on.join(" and ")))
 }
 
 /// The `FORCED_OFF` options this kernel accepts. With the new API each is tried on a scratch
