@@ -162,3 +162,25 @@ async fn read_only_rootfs_refuses_writes_but_etc_files_and_dev_work() {
     assert!(out.contains("ok\n"));
     assert!(!sb.rootfs.join("newfile").exists());
 }
+
+#[tokio::test]
+async fn device_nodes_can_be_made_but_host_disks_not_opened() {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").unwrap().dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let sb = Sandbox::new();
+    let spec = sb.sh(&format!(
+        "mknod /root/disk b {major} {minor} && echo made; head -c 1 /root/disk > /dev/null || echo disk-denied; \
+         mknod /root/nul c 1 3 && echo x > /root/nul && echo null-ok"
+    ));
+    let (status, out, err) = run(&sb, spec).await;
+    assert_eq!(status.code, 0, "{out}\n{err}");
+    match strata_runtime::cgroups::cgroup_version() {
+        strata_runtime::cgroups::CgroupVersion::V1 => {
+            assert_eq!(out, "made\ndisk-denied\nnull-ok\n", "{err}");
+            assert!(err.contains("Operation not permitted"), "{err}");
+        }
+        // No device controller without eBPF on v2: see the cgroups module docs.
+        strata_runtime::cgroups::CgroupVersion::V2 => assert!(out.contains("null-ok")),
+    }
+}

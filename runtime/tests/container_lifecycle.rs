@@ -250,3 +250,24 @@ async fn wait_for_log(sb: &Sandbox, needle: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn recovery_after_a_restart_kills_what_was_left_and_records_255() {
+    let sb = Sandbox::new();
+    let c = start(sb.spec(&["sleep", "100"])).await;
+    let pid = c.pid();
+    // A daemon that died leaves state.json saying "running" and the cgroup full.
+    let state = container::recover_after_restart(&sb.dir, &sb.id, common::CGROUP_PARENT).unwrap();
+    assert_eq!(
+        (state.running, state.exit_code, state.status.as_str()),
+        (false, 255, "exited")
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), c.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code, 137, "pid {pid} should have been killed");
+    assert!(sb.cgroup_removed());
+    // Once exited, recovery leaves the state alone (this one is the monitor's final write).
+    let again = container::recover_after_restart(&sb.dir, &sb.id, common::CGROUP_PARENT).unwrap();
+    assert!(!again.running);
+}

@@ -10,6 +10,9 @@ use strata_core::{Error, IoContext, Result};
 /// `cgroup.subtree_control` of every ancestor.
 pub const CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
 
+/// Controllers only v1 has as files: the device allowlist (v2 does it with eBPF).
+pub const V1_ONLY_CONTROLLERS: [&str; 1] = ["devices"];
+
 /// cgroup v1 (legacy or hybrid hierarchy) or v2 (unified hierarchy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersion {
@@ -56,7 +59,8 @@ impl Layout {
         let path = Path::new("/proc/self/mountinfo");
         let text = std::fs::read_to_string(path).ctx("read", path)?;
         let mounts = v1_mounts(&text);
-        if let Some(missing) = CONTROLLERS.iter().find(|c| !mounts.contains_key(**c)) {
+        let needed = CONTROLLERS.iter().chain(&V1_ONLY_CONTROLLERS);
+        if let Some(missing) = needed.clone().find(|c| !mounts.contains_key(**c)) {
             return Err(Error::unsupported(format!(
                 "the cgroup v1 controller {missing:?} is not mounted; mount it under /sys/fs/cgroup \
                  or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1)"
@@ -90,7 +94,7 @@ fn v1_mounts(mountinfo: &str) -> BTreeMap<String, PathBuf> {
             continue;
         };
         for opt in super_opts.split(',') {
-            if CONTROLLERS.contains(&opt) {
+            if CONTROLLERS.contains(&opt) || V1_ONLY_CONTROLLERS.contains(&opt) {
                 out.entry(opt.to_string())
                     .or_insert_with(|| PathBuf::from(mount_point));
             }
@@ -110,6 +114,7 @@ mod tests {
 31 30 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:9 - cgroup cgroup rw,cpu,cpuacct
 32 30 0:28 / /sys/fs/cgroup/memory rw,nosuid shared:10 - cgroup cgroup rw,memory
 33 30 0:29 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+36 30 0:32 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices
 34 30 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
 35 30 0:31 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
 ";
@@ -118,7 +123,8 @@ mod tests {
         assert_eq!(m["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(m["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
         assert_eq!(m["pids"], PathBuf::from("/sys/fs/cgroup/pids"));
-        assert_eq!(m.len(), 4);
+        assert_eq!(m["devices"], PathBuf::from("/sys/fs/cgroup/devices"));
+        assert_eq!(m.len(), 5);
     }
 
     #[test]

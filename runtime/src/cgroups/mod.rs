@@ -12,9 +12,10 @@
 //! uses parent `docker`; ours defaults to `strata`). On v1 the directory exists in every
 //! hierarchy of [`CONTROLLERS`]; on v2 there is one directory and the controllers are enabled in
 //! `cgroup.subtree_control` of its ancestors. One file per controller: [`memory`], [`cpu`],
-//! [`pids`].
+//! [`pids`], [`devices`] (v1 only).
 
 pub mod cpu;
+pub mod devices;
 mod files;
 pub mod layout;
 pub mod memory;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use strata_core::{Error, IoContext, Result};
 
 pub use cpu::CpuLimits;
-pub use layout::{cgroup_version, CgroupVersion, Layout, CONTROLLERS};
+pub use layout::{cgroup_version, CgroupVersion, Layout, CONTROLLERS, V1_ONLY_CONTROLLERS};
 pub use memory::MemoryLimits;
 
 /// The cgroup driver name `info` reports: we write cgroupfs directly, no systemd.
@@ -92,6 +93,7 @@ impl Cgroup {
         let dirs = match layout {
             Layout::V1(mounts) => CONTROLLERS
                 .iter()
+                .chain(&V1_ONLY_CONTROLLERS)
                 .map(|c| {
                     let root = mounts.get(*c).ok_or_else(|| {
                         Error::unsupported(format!("cgroup v1 controller {c} is not mounted"))
@@ -135,6 +137,9 @@ impl Cgroup {
     }
 
     fn apply(&self, r: &Resources) -> Result<()> {
+        if let Some(dir) = self.dirs.get("devices") {
+            devices::apply_v1(dir)?;
+        }
         memory::apply(self.version, &self.dirs["memory"], &r.memory)?;
         cpu::apply(self.version, &self.dirs["cpu"], &r.cpu)?;
         pids::apply(&self.dirs["pids"], r.pids_limit)
@@ -272,7 +277,7 @@ mod tests {
     fn v1_layout_writes_each_controller_in_its_hierarchy() {
         let tmp = tempfile::tempdir().unwrap();
         let mut mounts = BTreeMap::new();
-        for c in ["memory", "pids"] {
+        for c in ["memory", "pids", "devices"] {
             mounts.insert(c.to_string(), tmp.path().join(c));
         }
         // cpu and cpuacct co-mounted, as on many hosts.
@@ -298,7 +303,9 @@ mod tests {
         let cg = Cgroup::open(&Layout::V1(mounts), "strata", "c1").unwrap();
         cg.make_dirs().unwrap();
         cg.apply(&res).unwrap();
-        assert_eq!(cg.unique_dirs().len(), 3);
+        assert_eq!(cg.unique_dirs().len(), 4);
+        let devices = tmp.path().join("devices/strata/c1");
+        assert_eq!(read(&devices, "devices.deny"), "a");
         let mem = tmp.path().join("memory/strata/c1");
         assert_eq!(read(&mem, "memory.limit_in_bytes"), (64 << 20).to_string());
         assert_eq!(

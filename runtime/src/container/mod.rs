@@ -50,8 +50,10 @@
 //! stdio, logs and exit codes ourselves. The part we need is a few hundred lines that we can
 //! read end to end.
 //!
-//! Not done here: user namespaces, seccomp, AppArmor/SELinux, the v1 devices cgroup, a
-//! /sys/fs/cgroup view inside the container, log rotation.
+//! Not done here: user namespaces, seccomp, AppArmor/SELinux, the device allowlist on
+//! cgroup v2 (needs an eBPF program; v1 has it, `cgroups/devices.rs`), a /sys/fs/cgroup view
+//! inside the container, log rotation, keeping containers alive across a daemon restart
+//! (there is no shim: see [`recover_after_restart`]).
 
 mod caps;
 mod child;
@@ -103,6 +105,30 @@ fn host_layout() -> Result<Layout, strata_core::Error> {
     }
     let layout = Layout::detect()?;
     Ok(LAYOUT.get_or_init(|| layout).clone())
+}
+
+/// After a daemon restart: a container whose state says running lost its parent (the
+/// daemon) and its log pipes, so it is killed with its whole cgroup and recorded as exited
+/// with 255, as Docker does for containers it cannot restore. Other states are returned as
+/// they are.
+pub fn recover_after_restart(
+    container_dir: &std::path::Path,
+    id: &str,
+    cgroup_parent: &str,
+) -> Result<ContainerState, strata_core::Error> {
+    let mut state = ContainerState::load(container_dir)?;
+    if !state.running {
+        return Ok(state);
+    }
+    crate::cgroups::Cgroup::open(&host_layout()?, cgroup_parent, id)?.remove()?;
+    state.status = "exited".into();
+    state.running = false;
+    state.pid = 0;
+    state.exit_code = 255;
+    state.error = "the daemon restarted while the container was running".into();
+    state.finished_at = logs::format_rfc3339_nano(&chrono::Utc::now());
+    state.save(container_dir)?;
+    Ok(state)
 }
 
 /// Starts a container. Returns when its command has been exec'd (or failed to be).

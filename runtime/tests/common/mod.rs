@@ -91,9 +91,10 @@ impl Sandbox {
     /// Every directory of the container's cgroup is gone.
     pub fn cgroup_removed(&self) -> bool {
         let cg = self.cgroup();
-        ["memory", "cpu", "cpuacct", "pids"]
+        ["memory", "cpu", "cpuacct", "pids", "devices"]
             .iter()
-            .all(|c| !cg.dir(c).unwrap().exists())
+            .filter_map(|c| cg.dir(c))
+            .all(|d| !d.exists())
     }
 }
 
