@@ -326,3 +326,96 @@ pub async fn large_and_sparse(ctx: Ctx) -> CaseResult {
 pub(crate) fn raw(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
 }
+
+/// `/d1`, `/d1/d2`, ... `/d1/.../d9`, `/d1/.../d9/file`: the path at each depth 0..=9.
+fn nested_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut p = String::new();
+    for level in 1..=9 {
+        p.push_str(&format!("/d{level}"));
+        paths.push(p.clone());
+    }
+    paths.push(format!("{p}/file"));
+    paths
+}
+
+fn nested_tree(r: &Path) -> io::Result<()> {
+    let paths = nested_paths();
+    for dir in &paths[..9] {
+        mkdir(&r.join(&dir[1..]), 0o755)?;
+    }
+    write(&r.join(&paths[9][1..]), b"at the bottom\n", 0o644)
+}
+
+/// At every depth 0..=9 of a nested tree: removing the path gives Modify for each ancestor
+/// plus one Delete; re-creating it gives Modify for each ancestor plus Add for everything
+/// re-created (containers/storage's DriverTestEcho, aimed at native change detection).
+pub async fn changes_at_every_depth(ctx: Ctx) -> CaseResult {
+    use ChangeKind::{Add, Delete, Modify};
+    let paths = nested_paths();
+    let base = ctx.build_rw("nested", None, nested_tree).await?;
+    let all: BTreeSet<Change> = paths.iter().map(|p| change(p, Add)).collect();
+    let got = ctx
+        .driver()
+        .changes(&base, None)
+        .await
+        .step("changes(nested, None)")?;
+    compare_changes(&all, &got, "changes of the nested tree against no parent")?;
+    for depth in 0..paths.len() {
+        let target = paths[depth].clone();
+        let removed = ctx
+            .build_rw(&format!("removed{depth}"), Some(&base), {
+                let target = target.clone();
+                move |r| remove(&r.join(&target[1..]))
+            })
+            .await?;
+        let mut expected: BTreeSet<Change> =
+            paths[..depth].iter().map(|p| change(p, Modify)).collect();
+        expected.insert(change(&target, Delete));
+        let got = ctx
+            .driver()
+            .changes(&removed, Some(&base))
+            .await
+            .step("changes")?;
+        compare_changes(&expected, &got, &format!("changes after removing {target}"))?;
+
+        let recreated = ctx
+            .build_rw(
+                &format!("recreated{depth}"),
+                Some(&removed),
+                nested_tree_tail(depth),
+            )
+            .await?;
+        let mut expected: BTreeSet<Change> =
+            paths[..depth].iter().map(|p| change(p, Modify)).collect();
+        expected.extend(paths[depth..].iter().map(|p| change(p, Add)));
+        let got = ctx
+            .driver()
+            .changes(&recreated, Some(&removed))
+            .await
+            .step("changes")?;
+        compare_changes(
+            &expected,
+            &got,
+            &format!("changes after re-creating {target}"),
+        )?;
+        for id in [&recreated, &removed] {
+            ctx.driver()
+                .remove(id)
+                .await
+                .step(&format!("remove {id}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-creates the nested tree from `depth` down.
+fn nested_tree_tail(depth: usize) -> impl FnOnce(&Path) -> io::Result<()> + Send + 'static {
+    move |r: &Path| {
+        let paths = nested_paths();
+        for dir in paths[depth..].iter().take_while(|p| !p.ends_with("/file")) {
+            mkdir(&r.join(&dir[1..]), 0o755)?;
+        }
+        write(&r.join(&paths[9][1..]), b"at the bottom, again\n", 0o644)
+    }
+}

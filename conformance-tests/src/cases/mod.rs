@@ -55,6 +55,7 @@ pub fn layer_cases() -> Vec<Case> {
         case!(chain::image_chain_32),
         case!(chain::same_size_rewrite),
         case!(diff::changes_exact),
+        case!(diff::changes_at_every_depth),
         case!(diff::diff_apply_roundtrip),
         case!(diff::large_and_sparse),
         case!(names::long_and_odd_names),
