@@ -110,13 +110,33 @@ impl OverlayFs {
                 parent_upper.fd.as_raw_fd(),
                 c,
                 libc::RENAME_NOREPLACE,
-            )
+            )?;
+            sys::fstatat(parent_upper.fd.as_raw_fd(), c)
         });
-        if let Err(e) = res {
-            let _ = sys::unlinkat(work, tmp, false);
-            return Err(err(e));
+        let st = match res {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = sys::unlinkat(work, tmp, false);
+                return Err(err(e));
+            }
+        };
+        // Other names of a hard-linked lower file the mount knows become links to the copy,
+        // so they keep sharing their data (names not seen yet stay with the lower file).
+        let aliases = self.table().get(ino)?.aliases.clone();
+        let mut nlink_key = None;
+        for (ap, an) in &aliases {
+            let adir = self.upper_dir(*ap)?;
+            sys::with_name(&name, |src| {
+                sys::with_name(an, |dst| {
+                    sys::linkat(parent_upper.fd.as_raw_fd(), src, adir.fd.as_raw_fd(), dst)
+                })
+            })
+            .map_err(err)?;
+            nlink_key = Some((0, st.st_ino));
         }
-        self.table_mut().get_mut(ino)?.layer = 0;
+        let mut t = self.table_mut();
+        t.get_mut(ino)?.layer = 0;
+        t.relink(ino, nlink_key);
         Ok(())
     }
 

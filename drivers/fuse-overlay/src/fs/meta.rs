@@ -128,6 +128,15 @@ impl OverlayFs {
             })
         })?;
         let value = value.ok_or_else(|| Errno::from(libc::ENODATA))?;
+        if size == 0 {
+            // fuse3 0.9 answers ReplyXAttr::Size to GETXATTR with a positive error code, which
+            // the kernel rejects (and the session dies). The size probe's answer is just a
+            // fuse_getxattr_out { size: u32, padding: u32 }, so send those 8 bytes as data.
+            let mut out = Vec::with_capacity(8);
+            out.extend_from_slice(&(value.len() as u32).to_ne_bytes());
+            out.extend_from_slice(&0u32.to_ne_bytes());
+            return Ok(ReplyXAttr::Data(Bytes::from(out)));
+        }
         xattr_reply(value, size)
     }
 

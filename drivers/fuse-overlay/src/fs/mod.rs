@@ -347,7 +347,8 @@ impl OverlayFs {
             match found {
                 Some(f) => {
                     let is_dir = f.dirs.is_some();
-                    t.set_child(parent, &name, f.layer, is_dir, f.dirs.map(Arc::new));
+                    let link = link_key(f.layer, &f.st);
+                    t.set_child(parent, &name, f.layer, is_dir, f.dirs.map(Arc::new), link);
                 }
                 None => {
                     t.unlink_child(parent, &name);
@@ -428,7 +429,8 @@ impl OverlayFs {
         let merged = f.dirs.as_ref().is_some_and(|d| d.len() > 1);
         let is_dir = f.dirs.is_some();
         let mut t = self.table_mut();
-        let ino = t.set_child(parent, name, f.layer, is_dir, f.dirs.map(Arc::new));
+        let link = link_key(f.layer, &f.st);
+        let ino = t.set_child(parent, name, f.layer, is_dir, f.dirs.map(Arc::new), link);
         t.add_lookup(ino);
         Ok(self.entry_reply(ino, &f.st, merged))
     }
@@ -473,6 +475,11 @@ pub(crate) struct Found {
     layer: u8,
     st: libc::stat,
     dirs: Option<Vec<Arc<LayerDir>>>,
+}
+
+/// The key under which all names of a hard-linked file share one node.
+pub(crate) fn link_key(layer: u8, st: &libc::stat) -> Option<(u8, u64)> {
+    (!sys::is_dir(st) && st.st_nlink > 1).then_some((layer, st.st_ino))
 }
 
 pub(crate) fn stat_entry(e: Entry<'_>) -> io::Result<libc::stat> {

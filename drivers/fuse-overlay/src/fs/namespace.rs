@@ -105,7 +105,7 @@ impl OverlayFs {
             None
         };
         let mut t = self.table_mut();
-        let ino = t.set_child(parent, name, 0, is_dir, dirs);
+        let ino = t.set_child(parent, name, 0, is_dir, dirs, None);
         t.add_lookup(ino);
         Ok((self.entry_reply(ino, &st, false), made))
     }
@@ -204,6 +204,7 @@ impl OverlayFs {
         let st = sys::fstatat(pfd, &cname).map_err(err)?;
         let mut t = self.table_mut();
         t.add_alias(ino, new_parent, new_name);
+        t.relink(ino, Some((0, st.st_ino)));
         t.add_lookup(ino);
         Ok(self.entry_reply(ino, &st, false))
     }
@@ -330,17 +331,19 @@ impl OverlayFs {
             let mut t = self.table_mut();
             let is_dir = src_is_dir;
             let ino = t.ensure_child(parent, name, is_dir);
-            let known_fresh = t.get(ino).is_ok_and(|n| n.is_fresh());
-            if !known_fresh {
+            if t.get(ino).is_ok_and(|n| n.is_fresh()) {
+                ino
+            } else {
+                let link = super::link_key(src.layer, &src.st);
                 t.set_child(
                     parent,
                     name,
                     src.layer,
                     is_dir,
                     src.dirs.clone().map(Arc::new),
-                );
+                    link,
+                )
             }
-            ino
         };
         let work = self.work_fd()?;
         // A directory with lower content is copied up whole to a temporary name first.

@@ -42,6 +42,8 @@ pub struct Node {
     pub unlinked: bool,
     /// The node's location must be resolved again before use.
     pub stale: bool,
+    /// (layer, inode) of a hard-linked file: every name of it shares this node.
+    pub link_key: Option<(u8, u64)>,
 }
 
 impl Node {
@@ -55,6 +57,8 @@ impl Node {
 pub struct Table {
     nodes: HashMap<u64, Node>,
     next: u64,
+    /// Hard-linked files by (layer, inode on disk), so all their names share one node.
+    links: HashMap<(u8, u64), u64>,
 }
 
 fn enoent() -> Errno {
@@ -87,11 +91,13 @@ impl Table {
                 children: HashMap::new(),
                 unlinked: false,
                 stale: false,
+                link_key: None,
             },
         );
         Self {
             nodes,
             next: ROOT + 1,
+            links: HashMap::new(),
         }
     }
 
@@ -178,6 +184,7 @@ impl Table {
                 children: HashMap::new(),
                 unlinked: false,
                 stale: true,
+                link_key: None,
             },
         );
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -187,6 +194,7 @@ impl Table {
     }
 
     /// Records what a lookup found on disk for `name` in `parent`; returns the node id.
+    /// `link` is the (layer, inode) of a file with several names: they all share one node.
     pub fn set_child(
         &mut self,
         parent: u64,
@@ -194,10 +202,26 @@ impl Table {
         layer: u8,
         is_dir: bool,
         dirs: Option<DirStack>,
+        link: Option<(u8, u64)>,
     ) -> u64 {
+        if let Some(key) = link {
+            if let Some(&shared) = self.links.get(&key) {
+                if self.nodes.get(&shared).is_some_and(|n| !n.unlinked) {
+                    if self.child(parent, name) != Some(shared) {
+                        self.unlink_child(parent, name);
+                        self.add_alias(shared, parent, name);
+                    }
+                    return shared;
+                }
+            }
+        }
         let mut ino = self.ensure_child(parent, name, is_dir);
-        if self.nodes.get(&ino).is_some_and(|n| n.is_dir != is_dir) {
-            // The name changed type behind our back: it is a different file now.
+        let mismatch = self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.is_dir != is_dir || (n.link_key.is_some() && n.link_key != link));
+        if mismatch {
+            // The name is a different file now than the node we had for it.
             self.unlink_child(parent, name);
             ino = self.ensure_child(parent, name, is_dir);
         }
@@ -206,9 +230,31 @@ impl Table {
                 node.layer = layer;
                 node.dirs = dirs;
                 node.stale = false;
+                node.link_key = link;
             }
         }
+        if let Some(key) = link {
+            self.links.insert(key, ino);
+        }
         ino
+    }
+
+    /// A hard-linked node was copied up: it is now known by its upper inode.
+    pub fn relink(&mut self, ino: u64, key: Option<(u8, u64)>) {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if let Some(old) = n.link_key.take() {
+            if self.links.get(&old) == Some(&ino) {
+                self.links.remove(&old);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.link_key = key;
+        }
+        if let Some(k) = key {
+            self.links.insert(k, ino);
+        }
     }
 
     /// Links an existing node under a further name (a hard link made through the mount).
@@ -242,7 +288,7 @@ impl Table {
             return;
         }
         if node.unlinked {
-            self.nodes.remove(&ino);
+            self.remove_node(ino);
         } else if node.is_dir {
             node.dirs = None;
         }
@@ -269,12 +315,12 @@ impl Table {
             n.unlinked = true;
             if n.nlookup == 0 {
                 let children: Vec<u64> = n.children.values().copied().collect();
-                self.nodes.remove(&ino);
+                self.remove_node(ino);
                 for c in children {
                     if let Some(cn) = self.nodes.get_mut(&c) {
                         cn.unlinked = true;
                         if cn.nlookup == 0 {
-                            self.nodes.remove(&c);
+                            self.remove_node(c);
                         }
                     }
                 }
@@ -310,6 +356,16 @@ impl Table {
         }
         if let Some(p) = self.nodes.get_mut(&new_parent) {
             p.children.insert(new_name.to_os_string(), ino);
+        }
+    }
+
+    fn remove_node(&mut self, ino: u64) {
+        if let Some(n) = self.nodes.remove(&ino) {
+            if let Some(k) = n.link_key {
+                if self.links.get(&k) == Some(&ino) {
+                    self.links.remove(&k);
+                }
+            }
         }
     }
 
