@@ -15,6 +15,7 @@
 //!   `index.json`) the layer is spooled, compressed as it came, to a temporary file while its
 //!   diffID is computed; it is registered (or found to exist and skipped) as soon as its parent
 //!   is known.
+//!
 //! At the end every image's layers are checked against its config's diff_ids; only then are
 //! images created and tagged. On any error the references this load took are released, so the
 //! layers it registered leave the driver and no image is created.

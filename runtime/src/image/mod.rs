@@ -8,8 +8,10 @@
 //! - [`save::save`] for `GET /images/get` (a tar stream),
 //! - [`import::import`] for `POST /images/create?fromSrc=`,
 //! - [`history::history`], [`manage::tag`], [`manage::remove`], [`manage::prune`],
-//! - [`commit::commit`] with the container's read-write layer id.
+//! - [`commit::commit`] with the container's read-write layer id,
+//! - [`build::build`] for `POST /build` (the legacy builder).
 
+pub mod build;
 pub mod changes;
 pub mod commit;
 pub mod history;
@@ -23,6 +25,7 @@ pub mod save;
 #[cfg(test)]
 mod tests;
 
+pub use build::{build, BuildEvent, BuildOptions};
 pub use commit::{commit, CommitOptions};
 pub use history::{history, HistoryItem};
 pub use import::{import, ImportOptions};

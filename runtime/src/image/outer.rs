@@ -19,7 +19,8 @@ const SMALL_LIMIT: u64 = 16 << 20;
 const CHUNK: usize = 256 * 1024;
 
 /// Reports `(archive path, bytes read, entry size)` while a layer entry streams.
-pub type LayerBytesFn = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+pub type LayerBytesFn = Arc<LayerBytesCallback>;
+pub type LayerBytesCallback = dyn Fn(&str, u64, u64) + Send + Sync;
 
 pub enum Event {
     /// A metadata file (manifest, config, index, `json`, `repositories`), whole.
@@ -56,7 +57,7 @@ fn archive_error(e: std::io::Error) -> Error {
 fn pump(
     reader: Box<dyn Read + Send>,
     tx: &mpsc::Sender<Event>,
-    progress: Option<&(dyn Fn(&str, u64, u64) + Send + Sync)>,
+    progress: Option<&LayerBytesCallback>,
 ) -> Result<()> {
     let mut archive = tar::Archive::new(reader);
     let mut saw_entry = false;

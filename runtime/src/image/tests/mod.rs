@@ -2,6 +2,7 @@
 //! `/work/shared/fixtures` (override with `STRATA_FIXTURES`).
 
 mod archives;
+mod build;
 mod load_save;
 mod ops;
 
