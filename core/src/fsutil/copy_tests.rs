@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,8 +77,12 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, EntryState> {
     out
 }
 
+fn cpath(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
 fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
-    let c = cpath(path).unwrap();
+    let c = cpath(path);
     let ts = [
         libc::timespec {
             tv_sec: atime.0,
@@ -104,7 +109,7 @@ fn chmod(path: &Path, mode: u32) {
 }
 
 fn mknod(path: &Path, mode: u32, dev: u64) {
-    let c = cpath(path).unwrap();
+    let c = cpath(path);
     assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0, "mknod");
 }
 
@@ -379,4 +384,47 @@ fn clones_on_a_reflink_filesystem() {
     assert_eq!(stats.method, Some(DataMethod::Reflink));
     assert_eq!(std::fs::read(mnt.0.join("dst/blob")).unwrap(), data);
     assert!(!reflink_supported(t.path()).unwrap(), "ext4 has no reflink");
+}
+
+/// Paths longer than PATH_MAX (the kernel's limit for one path argument) still copy, hard
+/// links between such deep places included.
+#[test]
+fn copies_trees_deeper_than_path_max() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Built through directory descriptors: the full path is too long for mkdir(2).
+    let mut dir = std::fs::File::open(&src).unwrap();
+    let mut depth = 0;
+    let name = std::ffi::CString::new("d".repeat(250)).unwrap();
+    while depth * 251 < 5000 {
+        let rc =
+            unsafe { libc::mkdirat(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_ptr(), 0o755) };
+        assert_eq!(rc, 0);
+        dir = sys::open_dir_at(&dir, &name).unwrap();
+        depth += 1;
+    }
+    let leaf = sys::create_file_at(&dir, c"leaf").unwrap();
+    leaf.write_all_at(b"deep", 0).unwrap();
+    sys::link_at(&dir, c"leaf", &dir, c"leaf-link").unwrap();
+
+    let dst = t.path().join("dst");
+    let stats = copy_tree(&src, &dst).unwrap();
+    assert_eq!(stats.dirs, depth as u64 + 1);
+    assert_eq!((stats.files, stats.hardlinks), (1, 1));
+    let rel: PathBuf = std::iter::repeat_n("d".repeat(250), depth).collect();
+    let copied = sys::open_dir_beneath(&std::fs::File::open(&dst).unwrap(), &rel).unwrap();
+    let f = sys::open_file_at(&copied, c"leaf").unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut &f, &mut s).unwrap();
+    assert_eq!(s, "deep");
+    assert_eq!(sys::stat_at(&copied, c"leaf-link").unwrap().st_nlink, 2);
+    // tempfile's cleanup cannot delete paths this deep either.
+    assert!(std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&src)
+        .arg(&dst)
+        .status()
+        .unwrap()
+        .success());
 }
