@@ -4,7 +4,8 @@
 //! 100 files of 1–29 KiB (~300 MB, the "small tree" of filesystem-limits-observed.md) under
 //! $STRATA_BENCH_DIR (default /var/tmp/strata-copy-bench), then alternates `cp -a` and
 //! copy_tree into fresh destinations on the same filesystem, source warm in the page cache.
-//! Each timed copy starts after a `sync`, so one run's writeback does not land on the next.
+//! Each timed copy starts after a sync and a pause, so one run's writeback and deletion do not
+//! land on the next.
 //! Prints each time, the medians and the speed ratio (cp time / copy_tree time; ≥ 1 = faster).
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use strata_core::fsutil::copy::copy_tree;
 
 const DIRS: usize = 200;
 const FILES_PER_DIR: usize = 100;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 fn main() {
     let base = std::env::var_os("STRATA_BENCH_DIR")
@@ -38,9 +39,8 @@ fn main() {
 
     let mut cp_times = Vec::new();
     let mut ours_times = Vec::new();
+    let dst = base.join("dst");
     for round in 0..ROUNDS {
-        let cp_dst = base.join("cp-dst");
-        let ours_dst = base.join("ours-dst");
         // Alternate which goes first so neither always gets the fresher cache.
         let order: [bool; 2] = if round % 2 == 0 {
             [true, false]
@@ -48,14 +48,14 @@ fn main() {
             [false, true]
         };
         for use_cp in order {
-            sync();
+            settle();
             if use_cp {
-                let t = timed_cp(&src, &cp_dst);
+                let t = timed_cp(&src, &dst);
                 println!("round {round}: cp -a      {:>8.3} s", t.as_secs_f64());
                 cp_times.push(t);
             } else {
                 let start = Instant::now();
-                let stats = copy_tree(&src, &ours_dst).expect("copy_tree");
+                let stats = copy_tree(&src, &dst).expect("copy_tree");
                 let t = start.elapsed();
                 println!(
                     "round {round}: copy_tree  {:>8.3} s  ({} files, {:?})",
@@ -65,9 +65,8 @@ fn main() {
                 );
                 ours_times.push(t);
             }
+            remove(&dst);
         }
-        remove(&cp_dst);
-        remove(&ours_dst);
     }
     let cp = median(&mut cp_times);
     let ours = median(&mut ours_times);
@@ -91,7 +90,11 @@ fn timed_cp(src: &Path, dst: &Path) -> Duration {
     start.elapsed()
 }
 
-fn sync() {
+/// Writes back the previous run's copy and deletion (ext4 here mounts with `discard`, and
+/// a delete's journal commit and trims would otherwise land on whichever copy runs next).
+fn settle() {
+    Command::new("sync").status().expect("run sync");
+    std::thread::sleep(Duration::from_secs(3));
     Command::new("sync").status().expect("run sync");
 }
 

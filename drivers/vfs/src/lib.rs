@@ -6,7 +6,6 @@
 //! A create is exactly one copy of the parent: the runtime must not stack an init layer on a
 //! copy of a copy if it wants a container to cost one image copy at most.
 
-mod diffs;
 mod layout;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use strata_core::archive::WhiteoutMode;
 use strata_core::fsutil::{self, copy::copy_tree, remove_tree};
+use strata_core::naive::{self, MountedPair};
 use strata_core::registry::DriverConfig;
 use strata_core::{
     Capabilities, Change, CreateOpts, Error, IoContext, LayerDriver, LayerId, Result, StorageOpts,
@@ -45,6 +46,18 @@ impl State {
         self.parents.contains_key(id) && !self.creating.contains(id) && !self.removing.contains(id)
     }
 
+    /// Drops one mount reference; false if there was none.
+    fn release_mount(&mut self, id: &LayerId) -> bool {
+        match self.mounts.get_mut(id) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.mounts.remove(id);
+            }
+            None => return false,
+        }
+        true
+    }
+
     fn children_of(&self, id: &LayerId) -> Vec<&LayerId> {
         self.parents
             .iter()
@@ -56,7 +69,8 @@ impl State {
 
 pub struct VfsDriver {
     layout: Layout,
-    state: Mutex<State>,
+    /// Shared with the release hooks of diff work in flight.
+    state: Arc<Mutex<State>>,
     backing_fs: String,
     reflink: bool,
 }
@@ -99,10 +113,10 @@ impl VfsDriver {
         tracing::info!(root = %layout.root.display(), layers = parents.len(), %backing_fs, reflink, "vfs driver ready");
         Ok(Arc::new(Self {
             layout,
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 parents,
                 ..State::default()
-            }),
+            })),
             backing_fs,
             reflink,
         }))
@@ -123,14 +137,29 @@ impl VfsDriver {
         }
     }
 
-    fn ready_pair(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-    ) -> Result<(PathBuf, Option<PathBuf>)> {
-        let dir = self.ready_dir(id)?;
-        let parent_dir = parent.map(|p| self.ready_dir(p)).transpose()?;
-        Ok((dir, parent_dir))
+    /// The layer's and its parent's trees, each held by a mount reference while the work on
+    /// them lasts (until the pair drops), so neither can be removed under a diff.
+    fn pinned_pair(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<MountedPair> {
+        let mut state = self.state()?;
+        let held: Vec<LayerId> = std::iter::once(id).chain(parent).cloned().collect();
+        if let Some(missing) = held.iter().find(|l| !state.is_ready(l)) {
+            return Err(Error::not_found(format!("vfs layer {missing}")));
+        }
+        for l in &held {
+            *state.mounts.entry(l.clone()).or_insert(0) += 1;
+        }
+        let shared = self.state.clone();
+        let pair = MountedPair::new(
+            self.layout.layer_dir(id),
+            parent.map(|p| self.layout.layer_dir(p)),
+        );
+        Ok(pair.on_release(move || {
+            if let Ok(mut state) = shared.lock() {
+                for l in &held {
+                    state.release_mount(l);
+                }
+            }
+        }))
     }
 }
 
@@ -306,24 +335,18 @@ impl LayerDriver for VfsDriver {
         if !state.parents.contains_key(id) {
             return Err(Error::not_found(format!("vfs layer {id}")));
         }
-        match state.mounts.get_mut(id) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                state.mounts.remove(id);
-            }
-            None => tracing::debug!(layer = %id, "vfs: unmount of a layer that is not mounted"),
+        if !state.release_mount(id) {
+            tracing::debug!(layer = %id, "vfs: unmount of a layer that is not mounted");
         }
         Ok(())
     }
 
     async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        let (dir, parent_dir) = self.ready_pair(id, parent)?;
-        blocking(move || diffs::changes(&dir, parent_dir.as_deref())).await
+        naive::changes(self.pinned_pair(id, parent)?).await
     }
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
-        let (dir, parent_dir) = self.ready_pair(id, parent)?;
-        Ok(diffs::diff(dir, parent_dir))
+        Ok(naive::diff(self.pinned_pair(id, parent)?))
     }
 
     async fn apply_diff(
@@ -332,13 +355,15 @@ impl LayerDriver for VfsDriver {
         parent: Option<&LayerId>,
         tar: TarStream,
     ) -> Result<u64> {
-        let (dir, _) = self.ready_pair(id, parent)?;
-        diffs::apply(dir, tar).await
+        // The layer's tree already holds its parent's content: whiteouts delete for real.
+        let pair = self.pinned_pair(id, parent)?;
+        let stats = naive::apply(pair.layer.clone(), tar, WhiteoutMode::Delete).await;
+        drop(pair);
+        Ok(stats?.content_bytes)
     }
 
     async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let (dir, parent_dir) = self.ready_pair(id, parent)?;
-        blocking(move || diffs::diff_size(&dir, parent_dir.as_deref())).await
+        naive::diff_size(self.pinned_pair(id, parent)?).await
     }
 
     async fn usage(&self, id: &LayerId) -> Result<Usage> {
