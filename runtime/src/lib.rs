@@ -2,6 +2,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod build;
 pub mod cgroups;
 pub mod container;
 pub mod daemon;

@@ -328,3 +328,81 @@ fn bad_requests_get_docker_errors() {
     assert_eq!(d.ok(&["ps", "-aq"]), "");
     assert_eq!(d.ok(&["volume", "ls", "-q"]), "");
 }
+
+/// Steps after FROM, as (instruction template, changed variant).
+const BUILD_STEPS: [(&str, &str); 5] = [
+    ("RUN echo one > /one", "RUN echo uno > /one"),
+    ("COPY f.txt /f.txt", "COPY g.txt /f.txt"),
+    ("ENV X=1", "ENV X=2"),
+    ("RUN echo $X > /x", "RUN echo changed-$X > /x"),
+    ("CMD [\"cat\", \"/f.txt\"]", "CMD [\"cat\", \"/x\"]"),
+];
+
+fn write_context(dir: &Path, changed: Option<usize>) {
+    std::fs::write(dir.join("f.txt"), "file f\n").unwrap();
+    std::fs::write(dir.join("g.txt"), "file g\n").unwrap();
+    let mut text = String::from("FROM bb:latest\n");
+    for (i, (normal, variant)) in BUILD_STEPS.iter().enumerate() {
+        text.push_str(if changed == Some(i) { variant } else { normal });
+        text.push('\n');
+    }
+    std::fs::write(dir.join("Dockerfile"), text).unwrap();
+}
+
+/// Which of the steps after FROM came from the cache, in order.
+fn cached_steps(output: &str) -> Vec<bool> {
+    let mut cached = Vec::new();
+    for block in output.split("Step ").skip(2) {
+        cached.push(block.contains("Using cache"));
+    }
+    cached
+}
+
+fn build_cache_rule(driver: &'static str) {
+    let d = Daemon::start(driver);
+    d.ok(&["load", "-i", fixtures().join("bb.tar").to_str().unwrap()]);
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), None);
+    let first = d.ok(&["build", "-t", "cached", ctx.path().to_str().unwrap()]);
+    assert_eq!(cached_steps(&first), vec![false; 5], "{first}");
+    let again = d.ok(&["build", "-t", "cached", ctx.path().to_str().unwrap()]);
+    assert_eq!(cached_steps(&again), vec![true; 5], "{again}");
+    for changed in 0..BUILD_STEPS.len() {
+        write_context(ctx.path(), Some(changed));
+        let out = d.ok(&["build", "-t", "variant", ctx.path().to_str().unwrap()]);
+        let want: Vec<bool> = (0..BUILD_STEPS.len()).map(|i| i < changed).collect();
+        assert_eq!(
+            cached_steps(&out),
+            want,
+            "changing step {} of 5:\n{out}",
+            changed + 1
+        );
+    }
+    write_context(ctx.path(), None);
+    let nocache = d.ok(&[
+        "build",
+        "--no-cache",
+        "-t",
+        "cached",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert_eq!(cached_steps(&nocache), vec![false; 5], "{nocache}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "--pull", "never", "cached"]),
+        "file f\n"
+    );
+    let x = d.ok(&[
+        "run", "--rm", "--pull", "never", "cached", "cat", "/x", "/one",
+    ]);
+    assert_eq!(x, "1\none\n");
+}
+
+#[test]
+fn vfs_build_cache_reuses_up_to_the_first_changed_step() {
+    build_cache_rule("vfs");
+}
+
+#[test]
+fn overlay2_build_cache_reuses_up_to_the_first_changed_step() {
+    build_cache_rule("overlay2");
+}

@@ -182,11 +182,11 @@ pub async fn wait(
         })))
     };
     let stream = futures::stream::once(body);
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
-        .map_err(|e| ApiError::internal(e.to_string()))?)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// `POST /containers/{id}/attach`: answers 101 and streams the container's output (framed

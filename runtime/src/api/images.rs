@@ -28,7 +28,7 @@ fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
 }
 
 /// Every value of a repeated query parameter (`changes=...&changes=...`, `names=`).
-fn multi(raw: &Option<String>, key: &str) -> Vec<String> {
+pub fn multi(raw: &Option<String>, key: &str) -> Vec<String> {
     raw.as_deref()
         .unwrap_or("")
         .split('&')
@@ -81,7 +81,7 @@ fn used_by(d: &Daemon) -> impl Fn(&Digest) -> Option<ImageUser> + Send + Sync + 
 }
 
 /// A JSON-lines response fed by a channel.
-fn json_stream(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Response {
+pub fn json_stream(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Response {
     let s = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });

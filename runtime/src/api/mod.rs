@@ -1,6 +1,7 @@
 //! The Docker Engine REST API, as much of it as the stock docker CLI needs. Routes are served
 //! bare and under `/v1.NN/`; see `version.rs`.
 
+pub mod build;
 pub mod containers;
 pub mod df;
 pub mod error;
@@ -42,6 +43,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}", delete(containers::remove))
         .route("/commit", post(images::commit))
+        .route("/build", post(build::build))
         .route("/images/json", get(images::list))
         .route("/images/load", post(images::load))
         .route("/images/get", get(images::save_many))
