@@ -215,3 +215,95 @@ async fn the_registry_constructor_builds_a_vfs_driver() {
     assert_eq!(d.name(), "vfs");
     assert!(t.path().join("vfs/dir").is_dir());
 }
+
+fn layer_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mtime(1_600_000_000);
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn apply_diff_deletes_whiteouts_and_diff_gives_them_back() {
+    let t = tempfile::tempdir().unwrap();
+    let d = driver(t.path()).await;
+    d.create(&id("base"), None, &CreateOpts::read_only())
+        .await
+        .unwrap();
+    let base_tar = layer_tar(&[("etc/keep", b"keep"), ("etc/old", b"old!")]);
+    let n = d
+        .apply_diff(&id("base"), None, strata_core::stream::from_bytes(base_tar))
+        .await
+        .unwrap();
+    assert_eq!(n, 8);
+    d.create(&id("top"), Some(&id("base")), &CreateOpts::read_only())
+        .await
+        .unwrap();
+    let top_tar = layer_tar(&[("etc/.wh.old", b""), ("etc/new", b"brand new")]);
+    let n = d
+        .apply_diff(
+            &id("top"),
+            Some(&id("base")),
+            strata_core::stream::from_bytes(top_tar),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 9);
+    let dir = t.path().join("dir/top");
+    assert!(!dir.join("etc/old").exists());
+    assert_eq!(std::fs::read(dir.join("etc/new")).unwrap(), b"brand new");
+    assert_eq!(std::fs::read(dir.join("etc/keep")).unwrap(), b"keep");
+    assert!(
+        t.path().join("dir/base/etc/old").exists(),
+        "the parent is untouched"
+    );
+
+    assert_eq!(d.diff_size(&id("top"), Some(&id("base"))).await.unwrap(), 9);
+    let changes = d.changes(&id("top"), Some(&id("base"))).await.unwrap();
+    let listed: Vec<(String, strata_core::ChangeKind)> = changes
+        .iter()
+        .map(|c| (c.path.to_string_lossy().into_owned(), c.kind))
+        .collect();
+    assert!(listed.contains(&("/etc/old".into(), strata_core::ChangeKind::Delete)));
+    assert!(listed.contains(&("/etc/new".into(), strata_core::ChangeKind::Add)));
+    let tar = strata_core::stream::read_all(d.diff(&id("top"), Some(&id("base"))).await.unwrap())
+        .await
+        .unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("etc/.wh.old")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with("etc/new")), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_diff_in_flight_keeps_its_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let d = driver(t.path()).await;
+    d.create(&id("p"), None, &CreateOpts::read_only())
+        .await
+        .unwrap();
+    d.create(&id("c"), Some(&id("p")), &CreateOpts::read_write())
+        .await
+        .unwrap();
+    // Bigger than the stream's buffer, so the writer is still at work when remove is tried.
+    std::fs::write(t.path().join("dir/c/file"), vec![3u8; 16 << 20]).unwrap();
+    let stream = d.diff(&id("c"), Some(&id("p"))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(matches!(d.remove(&id("c")).await, Err(Error::Busy(_))));
+    let tar = strata_core::stream::read_all(stream).await.unwrap();
+    assert!(tar.len() > 16 << 20);
+    d.remove(&id("c")).await.unwrap();
+    d.remove(&id("p")).await.unwrap();
+}
