@@ -20,8 +20,6 @@ pub enum Requirement {
     Nothing,
     /// `capabilities().quota`: the `size=` storage option.
     Quota,
-    /// `capabilities().native_diff`.
-    NativeDiff,
 }
 
 impl Requirement {
@@ -32,9 +30,6 @@ impl Requirement {
             Requirement::Quota if !caps.quota => {
                 Some("the driver declares no quota support (capabilities().quota is false)".into())
             }
-            Requirement::NativeDiff if !caps.native_diff => Some(
-                "the driver declares no native diff (capabilities().native_diff is false)".into(),
-            ),
             _ => None,
         }
     }
