@@ -183,7 +183,7 @@ pub async fn create_errors(ctx: Ctx) -> CaseResult {
 }
 
 /// Unsafe ids are refused before any driver sees them; valid ids that do not exist give
-/// NotFound from remove and mount, and nothing is created on disk.
+/// NotFound from remove, mount, usage and metadata, and nothing is created on disk.
 pub async fn bad_ids(ctx: Ctx) -> CaseResult {
     let long = "a".repeat(256);
     for bad in [
@@ -231,6 +231,12 @@ pub async fn bad_ids(ctx: Ctx) -> CaseResult {
         is_not_found,
         "NotFound",
         &format!("usage({missing})"),
+    )?;
+    expect_error(
+        driver.metadata(&missing).await,
+        is_not_found,
+        "NotFound",
+        &format!("metadata({missing})"),
     )?;
     let after = snapshot_of(ctx.root()).await?;
     same_paths(

@@ -107,7 +107,30 @@ fn hostile_archives(sentinel: &Path) -> Vec<(&'static str, Vec<u8>)> {
             "a whiteout naming ../ESCAPED-target",
             archive(&[RawEntry::file(b".wh../ESCAPED-target", b"")]),
         ),
+        (
+            "a truncated archive (cut inside a file's data)",
+            truncated(),
+        ),
+        (
+            "an archive whose header checksum is wrong",
+            bad_checksum(archive(&[RawEntry::file(b"file", b"data")])),
+        ),
     ]
+}
+
+/// A valid archive cut in the middle of a file's data: a short read must not pass as a layer.
+fn truncated() -> Vec<u8> {
+    let mut tar = archive(&[
+        RawEntry::file(b"first", b"complete"),
+        RawEntry::file(b"second", &vec![b'x'; 4096]),
+    ]);
+    tar.truncate(512 + 512 + 512 + 1000);
+    tar
+}
+
+fn bad_checksum(mut tar: Vec<u8>) -> Vec<u8> {
+    tar[148] = if tar[148] == b'1' { b'2' } else { b'1' };
+    tar
 }
 
 fn find_marked(dir: &Path, found: &mut Vec<String>) {
