@@ -327,3 +327,85 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(changes: &[Change]) -> Vec<(String, ChangeKind)> {
+        changes
+            .iter()
+            .map(|c| (c.path.to_string_lossy().into_owned(), c.kind))
+            .collect()
+    }
+
+    #[test]
+    fn whiteouts_opaque_dirs_and_modifications() {
+        let t = tempfile::tempdir().unwrap();
+        let (upper, parent) = (t.path().join("upper"), t.path().join("parent"));
+        for d in ["parent/dir/sub", "parent/keep", "upper/dir", "upper/keep"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        for f in [
+            "parent/dir/a",
+            "parent/dir/b",
+            "parent/gone",
+            "parent/keep/same",
+        ] {
+            std::fs::write(t.path().join(f), b"old").unwrap();
+        }
+        // Same metadata as the parent's copy but other bytes: only content tells.
+        std::fs::write(upper.join("keep/same"), b"new").unwrap();
+        let mtime = std::fs::metadata(parent.join("keep/same"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(upper.join("keep/same"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("gone"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("never-was"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        xattr::set(upper.join("dir"), "trusted.overlay.opaque", b"y").unwrap();
+        std::fs::write(upper.join("dir/b"), b"recreated").unwrap();
+        std::fs::write(upper.join("dir/c"), b"new").unwrap();
+
+        // The directories themselves equal the parent's (set last: entries change mtimes).
+        for d in ["keep", "dir"] {
+            let m = std::fs::metadata(parent.join(d)).unwrap();
+            std::fs::set_permissions(upper.join(d), m.permissions()).unwrap();
+            std::fs::File::open(upper.join(d))
+                .unwrap()
+                .set_modified(m.modified().unwrap())
+                .unwrap();
+        }
+        let got = paths(&changes(&upper, Some(&parent)).unwrap());
+        use ChangeKind::*;
+        let want: Vec<(String, ChangeKind)> = [
+            ("/dir/a", Delete),
+            ("/dir/b", Modify),
+            ("/dir/c", Add),
+            ("/dir/sub", Delete),
+            ("/gone", Delete),
+            ("/keep/same", Modify),
+        ]
+        .into_iter()
+        .map(|(p, k)| (p.to_string(), k))
+        .collect();
+        assert_eq!(got, want);
+    }
+}
