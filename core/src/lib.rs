@@ -10,6 +10,7 @@ pub mod ids;
 pub mod layer;
 pub mod naive;
 pub mod options;
+pub mod plugin;
 pub mod registry;
 pub mod store;
 pub mod stream;
