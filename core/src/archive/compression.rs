@@ -2,6 +2,8 @@
 //! counts the uncompressed stream as it passes (the diffID is computed in the same pass).
 
 use std::io::{self, BufReader, Read};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -60,19 +62,41 @@ pub(crate) fn decompressed<'a>(
     Ok((kind, reader))
 }
 
-/// Counts and hashes every byte read through it.
+/// Counts and hashes every byte read through it. The SHA-256 runs on its own thread, fed with
+/// copies of what passes, so hashing overlaps with writing files (it is ~15% of an apply).
 pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    chunks: Option<SyncSender<Vec<u8>>>,
+    hasher: Option<JoinHandle<Vec<u8>>>,
     bytes: u64,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
+        let (tx, rx) = sync_channel::<Vec<u8>>(32);
+        let hasher = std::thread::Builder::new()
+            .name("layer-sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h.finalize().to_vec()
+            });
+        // If no thread can be started (resources exhausted), the first read reports it.
+        match hasher {
+            Ok(handle) => Self {
+                inner,
+                chunks: Some(tx),
+                hasher: Some(handle),
+                bytes: 0,
+            },
+            Err(_) => Self {
+                inner,
+                chunks: None,
+                hasher: None,
+                bytes: 0,
+            },
         }
     }
 
@@ -87,7 +111,13 @@ impl<R: Read> HashingReader<R> {
                 Err(e) => return Err(Error::io("read", "layer tar", e)),
             }
         }
-        let digest = self.hasher.finalize();
+        drop(self.chunks.take());
+        let digest = self
+            .hasher
+            .take()
+            .ok_or_else(|| Error::Other("could not start the layer hashing thread".into()))?
+            .join()
+            .map_err(|_| Error::Other("layer hashing thread panicked".into()))?;
         Ok((self.bytes, format!("sha256:{}", hex::encode(digest))))
     }
 }
@@ -95,7 +125,14 @@ impl<R: Read> HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if n > 0 {
+            let tx = self
+                .chunks
+                .as_ref()
+                .ok_or_else(|| io::Error::other("could not start the layer hashing thread"))?;
+            tx.send(buf[..n].to_vec())
+                .map_err(|_| io::Error::other("layer hashing thread stopped"))?;
+        }
         self.bytes += n as u64;
         Ok(n)
     }
