@@ -2,14 +2,15 @@
 //! - the new mount API (fsopen/fsconfig/fsmount/move_mount, Linux 6.8+ for `lowerdir+`): one
 //!   `lowerdir+` per layer, so no page-size limit; the kernel's own limit is 500 lowers;
 //! - mount(2) with Docker's method: `l/<short>` links relative to the driver root, so the
-//!   options of a deep chain still fit in one page. The relative paths are resolved in a
-//!   short-lived thread that unshared its fs context (CLONE_FS) and changed directory there;
-//!   the process's own working directory never changes.
+//!   options of a deep chain still fit in one page. The relative paths are resolved on a
+//!   dedicated thread that unshared its fs context (CLONE_FS) and changed directory into the
+//!   root once; the process's own working directory never changes.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use strata_core::{Error, Result};
 
@@ -48,17 +49,38 @@ pub struct OverlaySpec {
 }
 
 /// Mounts overlays under one driver root with a fixed set of extra options.
-#[derive(Debug, Clone)]
 pub struct Mounter {
     root: PathBuf,
     api: MountApi,
     /// Options every mount gets (`index=off`, `redirect_dir=off`, `metacopy=off`, ...).
     options: Vec<(String, String)>,
+    /// Started on the first mount that needs paths relative to the root.
+    root_thread: OnceLock<RootThread>,
 }
 
 impl Mounter {
     pub fn new(root: PathBuf, api: MountApi, options: Vec<(String, String)>) -> Self {
-        Self { root, api, options }
+        Self {
+            root,
+            api,
+            options,
+            root_thread: OnceLock::new(),
+        }
+    }
+
+    /// Runs `f` with the working directory at the root, on the mount thread.
+    fn in_root<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if self.root_thread.get().is_none() {
+            let thread = RootThread::start(&self.root)?;
+            let _ = self.root_thread.set(thread);
+        }
+        match self.root_thread.get() {
+            Some(t) => t.run(f),
+            None => Err(Error::Other("overlay mount thread did not start".into())),
+        }
     }
 
     pub fn api(&self) -> MountApi {
@@ -95,7 +117,8 @@ impl Mounter {
         }
         let relative = self.mount_data(spec, None);
         if relative.len() <= limit {
-            return in_root_thread(&self.root, || mount2(spec, relative));
+            let spec = spec.clone();
+            return self.in_root(move || mount2(&spec, relative));
         }
         match self.api {
             MountApi::NewApi => self.mount_new_api(spec),
@@ -116,7 +139,8 @@ impl Mounter {
         if too_long {
             // Long absolute paths would pass fsconfig's 256-byte value limit: resolve the
             // relative ones from inside the root instead.
-            return in_root_thread(&self.root, || new_api_mount(spec, &self.options, None));
+            let (spec, options) = (spec.clone(), self.options.clone());
+            return self.in_root(move || new_api_mount(&spec, &options, None));
         }
         new_api_mount(spec, &self.options, Some(&self.root))
     }
@@ -377,19 +401,59 @@ pub fn detect_api(probe_dir: &Path) -> MountApi {
     }
 }
 
-/// Runs `f` on a fresh thread whose working directory is `root`, without touching the
-/// process's working directory (the thread unshares its fs context first).
-pub fn in_root_thread<T: Send>(root: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
-                .map_err(|e| Error::io("unshare CLONE_FS for", root, e.into()))?;
-            nix::unistd::chdir(root).map_err(|e| Error::io("chdir", root, e.into()))?;
-            f()
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread whose working directory is the driver root, without touching the process's
+/// (it unshares its fs context first). It runs jobs until the Mounter is dropped.
+struct RootThread {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl RootThread {
+    fn start(root: &Path) -> Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::channel::<Result<()>>();
+        let dir = root.to_path_buf();
+        std::thread::Builder::new()
+            .name("overlay2-mount".into())
+            .spawn(move || {
+                let setup = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                    .map_err(|e| Error::io("unshare CLONE_FS for", &dir, e.into()))
+                    .and_then(|()| {
+                        nix::unistd::chdir(&dir).map_err(|e| Error::io("chdir", &dir, e.into()))
+                    });
+                let ok = setup.is_ok();
+                let _ = ready_tx.send(setup);
+                if ok {
+                    while let Ok(job) = queue.recv() {
+                        job();
+                    }
+                }
+            })
+            .map_err(|e| Error::io("start the overlay mount thread for", root, e))?;
+        ready
+            .recv()
+            .map_err(|_| Error::Other("overlay mount thread died".into()))??;
+        Ok(Self {
+            jobs: Mutex::new(jobs),
         })
-        .join()
-        .map_err(|_| Error::Other("overlay mount thread panicked".into()))?
-    })
+    }
+
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        sent.map_err(|_| Error::Other("overlay mount thread is gone".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Other("overlay mount thread dropped a job".into()))?
+    }
 }
 
 /// Detaches the overlay at `target` (lazily, so a copy in another namespace cannot keep it
