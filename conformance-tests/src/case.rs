@@ -14,6 +14,9 @@ use crate::failure::CaseResult;
 /// Longest a single case may take before it fails (a hung driver must not hang CI).
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Longest the start-up capability probe of one driver may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a case needs from the driver beyond the base contract, read from `capabilities()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement {
@@ -64,20 +67,31 @@ impl Outcome {
 /// Opens the driver once in a throwaway environment and returns its capabilities (to tell
 /// not-applicable cases apart before running them).
 pub async fn probe_capabilities(factory: &Arc<dyn DriverFactory>) -> Result<Capabilities, String> {
-    let env = factory
-        .prepare()
+    let probe = async {
+        let env = factory
+            .prepare()
+            .await
+            .map_err(|e| format!("preparing a {} environment: {e}", factory.name()))?;
+        let driver = factory.open(env.root()).await.map_err(|e| {
+            format!(
+                "opening {} on {}: {e}",
+                factory.name(),
+                env.root().display()
+            )
+        })?;
+        let caps = driver.capabilities();
+        let _ = driver.cleanup().await;
+        Ok(caps)
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
         .await
-        .map_err(|e| format!("preparing a {} environment: {e}", factory.name()))?;
-    let driver = factory.open(env.root()).await.map_err(|e| {
-        format!(
-            "opening {} on {}: {e}",
-            factory.name(),
-            env.root().display()
-        )
-    })?;
-    let caps = driver.capabilities();
-    let _ = driver.cleanup().await;
-    Ok(caps)
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "opening {} took over {}s",
+                factory.name(),
+                PROBE_TIMEOUT.as_secs()
+            ))
+        })
 }
 
 /// Runs one case on a fresh environment and driver made by `factory`.
