@@ -138,6 +138,18 @@ pub async fn create_snapshot(ctx: Ctx) -> CaseResult {
             changes.is_empty(),
             "an untouched child {child} reports changes against its parent {parent}: {changes:?}"
         );
+        let size = ctx
+            .driver()
+            .diff_size(child, Some(parent))
+            .await
+            .step(&format!("diff_size({child}, {parent})"))?;
+        ensure_eq!(size, 0, "diff_size of the untouched child {child}");
+        let tar = ctx.diff_bytes(child, Some(parent)).await?;
+        let entries = tar_entry_names(&tar).step("reading the diff")?;
+        ensure!(
+            entries.is_empty(),
+            "the diff of the untouched child {child} has entries: {entries:?}"
+        );
     }
     ctx.expect_tree(&base, &expected, "the base after its children were created")
         .await?;
@@ -278,4 +290,13 @@ fn same_paths(
         "{what}: paths appeared {added:?} / disappeared {removed:?}"
     );
     Ok(())
+}
+
+/// The names of the entries in a tar.
+fn tar_entry_names(tar: &[u8]) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in tar::Archive::new(tar).entries()? {
+        names.push(entry?.path()?.display().to_string());
+    }
+    Ok(names)
 }
