@@ -283,3 +283,22 @@ async fn a_driver_that_cannot_open_fails_every_case() {
         other => panic!("a driver that cannot open got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn volume_cases_needing_local_options_are_not_applicable_without_them() {
+    use strata_conformance::{run_volume_case, volume_cases, VolumeDriverFactory};
+    use strata_core::volume::local::LocalVolumes;
+    let plain = VolumeDriverFactory::new("local", |root| async move {
+        let driver: Arc<dyn strata_core::VolumeDriver> = Arc::new(LocalVolumes::new(root).await?);
+        Ok(driver)
+    })
+    .into_arc();
+    let tmpfs = volume_cases()
+        .into_iter()
+        .find(|c| c.name == "tmpfs_volume")
+        .expect("the tmpfs case");
+    match run_volume_case(plain, &tmpfs).await {
+        Outcome::NotApplicable(why) => assert!(why.contains("type/device/o"), "{why}"),
+        other => panic!("tmpfs_volume without local options: {other:?}"),
+    }
+}
