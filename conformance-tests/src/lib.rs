@@ -4,7 +4,7 @@
 //! # Running it
 //!
 //! Every (driver, case) pair is its own test named `DRIVER::CASE`, DRIVER as
-//! `--storage-driver` spells it (`vfs::opaque_dir`...), volume drivers likewise
+//! `--storage-driver` spells it (`vfs::create_base`, `btrfs::quota`), volume drivers likewise
 //! (`local::tmpfs_volume`):
 //!
 //! ```text
