@@ -184,8 +184,12 @@ impl Applier<'_> {
                         }
                     }
                     self.written.insert(key.clone());
-                    fsat::open_dir_at(cur.as_fd(), &c)
-                        .map_err(|err| Error::io("open", self.path_of(&key), err))?
+                    let fd = fsat::open_dir_at(cur.as_fd(), &c)
+                        .map_err(|err| Error::io("open", self.path_of(&key), err))?;
+                    // 0755 whatever the umask, so the result does not depend on the caller.
+                    fsat::fchmod(fd.as_fd(), 0o755)
+                        .map_err(|err| Error::io("chmod", self.path_of(&key), err))?;
+                    fd
                 }
                 Err(err) if matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
                     return Err(unsafe_parent(e, what, &key))

@@ -97,13 +97,12 @@ impl<R: Read> TarReader<R> {
             }
             verify_checksum(&block, at)?;
             let typeflag = block[156];
-            let size = pending
-                .size
-                .map(Ok)
-                .unwrap_or_else(|| parse_number(&block[124..136]).ok_or(()))
-                .map_err(|()| corrupt(at, "bad size field"))?;
+            let header_size =
+                parse_number(&block[124..136]).ok_or_else(|| corrupt(at, "bad size field"))?;
             match typeflag {
                 kind::PAX | b'g' | b'L' | b'K' => {
+                    // A PAX size applies to the next file entry, never to extension headers.
+                    let size = header_size;
                     if size > MAX_META_BYTES {
                         return Err(corrupt(at, format!("extension header of {size} bytes")));
                     }
@@ -119,6 +118,7 @@ impl<R: Read> TarReader<R> {
                 }
                 _ => {}
             }
+            let size = pending.size.unwrap_or(header_size);
             let entry = build_entry(&block, typeflag, size, pending, at)?;
             // As Go's archive/tar (what wrote most layers): header-only types carry no data
             // whatever their size field says.

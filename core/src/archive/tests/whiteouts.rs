@@ -242,3 +242,42 @@ fn naive_changes_does_not_descend_into_other_mounts() {
     let paths: Vec<_> = changes.iter().map(|c| c.path.clone()).collect();
     assert_eq!(paths, vec![PathBuf::from("/f"), PathBuf::from("/mnt")]);
 }
+
+#[test]
+fn missing_parents_are_created_and_missing_whiteout_targets_are_fine() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let tar = raw_tar(&[
+        (b"x/y/z".as_slice(), file_meta(2), b"zz".as_slice()),
+        (b"nothere/.wh.gone", file_meta(0), b""),
+        (b"x/.wh.gone", file_meta(0), b""),
+    ]);
+    let stats = apply_bytes(d, &tar, WhiteoutMode::Delete).unwrap();
+    assert_eq!(stats.content_bytes, 2);
+    assert_eq!(std::fs::read(d.join("x/y/z")).unwrap(), b"zz");
+    for p in ["x", "x/y"] {
+        assert_eq!(
+            std::fs::metadata(d.join(p)).unwrap().mode() & 0o7777,
+            0o755,
+            "{p}"
+        );
+    }
+    assert!(
+        !d.join("nothere").exists(),
+        "a whiteout in a missing dir creates nothing"
+    );
+}
+
+#[test]
+fn an_empty_layer_is_fine() {
+    let t = tempfile::tempdir().unwrap();
+    let tar = raw_tar(&[]);
+    let stats = apply_bytes(t.path(), &tar, WhiteoutMode::OverlayMarkers).unwrap();
+    assert_eq!(stats.tar_bytes, 1024);
+    assert_eq!(stats.content_bytes, 0);
+    assert_eq!(stats.diff_id, sha(&tar));
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    let mut out = Vec::new();
+    write_diff(&mut out, t.path(), &[], None).unwrap();
+    assert_eq!(out, tar, "an empty change list is two zero blocks");
+}
