@@ -4,6 +4,19 @@
 //! Format (OCI image-spec layer.md, as Docker writes it): deletions are `.wh.NAME` entries,
 //! opaque directories `DIR/.wh..wh..opq`; PAX records carry long names, large ids and sizes,
 //! nanosecond mtimes and xattrs (`SCHILY.xattr.*`); hard links inside a layer are link entries.
+//!
+//! Where the rules live:
+//! - `write.rs`: entry order, header fields, the opaque rule (a directory whose parent entries
+//!   are all deleted gets one `.wh..wh..opq`), hard links, why a `.wh.*` file is refused;
+//! - `apply.rs`: entry creation, metadata order, whiteouts per [`WhiteoutMode`], sparse files;
+//! - `path_safety.rs`: what is refused so nothing outside the target changes. Unlike Docker,
+//!   which untars in a chroot and so follows symlinks *inside* the layer, an entry whose parent
+//!   path goes through any symlink is refused;
+//! - `changes.rs`: what counts as a change, which xattrs travel (user.*, security.capability,
+//!   trusted.* but never trusted.overlay.*).
+//!
+//! Module map: `reader.rs`/`header.rs` parse and write tar headers, `compression.rs` detects
+//! gzip/zstd and hashes the uncompressed stream, `fsat.rs` wraps the `*at` syscalls.
 
 use std::io::{Read, Write};
 use std::path::Path;

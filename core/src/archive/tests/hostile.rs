@@ -138,3 +138,65 @@ fn bad_whiteouts_are_refused() {
         }
     }
 }
+
+/// Fills the name, link name and type flag of every header with hostile pieces (`..`, `/`,
+/// symlinks to the outside, whiteout prefixes), fixes the checksum, and applies: whatever
+/// happens, nothing beside dest may change.
+#[test]
+fn mutated_headers_never_escape() {
+    let pieces: &[&[u8]] = &[
+        b"..",
+        b"/",
+        b"a",
+        b"l",
+        b".wh.",
+        b".wh..wh..opq",
+        b"sentinel",
+        b"./",
+        b"../",
+        b"x/",
+    ];
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..300 {
+        let s = Sandbox::new();
+        let outside = s.outside().as_os_str().as_bytes().to_vec();
+        let mut entries: Vec<(Vec<u8>, EntryMeta, Vec<u8>)> = Vec::new();
+        for _ in 0..4 {
+            let mut name = Vec::new();
+            for _ in 0..(1 + next() % 4) {
+                name.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let kinds = [kind::REG, kind::DIR, kind::SYMLINK, kind::LINK, kind::FIFO];
+            let k = kinds[(next() % kinds.len() as u64) as usize];
+            let link = match next() % 3 {
+                0 => outside.clone(),
+                1 => b"../sentinel".to_vec(),
+                _ => pieces[(next() % pieces.len() as u64) as usize].to_vec(),
+            };
+            let (meta, data) = match k {
+                kind::REG => (file_meta(4), b"evil".to_vec()),
+                kind::DIR => (dir_meta(), Vec::new()),
+                _ => (link_meta(k, &link), Vec::new()),
+            };
+            entries.push((name, meta, data));
+        }
+        let refs: Vec<(&[u8], EntryMeta, &[u8])> = entries
+            .iter()
+            .map(|(n, m, d)| (n.as_slice(), m.clone(), d.as_slice()))
+            .collect();
+        let tar = raw_tar(&refs);
+        let mode = if round % 2 == 0 {
+            WhiteoutMode::Delete
+        } else {
+            WhiteoutMode::OverlayMarkers
+        };
+        let _ = apply_bytes(&s.dest(), &tar, mode);
+        s.assert_outside_untouched();
+    }
+}
