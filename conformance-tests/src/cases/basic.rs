@@ -300,3 +300,55 @@ fn tar_entry_names(tar: &[u8]) -> io::Result<Vec<String>> {
     }
     Ok(names)
 }
+
+/// An id can be used again after its layer was removed, and the new layer shows only its own
+/// parent's content, nothing left from the removed one (containerd's Remove case).
+pub async fn reuse_removed_id(ctx: Ctx) -> CaseResult {
+    let driver = ctx.driver();
+    let first_parent = ctx
+        .build_rw("first-parent", None, |r| {
+            ops::write(&r.join("from-first-parent"), b"old\n", 0o644)
+        })
+        .await?;
+    let second_parent = ctx
+        .build_rw("second-parent", None, |r| {
+            ops::write(&r.join("from-second-parent"), b"new\n", 0o644)
+        })
+        .await?;
+    let reused = ctx.id("reused");
+    driver
+        .create(&reused, Some(&first_parent), &CreateOpts::read_write())
+        .await
+        .step("first create of the reused id")?;
+    ctx.modify(&reused, |r| {
+        ops::write(
+            &r.join("written-in-the-first"),
+            b"gone after remove\n",
+            0o644,
+        )
+    })
+    .await?;
+    driver
+        .remove(&reused)
+        .await
+        .step("remove the first layer")?;
+    driver
+        .create(&reused, Some(&second_parent), &CreateOpts::read_write())
+        .await
+        .step("create the same id again on another parent")?;
+    let (_, expected) = reference_snapshot(&ctx, "reused", |r| {
+        ops::write(&r.join("from-second-parent"), b"new\n", 0o644)
+    })
+    .await?;
+    ctx.expect_tree(&reused, &expected, "the re-created layer")
+        .await?;
+    driver
+        .remove(&first_parent)
+        .await
+        .step("remove the first parent (its only child was removed, so it has none)")?;
+    ensure!(
+        driver.exists(&second_parent).await?,
+        "the second parent vanished"
+    );
+    Ok(())
+}

@@ -40,6 +40,7 @@ pub fn layer_cases() -> Vec<Case> {
         case!(basic::create_base),
         case!(basic::create_snapshot),
         case!(basic::create_errors),
+        case!(basic::reuse_removed_id),
         case!(basic::bad_ids),
         case!(cow::cow_isolation),
         case!(cow::delete_from_lower),
