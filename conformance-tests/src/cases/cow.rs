@@ -271,3 +271,51 @@ pub async fn hardlink_to_unmodified_lower(ctx: Ctx) -> CaseResult {
     }
     stack(&ctx, "unmodified", &[l1, l2]).await.map(drop)
 }
+
+fn with_socket(r: &Path) -> io::Result<()> {
+    write(&r.join("data"), b"next to a socket\n", 0o644)?;
+    mkdir(&r.join("run"), 0o755)?;
+    // Binding creates the socket file; it stays after the listener is closed.
+    drop(std::os::unix::net::UnixListener::bind(
+        r.join("run/app.sock"),
+    )?);
+    Ok(())
+}
+
+/// A unix socket file in a layer reads back through a remount and in a child (docker#12080);
+/// a diff cannot carry sockets (Docker skips them), so the layer rebuilt from its diff has
+/// everything but the socket.
+pub async fn unix_socket_in_layer(ctx: Ctx) -> CaseResult {
+    let (reference, expected) = reference_snapshot(&ctx, "socket", with_socket).await?;
+    crate::ensure!(
+        matches!(
+            expected.get("/run/app.sock").map(|e| &e.kind),
+            Some(crate::tree::Kind::Socket)
+        ),
+        "the reference has no socket at /run/app.sock"
+    );
+    let layer = ctx.build_rw("socket", None, with_socket).await?;
+    ctx.expect_tree(&layer, &expected, "a layer holding a unix socket")
+        .await?;
+    let child = ctx.create_rw("child", Some(&layer)).await?;
+    ctx.expect_tree(
+        &child,
+        &expected,
+        "a child of a layer holding a unix socket",
+    )
+    .await?;
+    on_dir(&reference, |r| remove(&r.join("run/app.sock"))).await?;
+    let without = snapshot_of(&reference).await?;
+    let tar = ctx.diff_bytes(&layer, None).await?;
+    let applied = ctx.create_ro("applied", None).await?;
+    ctx.driver()
+        .apply_diff(&applied, None, strata_core::stream::from_bytes(tar))
+        .await
+        .step("apply_diff of a layer holding a socket")?;
+    ctx.expect_tree(
+        &applied,
+        &without,
+        "the socket layer rebuilt from its diff (sockets are not carried)",
+    )
+    .await
+}

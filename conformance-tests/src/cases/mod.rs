@@ -52,6 +52,7 @@ pub fn layer_cases() -> Vec<Case> {
         case!(cow::dir_permissions_on_commit),
         case!(cow::move_file_from_lower_via_hardlink),
         case!(cow::hardlink_to_unmodified_lower),
+        case!(cow::unix_socket_in_layer),
         case!(chain::deep_chain_128),
         case!(chain::image_chain_32),
         case!(chain::same_size_rewrite),
