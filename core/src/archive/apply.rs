@@ -289,16 +289,26 @@ impl Applier<'_> {
                 XattrTarget::Fd(fd) => fsat::fsetxattr(fd, name, value),
                 XattrTarget::At(dir, n) => fsat::lsetxattr_at(dir, n, name, value),
             };
-            res.map_err(|err| {
-                Error::io(
-                    "set xattr",
-                    self.path_of(key),
-                    std::io::Error::new(
-                        err.kind(),
-                        format!("{}: {err}", String::from_utf8_lossy(name)),
-                    ),
-                )
-            })?;
+            match res {
+                Ok(()) => {}
+                // As Docker: EPERM (xattrs not allowed here, e.g. trusted.* in a user
+                // namespace) is a warning. EOPNOTSUPP stays an error: the filesystem cannot
+                // hold what the image needs.
+                Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
+                    tracing::warn!(
+                        path = %self.path_of(key).display(),
+                        xattr = %String::from_utf8_lossy(name),
+                        "xattr not permitted here; skipped"
+                    );
+                }
+                Err(err) => {
+                    // The raw OS error is kept (callers test for EOPNOTSUPP); the xattr name
+                    // rides along with the path.
+                    let mut what = self.path_of(key).into_os_string();
+                    what.push(format!(" (xattr {})", String::from_utf8_lossy(name)));
+                    return Err(Error::io("set xattr", PathBuf::from(what), err));
+                }
+            }
         }
         Ok(())
     }

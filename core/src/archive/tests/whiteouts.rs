@@ -281,3 +281,63 @@ fn an_empty_layer_is_fine() {
     write_diff(&mut out, t.path(), &[], None).unwrap();
     assert_eq!(out, tar, "an empty change list is two zero blocks");
 }
+
+#[test]
+fn type_changes_between_parent_and_layer() {
+    let p = pair(
+        |r| {
+            std::fs::create_dir_all(r.join("was-dir/sub")).unwrap();
+            std::fs::write(r.join("was-dir/sub/f"), b"f").unwrap();
+            std::fs::write(r.join("was-file"), b"x").unwrap();
+            std::os::unix::fs::symlink("target", r.join("was-link")).unwrap();
+        },
+        |l| {
+            std::fs::remove_dir_all(l.join("was-dir")).unwrap();
+            std::fs::write(l.join("was-dir"), b"now a file").unwrap();
+            std::fs::remove_file(l.join("was-file")).unwrap();
+            std::fs::create_dir_all(l.join("was-file")).unwrap();
+            std::fs::write(l.join("was-file/inside"), b"i").unwrap();
+            std::fs::remove_file(l.join("was-link")).unwrap();
+            mknod(&l.join("was-link"), libc::S_IFIFO | 0o600, 0);
+        },
+    );
+    let changes = naive_changes(&p.layer, Some(&p.parent)).unwrap();
+    let list: Vec<_> = changes
+        .iter()
+        .map(|c| (c.path.to_str().unwrap().to_owned(), c.kind))
+        .collect();
+    let want = vec![
+        ("/was-dir".to_owned(), ChangeKind::Modify),
+        ("/was-file".to_owned(), ChangeKind::Modify),
+        ("/was-file/inside".to_owned(), ChangeKind::Add),
+        ("/was-link".to_owned(), ChangeKind::Modify),
+    ];
+    assert_eq!(list, want);
+    let tar = diff_bytes(&p.layer, &changes, Some(&p.parent));
+    p.check_full_apply(&tar);
+    let u = p.upper(&tar);
+    assert_eq!(std::fs::read(u.join("was-dir")).unwrap(), b"now a file");
+    assert_eq!(std::fs::read(u.join("was-file/inside")).unwrap(), b"i");
+}
+
+#[test]
+fn xattrs_the_filesystem_cannot_hold_fail_with_eopnotsupp() {
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("ramfs");
+    std::fs::create_dir_all(&dest).unwrap();
+    nix::mount::mount(
+        Some("ramfs"),
+        &dest,
+        Some("ramfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mounting a ramfs needs root");
+    let _guard = MountGuard(dest.clone());
+    let mut meta = file_meta(1);
+    meta.xattrs = vec![(b"user.test".to_vec(), b"v".to_vec())];
+    let tar = raw_tar(&[(b"f".as_slice(), meta, b"x".as_slice())]);
+    let err = apply_bytes(&dest, &tar, WhiteoutMode::Delete).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
+    assert!(err.to_string().contains("user.test"), "{err}");
+}
