@@ -18,8 +18,11 @@ pub fn tree_usage(root: &Path) -> Result<Usage> {
     let dev = meta.dev();
     let mut seen = HashSet::new();
     let mut usage = Usage::default();
-    let mut stack = vec![root.to_path_buf()];
+    let mut stack = Vec::new();
     count(&meta, &mut seen, &mut usage);
+    if meta.is_dir() {
+        stack.push(root.to_path_buf());
+    }
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -67,5 +70,7 @@ mod tests {
         let u = tree_usage(t.path()).unwrap();
         assert_eq!(u.inodes, 2, "the directory and one file");
         assert!(u.bytes >= 64 * 1024 && u.bytes < 128 * 1024, "{u:?}");
+        let file = tree_usage(&f).unwrap();
+        assert_eq!(file.inodes, 1, "a file root is one inode");
     }
 }

@@ -90,6 +90,7 @@ pub async fn info(State(d): State<AppState>) -> Result<Json<Value>, ApiError> {
         "DriverStatus": driver_status,
         "Plugins": {
             "Volume": d.volumes.driver_names(),
+            "Storage": storage_drivers(&d),
             "Network": ["host", "null"],
             "Authorization": null,
             "Log": ["json-file"],
@@ -136,6 +137,16 @@ pub async fn info(State(d): State<AppState>) -> Result<Json<Value>, ApiError> {
     })))
 }
 
+/// Built-in layer drivers and the layer-driver plugins found at start-up.
+fn storage_drivers(d: &AppState) -> Vec<String> {
+    let mut names: Vec<String> = crate::daemon::builtins::layer_drivers()
+        .names()
+        .map(str::to_string)
+        .collect();
+    names.extend(d.plugins.graph.iter().cloned());
+    names
+}
+
 /// Object counts for `info`.
 pub struct Counts {
     pub containers: u64,
@@ -143,10 +154,11 @@ pub struct Counts {
     pub images: u64,
 }
 
-pub async fn counts(_d: &AppState) -> Counts {
+pub async fn counts(d: &AppState) -> Counts {
+    let all = d.containers.all();
     Counts {
-        containers: 0,
-        running: 0,
-        images: 0,
+        containers: all.len() as u64,
+        running: all.iter().filter(|c| c.is_running()).count() as u64,
+        images: d.images.list().len() as u64,
     }
 }

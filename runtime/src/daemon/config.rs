@@ -40,6 +40,14 @@ pub struct DaemonConfig {
     #[arg(short = 'l', long, default_value = "info")]
     pub log_level: String,
 
+    /// Where plugin sockets are looked for (NAME.sock or NAME/NAME.sock).
+    #[arg(long, default_value = "/run/strata/plugins")]
+    pub plugin_socket_dir: PathBuf,
+
+    /// Where plugin specs are looked for (NAME.spec, NAME.json); repeatable.
+    #[arg(long, default_values = ["/etc/strata/plugins", "/usr/lib/strata/plugins"])]
+    pub plugin_spec_dir: Vec<PathBuf>,
+
     /// Require TLS client certificates on TCP listeners.
     #[arg(long)]
     pub tlsverify: bool,
@@ -54,6 +62,13 @@ pub struct DaemonConfig {
 pub const DEFAULT_SOCKET: &str = "unix:///run/strata.sock";
 
 impl DaemonConfig {
+    pub fn plugin_dirs(&self) -> strata_core::plugin::PluginDirs {
+        strata_core::plugin::PluginDirs {
+            sockets: vec![self.plugin_socket_dir.clone()],
+            specs: self.plugin_spec_dir.clone(),
+        }
+    }
+
     /// The listen addresses, with the default socket when none is given.
     pub fn listen_addresses(&self) -> Vec<String> {
         if self.hosts.is_empty() {

@@ -37,14 +37,20 @@ pub enum SelectError {
     Unknown(strata_core::Error),
 }
 
-/// Drivers whose image metadata (`image/<driver>/`) the data root holds. A driver's own
-/// directory is not enough: a driver that was only tried at start-up may have left one.
-pub fn prior_drivers(registry: &DriverRegistry, data_root: &Path) -> Vec<String> {
-    registry
-        .names()
-        .filter(|name| dir_has_entries(&data_root.join("image").join(name)))
-        .map(str::to_string)
-        .collect()
+/// Drivers (built-in or plugin) whose image metadata (`image/<driver>/`) the data root holds.
+/// A driver's own directory is not enough: a driver only tried at start-up may have left one.
+pub fn prior_drivers(data_root: &Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(data_root.join("image"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| dir_has_entries(&e.path()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 fn dir_has_entries(dir: &Path) -> bool {
@@ -55,25 +61,34 @@ fn dir_has_entries(dir: &Path) -> bool {
 
 pub async fn select_driver(
     registry: &DriverRegistry,
+    plugins: &strata_core::plugin::PluginDirs,
     data_root: &Path,
     requested: Option<&str>,
     options: &StorageOpts,
 ) -> Result<Arc<dyn LayerDriver>, SelectError> {
-    let prior = prior_drivers(registry, data_root);
+    let prior = prior_drivers(data_root);
     let config = |name: &str| DriverConfig {
         root: data_root.join(name),
         options: options.clone(),
     };
     let open = |name: String| async move {
+        if !registry.contains(&name) {
+            // Not built in: a layer-driver plugin of that name, if one is installed.
+            let opts: Vec<String> = options.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return match super::plugins::graph_driver(plugins, &name, data_root.join(&name), opts).await {
+                Ok(Some(d)) => Ok(d),
+                Ok(None) => Err(SelectError::Unknown(strata_core::Error::invalid(format!(
+                    "unknown storage driver {name:?}: not built in ({}) and no plugin of that name in {}",
+                    registry.names().collect::<Vec<_>>().join(", "),
+                    plugins.sockets.iter().chain(&plugins.specs).map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                )))),
+                Err(source) => Err(SelectError::Init { name, source }),
+            };
+        }
         registry
             .open(&name, config(&name))
             .await
-            .map_err(|source| match source {
-                e @ strata_core::Error::InvalidInput(_) if !registry.contains(&name) => {
-                    SelectError::Unknown(e)
-                }
-                source => SelectError::Init { name, source },
-            })
+            .map_err(|source| SelectError::Init { name, source })
     };
 
     if let Some(requested) = requested {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod containers;
 pub mod driver_select;
 pub mod listen;
+pub mod plugins;
 pub mod serve;
 pub mod sizes;
 pub mod volumes;
@@ -33,6 +34,8 @@ pub struct Daemon {
     pub containers: Containers,
     pub volumes: VolumeService,
     pub sizes: SizeCache,
+    /// Plugins found at start-up, for `info`.
+    pub plugins: plugins::PluginInventory,
     /// Stable engine id shown by `info`.
     pub id: String,
 }
@@ -54,8 +57,11 @@ impl Daemon {
         let data_root = config.data_root.clone();
         std::fs::create_dir_all(&data_root).ctx("create", &data_root)?;
         let options = StorageOpts::parse(&config.storage_opts)?;
+        let plugin_dirs = config.plugin_dirs();
+        let plugins = plugins::inventory(&plugin_dirs).await;
         let driver = driver_select::select_driver(
             registry,
+            &plugin_dirs,
             &data_root,
             config.storage_driver.as_deref(),
             &options,
@@ -76,7 +82,13 @@ impl Daemon {
                 swept.len()
             );
         }
-        let volumes = VolumeService::new(data_root.join("volume-meta"), volume_drivers)?;
+        let volumes =
+            VolumeService::new(data_root.join("volume-meta"), volume_drivers, plugin_dirs)?;
+        for name in &plugins.volume {
+            if let Err(e) = volumes.connect_plugin(name).await {
+                tracing::warn!(plugin = %name, "volume plugin not usable: {e}");
+            }
+        }
         let id = engine_id(&data_root)?;
         Ok(Arc::new(Self {
             config,
@@ -87,6 +99,7 @@ impl Daemon {
             containers,
             volumes,
             sizes: SizeCache::default(),
+            plugins,
             id,
         }))
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use strata_core::fsutil::atomic_write;
+use strata_core::plugin::PluginDirs;
 use strata_core::{Error, IoContext, Result, VolumeDriver, VolumeName};
 
 /// What the engine records per volume.
@@ -47,7 +48,9 @@ pub struct UsageData {
 }
 
 pub struct VolumeService {
-    drivers: BTreeMap<String, Arc<dyn VolumeDriver>>,
+    /// Built-in drivers and the plugins connected so far.
+    drivers: Mutex<BTreeMap<String, Arc<dyn VolumeDriver>>>,
+    plugins: PluginDirs,
     meta_dir: PathBuf,
     users: Mutex<BTreeMap<VolumeName, BTreeSet<String>>>,
 }
@@ -56,26 +59,53 @@ impl VolumeService {
     pub fn new(
         meta_dir: PathBuf,
         drivers: BTreeMap<String, Arc<dyn VolumeDriver>>,
+        plugins: PluginDirs,
     ) -> Result<Self> {
         std::fs::create_dir_all(&meta_dir).ctx("create", &meta_dir)?;
         Ok(Self {
-            drivers,
+            drivers: Mutex::new(drivers),
+            plugins,
             meta_dir,
             users: Mutex::new(BTreeMap::new()),
         })
     }
 
-    pub fn driver_names(&self) -> Vec<String> {
-        self.drivers.keys().cloned().collect()
+    fn connected(&self) -> Vec<Arc<dyn VolumeDriver>> {
+        self.drivers
+            .lock()
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default()
     }
 
-    fn driver(&self, name: &str) -> Result<&Arc<dyn VolumeDriver>> {
-        self.drivers.get(name).ok_or_else(|| {
-            Error::not_found(format!(
-                "volume driver {name:?} (available: {})",
+    pub fn driver_names(&self) -> Vec<String> {
+        self.drivers
+            .lock()
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A built-in driver, or the volume plugin of that name (connected on first use).
+    async fn driver(&self, name: &str) -> Result<Arc<dyn VolumeDriver>> {
+        if let Some(d) = self.drivers.lock().ok().and_then(|d| d.get(name).cloned()) {
+            return Ok(d);
+        }
+        match super::plugins::volume_driver(&self.plugins, name).await? {
+            Some(d) => {
+                if let Ok(mut map) = self.drivers.lock() {
+                    map.insert(name.to_string(), d.clone());
+                }
+                Ok(d)
+            }
+            None => Err(Error::not_found(format!(
+                "volume driver {name:?}: not built in ({}) and no plugin of that name",
                 self.driver_names().join(", ")
-            ))
-        })
+            ))),
+        }
+    }
+
+    /// Connects a volume plugin now (at start-up, so its volumes are listed).
+    pub async fn connect_plugin(&self, name: &str) -> Result<()> {
+        self.driver(name).await.map(|_| ())
     }
 
     fn meta_path(&self, name: &VolumeName) -> PathBuf {
@@ -92,7 +122,12 @@ impl VolumeService {
         if let Some(meta) = self.read_meta(name) {
             return Ok((meta.driver.clone(), meta));
         }
-        for (driver_name, driver) in &self.drivers {
+        let drivers: Vec<(String, Arc<dyn VolumeDriver>)> = self
+            .drivers
+            .lock()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (driver_name, driver) in &drivers {
             if driver.get(name).await.is_ok() {
                 let meta = VolumeMeta {
                     driver: driver_name.clone(),
@@ -127,7 +162,7 @@ impl VolumeService {
             }
             return self.inspect(&name).await;
         }
-        let driver = self.driver(driver_name)?;
+        let driver = self.driver(driver_name).await?;
         driver.create(&name, opts).await?;
         let meta = VolumeMeta {
             driver: driver_name.to_string(),
@@ -141,7 +176,7 @@ impl VolumeService {
 
     pub async fn inspect(&self, name: &VolumeName) -> Result<VolumeView> {
         let (driver_name, meta) = self.locate(name).await?;
-        let driver = self.driver(&driver_name)?;
+        let driver = self.driver(&driver_name).await?;
         let info = driver.get(name).await?;
         Ok(VolumeView {
             name: name.to_string(),
@@ -164,7 +199,7 @@ impl VolumeService {
 
     pub async fn list(&self) -> Result<Vec<VolumeView>> {
         let mut out = Vec::new();
-        for driver in self.drivers.values() {
+        for driver in self.connected() {
             for info in driver.list().await? {
                 match self.inspect(&info.name).await {
                     Ok(v) => out.push(v),
@@ -221,7 +256,7 @@ impl VolumeService {
                 self.users(name)
             )));
         }
-        self.driver(&driver_name)?.remove(name).await?;
+        self.driver(&driver_name).await?.remove(name).await?;
         let meta = self.meta_path(name);
         match std::fs::remove_file(&meta) {
             Ok(()) => Ok(()),
@@ -236,17 +271,17 @@ impl VolumeService {
         caller: &strata_core::CallerId,
     ) -> Result<PathBuf> {
         let (driver_name, _) = self.locate(name).await?;
-        self.driver(&driver_name)?.mount(name, caller).await
+        self.driver(&driver_name).await?.mount(name, caller).await
     }
 
     pub async fn unmount(&self, name: &VolumeName, caller: &strata_core::CallerId) -> Result<()> {
         let (driver_name, _) = self.locate(name).await?;
-        self.driver(&driver_name)?.unmount(name, caller).await
+        self.driver(&driver_name).await?.unmount(name, caller).await
     }
 
     pub async fn usage(&self, name: &VolumeName) -> Result<strata_core::Usage> {
         let (driver_name, _) = self.locate(name).await?;
-        self.driver(&driver_name)?.usage(name).await
+        self.driver(&driver_name).await?.usage(name).await
     }
 
     /// Removes unused volumes: anonymous ones only, or all with `all` (API >= 1.42 rule).
