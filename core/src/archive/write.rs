@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
-use super::changes::{carried_xattrs, change_components, read_full};
+use super::changes::{carried_xattrs, change_components};
 use super::fsat::{self, cname};
 use super::header::{self, kind, EntryMeta, BLOCK};
 use super::path_safety::{components, join, open_dir_beneath, ResolveError};
@@ -279,7 +279,9 @@ fn write_path(
                 )));
             }
             header::write_header(w, tar_name, &meta).map_err(werr)?;
-            copy_exact(file, w, meta.size, buf, &full())?;
+            // Fewer allocated blocks than bytes: the file has holes worth skipping.
+            let sparse = (now.st_blocks as u64) * 512 < meta.size;
+            copy_exact(file, w, meta.size, sparse, buf, &full())?;
             header::write_padding(w, meta.size).map_err(werr)?;
             return Ok(());
         }
@@ -289,36 +291,110 @@ fn write_path(
 }
 
 /// Copies exactly `size` bytes; a file that shrank or grew since its lstat is an error (the
-/// tar would be corrupt otherwise).
+/// tar would be corrupt otherwise). A file with holes (fewer blocks than its size) is read
+/// segment by segment with SEEK_DATA/SEEK_HOLE and its holes written as zeros unread.
 fn copy_exact(
-    mut file: std::fs::File,
+    file: std::fs::File,
     w: &mut dyn Write,
     size: u64,
+    sparse: bool,
     buf: &mut [u8],
     path: &Path,
 ) -> Result<()> {
-    let mut left = size;
-    while left > 0 {
-        let want = (buf.len() as u64).min(left) as usize;
-        let n = read_full(&mut file, &mut buf[..want]).map_err(|e| Error::io("read", path, e))?;
-        if n < want {
-            return Err(Error::Other(format!(
-                "{} shrank while its layer tar was written; retry when the layer is not in use",
-                path.display()
-            )));
+    let shrank = || {
+        Error::Other(format!(
+            "{} shrank while its layer tar was written; retry when the layer is not in use",
+            path.display()
+        ))
+    };
+    let werr = |e| Error::io("write", "layer tar", e);
+    let mut pos = 0u64;
+    while pos < size {
+        let (data, hole) = if sparse {
+            next_data(&file, pos, size)
+        } else {
+            (pos, size)
+        };
+        write_zeros(w, data - pos).map_err(werr)?;
+        pos = data;
+        while pos < hole {
+            let want = (buf.len() as u64).min(hole - pos) as usize;
+            let n = read_full_at(&file, &mut buf[..want], pos)
+                .map_err(|e| Error::io("read", path, e))?;
+            if n < want {
+                return Err(shrank());
+            }
+            w.write_all(&buf[..n]).map_err(werr)?;
+            pos += n as u64;
         }
-        w.write_all(&buf[..n])
-            .map_err(|e| Error::io("write", "layer tar", e))?;
-        left -= n as u64;
     }
     let mut probe = [0u8; 1];
-    if read_full(&mut file, &mut probe).map_err(|e| Error::io("read", path, e))? != 0 {
+    if read_full_at(&file, &mut probe, size).map_err(|e| Error::io("read", path, e))? != 0 {
         return Err(Error::Other(format!(
             "{} grew while its layer tar was written; retry when the layer is not in use",
             path.display()
         )));
     }
     Ok(())
+}
+
+/// The next data segment `[data, hole)` at or after `pos`, clamped to `size`. Without
+/// SEEK_DATA support, everything from `pos` is data.
+fn next_data(file: &std::fs::File, pos: u64, size: u64) -> (u64, u64) {
+    use std::os::fd::AsRawFd;
+    let seek = |whence| {
+        // SAFETY: valid fd; lseek has no memory effects.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, whence) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r as u64)
+        }
+    };
+    let data = match seek(libc::SEEK_DATA) {
+        Ok(d) => d.min(size),
+        // ENXIO: only a hole from here to the end.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => size,
+        Err(_) => return (pos, size),
+    };
+    if data >= size {
+        return (size, size);
+    }
+    let hole = {
+        // SAFETY: as above.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), data as libc::off_t, libc::SEEK_HOLE) };
+        if r < 0 {
+            size
+        } else {
+            (r as u64).min(size)
+        }
+    };
+    (data, hole.max(data))
+}
+
+fn write_zeros(w: &mut dyn Write, mut len: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+    while len > 0 {
+        let n = (ZEROS.len() as u64).min(len) as usize;
+        w.write_all(&ZEROS[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// `pread` until `buf` is full or EOF.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 fn marker_name(dir: &[u8], marker: &[u8]) -> Vec<u8> {

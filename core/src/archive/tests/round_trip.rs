@@ -186,3 +186,42 @@ fn apply_is_idempotent_over_an_existing_tree() {
     apply_bytes(&dst, &tar, WhiteoutMode::Delete).unwrap();
     assert_eq!(snapshot(&dst), snapshot(&src));
 }
+
+#[test]
+fn sparse_and_dense_files_give_the_same_tar_and_stay_sparse() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b, c) = (t.path().join("a"), t.path().join("b"), t.path().join("c"));
+    for d in [&a, &b, &c] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let size = 40u64 << 20;
+    let parts: [(u64, &[u8]); 3] = [(0, b"head"), (9 << 20, b"middle"), (30 << 20, b"late")];
+    // Sparse: holes between the parts and after the last one.
+    let f = std::fs::File::create(a.join("f")).unwrap();
+    f.set_len(size).unwrap();
+    for (off, data) in parts {
+        std::os::unix::fs::FileExt::write_all_at(&f, data, off).unwrap();
+    }
+    drop(f);
+    // Dense: every byte written.
+    let mut dense = vec![0u8; size as usize];
+    for (off, data) in parts {
+        dense[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+    std::fs::write(b.join("f"), &dense).unwrap();
+    for d in [&a, &b] {
+        set_times(&d.join("f"), 1_000, 0);
+    }
+    let sparse_blocks = std::fs::metadata(a.join("f")).unwrap().blocks();
+    assert!(
+        sparse_blocks * 512 < size / 4,
+        "the test file must be sparse"
+    );
+    let changes = naive_changes(&a, None).unwrap();
+    let ta = diff_bytes(&a, &changes, None);
+    let tb = diff_bytes(&b, &changes, None);
+    assert!(ta == tb, "sparse and dense files must give identical tars");
+    apply_bytes(&c, &ta, WhiteoutMode::Delete).unwrap();
+    assert_eq!(std::fs::read(c.join("f")).unwrap(), dense);
+    assert!(std::fs::metadata(c.join("f")).unwrap().blocks() * 512 < 1 << 20);
+}
