@@ -447,12 +447,25 @@ fn network_settings(rec: &ContainerRecord) -> Value {
     })
 }
 
+fn recorded(rec: &ContainerRecord) -> Option<crate::daemon::sizes::ContainerSize> {
+    rec.sizes.map(|s| crate::daemon::sizes::ContainerSize {
+        size_rw: s.size_rw,
+        on_disk: s.on_disk,
+    })
+}
+
 /// Container sizes and the image's size for `SizeRootFs`.
 async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
     let running = rec.state.status == Status::Running;
     let size = d
         .sizes
-        .get(&rec.id, running, &d.layers, d.driver.as_ref())
+        .get(
+            &rec.id,
+            running,
+            recorded(rec),
+            &d.layers,
+            d.driver.as_ref(),
+        )
         .await
         .unwrap_or_default();
     let image_size = strata_core::store::Digest::parse(&rec.image_id)
@@ -590,7 +603,7 @@ pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {
         }
         let size = d
             .sizes
-            .get(&rec.id, false, &d.layers, d.driver.as_ref())
+            .get(&rec.id, false, recorded(&rec), &d.layers, d.driver.as_ref())
             .await
             .map(|s| s.on_disk)
             .unwrap_or(0);

@@ -1,7 +1,9 @@
 //! Container sizes for `ps -s`, inspect and `system df`. Image layers are sized once, when
-//! registered (the layer store keeps it); a container's read-write layer changes, so its size
-//! is computed on demand and cached: for a stopped container until it starts again (it cannot
-//! change meanwhile), for a running one for [`RUNNING_TTL`] (the documented staleness).
+//! registered (the layer store keeps it). A container's read-write layer is measured when the
+//! container is created and each time it stops, in the background, and the figures are kept
+//! in its record (a stopped container cannot change, so they stay exact across restarts of the
+//! daemon). A running container is measured on demand and cached for [`RUNNING_TTL`] (the
+//! documented staleness).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,9 +39,13 @@ impl SizeCache {
         &self,
         container: &str,
         running: bool,
+        recorded: Option<ContainerSize>,
         layers: &LayerStore,
         driver: &dyn LayerDriver,
     ) -> Result<ContainerSize> {
+        if let (false, Some(size)) = (running, recorded) {
+            return Ok(size);
+        }
         if let Ok(e) = self.entries.lock() {
             if let Some((at, size)) = e.get(container) {
                 if !running || at.elapsed() < RUNNING_TTL {
@@ -47,20 +53,29 @@ impl SizeCache {
                 }
             }
         }
-        let Some(rw) = layers.get_rw(container) else {
-            return Ok(ContainerSize::default());
-        };
-        let parent: Option<LayerId> = rw
-            .parent
-            .as_ref()
-            .and_then(|p| layers.get(p))
-            .map(|l| l.cache_id);
-        let size_rw = driver.diff_size(&rw.mount_id, parent.as_ref()).await?;
-        let on_disk = driver.usage(&rw.mount_id).await?.bytes;
-        let size = ContainerSize { size_rw, on_disk };
+        let size = measure(container, layers, driver).await?;
         if let Ok(mut e) = self.entries.lock() {
             e.insert(container.to_string(), (Instant::now(), size));
         }
         Ok(size)
     }
+}
+
+/// Measures a container's read-write layer now.
+pub async fn measure(
+    container: &str,
+    layers: &LayerStore,
+    driver: &dyn LayerDriver,
+) -> Result<ContainerSize> {
+    let Some(rw) = layers.get_rw(container) else {
+        return Ok(ContainerSize::default());
+    };
+    let parent: Option<LayerId> = rw
+        .parent
+        .as_ref()
+        .and_then(|p| layers.get(p))
+        .map(|l| l.cache_id);
+    let size_rw = driver.diff_size(&rw.mount_id, parent.as_ref()).await?;
+    let on_disk = driver.usage(&rw.mount_id).await?.bytes;
+    Ok(ContainerSize { size_rw, on_disk })
 }

@@ -99,6 +99,7 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
             {
                 let mut r = c.record();
                 r.mounts = points;
+                r.sizes = None;
                 r.state.status = Status::Running;
                 r.state.pid = running.pid();
                 r.state.exit_code = 0;
@@ -185,6 +186,9 @@ async fn monitor(
         x.last_code = status.code as i64;
     });
     d.sizes.invalidate(&c.record().id);
+    if !auto_remove {
+        super::record_sizes(d.containers.root.clone(), d.layers.clone(), c.clone()).await;
+    }
     if auto_remove {
         let id = c.record().id.clone();
         if let Err(e) = d.containers.remove(&id, true, true, &d.volumes).await {

@@ -79,6 +79,28 @@ impl Container {
     }
 }
 
+/// Measures a stopped container's layer and keeps the figures in its record (see
+/// `daemon::sizes`). A container that started meanwhile is left alone.
+pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) {
+    let id = c.record().id.clone();
+    let driver = layers.driver().clone();
+    match super::sizes::measure(&id, &layers, driver.as_ref()).await {
+        Ok(size) => {
+            let mut r = c.record();
+            if r.state.status != Status::Running {
+                r.sizes = Some(record::RecordedSizes {
+                    size_rw: size.size_rw,
+                    on_disk: size.on_disk,
+                });
+                if let Err(e) = r.save(&root) {
+                    tracing::debug!(container = %id, "sizes not saved: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(container = %id, "sizes not measured: {e}"),
+    }
+}
+
 /// All containers of the daemon.
 pub struct Containers {
     pub root: PathBuf,
@@ -223,6 +245,7 @@ impl Containers {
             state: record::State::default(),
             restart_count: 0,
             auto_remove: prepared.auto_remove,
+            sizes: None,
         };
         if let Err(e) = record.save(&self.root) {
             let _ = self.layers.remove_rw(&id).await;
@@ -236,7 +259,9 @@ impl Containers {
                 }
             }
         }
-        self.table().insert(id.clone(), Container::new(record));
+        let c = Container::new(record);
+        self.table().insert(id.clone(), c.clone());
+        tokio::spawn(record_sizes(self.root.clone(), self.layers.clone(), c));
         Ok((id, Vec::new()))
     }
 

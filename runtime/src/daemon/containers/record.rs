@@ -86,6 +86,16 @@ pub struct ContainerRecord {
     pub state: State,
     pub restart_count: u32,
     pub auto_remove: bool,
+    /// Sizes of the read-write layer measured when the container last stopped (or was
+    /// created): a stopped container cannot change, so `system df` reads these.
+    #[serde(default)]
+    pub sizes: Option<RecordedSizes>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedSizes {
+    pub size_rw: u64,
+    pub on_disk: u64,
 }
 
 impl ContainerRecord {
