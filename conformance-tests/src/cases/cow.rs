@@ -64,8 +64,13 @@ pub async fn cow_isolation(ctx: Ctx) -> CaseResult {
     let ref_a = ctx.reference("cow-a").await?;
     let ref_b = ctx.reference("cow-b").await?;
     for dir in [&ref_a, &ref_b] {
-        remove(dir).step("resetting a reference")?;
-        ops::copy_tree(&reference, dir).step("copying the reference")?;
+        let base_ref = reference.clone();
+        on_dir(dir, move |d| {
+            remove(d)?;
+            ops::copy_tree(&base_ref, d)
+        })
+        .await
+        .step("copying the base reference")?;
     }
     on_dir(&ref_a, changes_in_a).await?;
     on_dir(&ref_b, changes_in_b).await?;
