@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Benchmark: strata-fuse-overlayfs against fuse-overlayfs (C) and kernel overlayfs, on the same
+# two-layer tree, interleaved in one run. Not a test: it prints a table of medians and ratios.
+#
+#   sudo drivers/fuse-overlay/bench/bench.sh [BENCH_DIR]     (default /var/tmp/strata-fo-bench)
+#
+# Needs root (mounts, drop_caches), fuse-overlayfs, python3, GNU tar. Builds our binary in
+# release mode. Environment: RUNS (repetitions per row, default 3). The data set (about 1.4 GB)
+# stays in BENCH_DIR for the next run; delete it by hand.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../../.." && pwd)
+B=${1:-/var/tmp/strata-fo-bench}
+RUNS=${RUNS:-3}
+FOVL=${FUSE_OVERLAYFS:-/usr/bin/fuse-overlayfs}
+
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+command -v "$FOVL" >/dev/null || { echo "fuse-overlayfs not found" >&2; exit 1; }
+
+(cd "$REPO" && cargo build --release -q -p strata-fuse-overlay --bin strata-fuse-overlayfs)
+OURS="$REPO/target/release/strata-fuse-overlayfs"
+
+mkdir -p "$B"
+L1=$B/l1 L2=$B/l2 TARBALL=$B/layer.tar M=$B/mnt
+
+cleanup() {
+    mountpoint -q "$M" && umount "$M" || true
+}
+trap cleanup EXIT
+
+# --- data set: L1 = 200 dirs x 100 files (1-29 KiB) + a 1 GiB file; L2 changes 2,000 files,
+# whites out 1,000 and adds 1,000 (overlay format).
+if [ ! -f "$B/.ready" ]; then
+    rm -rf "$L1" "$L2" && mkdir -p "$L1" "$L2"
+    python3 - "$L1" "$L2" <<'EOF'
+import os, random, sys
+l1, l2 = sys.argv[1], sys.argv[2]
+rnd = random.Random(42)
+blob = os.urandom(1 << 20)
+for d in range(200):
+    os.makedirs(f"{l1}/d{d:03}")
+    for f in range(100):
+        n = rnd.randint(1024, 29 * 1024)
+        o = rnd.randint(0, len(blob) - n)
+        with open(f"{l1}/d{d:03}/f{f:03}", "wb") as fh:
+            fh.write(blob[o:o + n])
+for d in range(0, 200, 10):
+    os.makedirs(f"{l2}/d{d:03}", exist_ok=True)
+    for f in range(0, 100, 1):
+        p = f"{l2}/d{d:03}/f{f:03}"
+        if f % 2 == 0:
+            with open(p, "wb") as fh:
+                fh.write(blob[:rnd.randint(100, 5000)])
+        else:
+            os.mknod(p, 0o600 | 0o020000, 0)
+for d in range(10):
+    os.makedirs(f"{l2}/new{d}")
+    for f in range(100):
+        with open(f"{l2}/new{d}/n{f:03}", "wb") as fh:
+            fh.write(blob[:2048])
+EOF
+    dd if=/dev/urandom of="$L1/big.bin" bs=1M count=1024 status=none
+    tar -C "$L1" -cf "$TARBALL" --exclude=./big.bin .
+    touch "$B/.ready"
+fi
+
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+fresh_upper() {
+    rm -rf "$B/u" "$B/w" && mkdir -p "$B/u" "$B/w" "$M"
+}
+
+mount_kind() {
+    case $1 in
+        kernel) mount -t overlay overlay -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
+        fuse-overlayfs) "$FOVL" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
+        strata) "$OURS" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
+    esac
+}
+
+unmount_all() {
+    umount "$M"
+    # fuse daemons exit on unmount; give them a moment so they do not overlap the next run
+    sleep 0.2
+}
+
+KINDS=(kernel fuse-overlayfs strata)
+declare -A RESULT
+
+# record ROW KIND MILLISECONDS
+record() { RESULT["$1|$2"]="${RESULT["$1|$2"]:-} $3"; }
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for run in $(seq 1 "$RUNS"); do
+    for k in "${KINDS[@]}"; do
+        echo "run $run: $k" >&2
+        # mount time: spawn to the first successful stat inside
+        fresh_upper
+        s=$(now); mount_kind "$k"; stat "$M/d000/f001" >/dev/null; e=$(now)
+        record "mount (to first stat)" "$k" "$(ms "$s" "$e")"
+        unmount_all
+
+        # cold and warm sequential read of the 1 GiB lower file
+        drop_caches; fresh_upper; mount_kind "$k"
+        s=$(now); dd if="$M/big.bin" of=/dev/null bs=1M status=none; e=$(now)
+        record "seq read 1 GiB, cold" "$k" "$(ms "$s" "$e")"
+        s=$(now); dd if="$M/big.bin" of=/dev/null bs=1M status=none; e=$(now)
+        record "seq read 1 GiB, warm" "$k" "$(ms "$s" "$e")"
+
+        # stat walk of ~20,000 files, cold then warm
+        unmount_all; drop_caches; mount_kind "$k"
+        s=$(now); find "$M" -type f -printf '%s\n' >/dev/null; e=$(now)
+        record "stat walk 20k files, cold" "$k" "$(ms "$s" "$e")"
+        s=$(now); find "$M" -type f -printf '%s\n' >/dev/null; e=$(now)
+        record "stat walk 20k files, warm" "$k" "$(ms "$s" "$e")"
+
+        # read every small file (tar to /dev/zero reads the data; /dev/null would not)
+        s=$(now); tar -C "$M" --exclude=./big.bin -cf /dev/zero .; e=$(now)
+        record "read all small files, warm" "$k" "$(ms "$s" "$e")"
+        unmount_all; drop_caches; mount_kind "$k"
+        s=$(now); tar -C "$M" --exclude=./big.bin -cf /dev/zero .; e=$(now)
+        record "read all small files, cold" "$k" "$(ms "$s" "$e")"
+        unmount_all
+
+        # untar 20,000 files into the mount (tarball warm in the page cache)
+        cat "$TARBALL" >/dev/null
+        fresh_upper; mount_kind "$k"; mkdir "$M/untar"
+        s=$(now); tar -C "$M/untar" -xf "$TARBALL"; e=$(now)
+        record "untar 20k files" "$k" "$(ms "$s" "$e")"
+        unmount_all
+
+        # copy-up of the 1 GiB lower file by appending one byte, then syncfs (durable)
+        drop_caches; fresh_upper; mount_kind "$k"
+        s=$(now); printf x >> "$M/big.bin"; e=$(now)
+        record "copy-up 1 GiB, cold" "$k" "$(ms "$s" "$e")"
+        sync -f "$M"; e2=$(now)
+        record "copy-up 1 GiB, cold, + syncfs" "$k" "$(ms "$s" "$e2")"
+        unmount_all
+
+        # create then delete 10,000 empty files
+        fresh_upper; mount_kind "$k"; mkdir "$M/many"
+        read -r c u < <(python3 - "$M/many" <<'EOF'
+import os, sys, time
+d = sys.argv[1]
+t0 = time.perf_counter_ns()
+for i in range(10000):
+    os.close(os.open(f"{d}/f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+t1 = time.perf_counter_ns()
+for i in range(10000):
+    os.unlink(f"{d}/f{i}")
+t2 = time.perf_counter_ns()
+print((t1 - t0) // 1000000, (t2 - t1) // 1000000)
+EOF
+)
+        record "create 10k files" "$k" "$c"
+        record "unlink 10k files" "$k" "$u"
+        # delete lower files: whiteouts for 4,000 files in 40 directories
+        s=$(now); for d in $(seq 100 139); do rm -f "$M"/d$d/f*; done; e=$(now)
+        record "delete 4k lower files (whiteouts)" "$k" "$(ms "$s" "$e")"
+        unmount_all
+    done
+done
+
+ROWS=("mount (to first stat)" "seq read 1 GiB, cold" "seq read 1 GiB, warm" "stat walk 20k files, cold"
+      "stat walk 20k files, warm" "read all small files, cold" "read all small files, warm"
+      "untar 20k files" "copy-up 1 GiB, cold" "copy-up 1 GiB, cold, + syncfs" "create 10k files"
+      "unlink 10k files" "delete 4k lower files (whiteouts)")
+
+printf '| %-34s | %8s | %14s | %8s | %16s | %12s |\n' "test (median of $RUNS, ms)" kernel fuse-overlayfs strata "fuse-ovl / strata" "strata / kernel"
+printf '|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------" "----------------" "----------" "------------------" "--------------"
+for r in "${ROWS[@]}"; do
+    k=$(echo "${RESULT["$r|kernel"]}" | median)
+    f=$(echo "${RESULT["$r|fuse-overlayfs"]}" | median)
+    o=$(echo "${RESULT["$r|strata"]}" | median)
+    speed=$(awk -v f="$f" -v o="$o" 'BEGIN { if (o > 0) printf "%.2fx", f / o; else print "-" }')
+    vsk=$(awk -v k="$k" -v o="$o" 'BEGIN { if (k > 0) printf "%.2fx", o / k; else print "-" }')
+    printf '| %-34s | %8s | %14s | %8s | %16s | %12s |\n' "$r" "$k" "$f" "$o" "$speed" "$vsk"
+done
+
