@@ -138,6 +138,12 @@ impl Applier<'_> {
 
     fn apply(&mut self, tar: &mut TarReader<impl Read>, e: &Entry) -> Result<()> {
         let comps = components(&e.path).map_err(|why| refuse(e, why))?;
+        if comps.len() > fsat::MAX_DEPTH {
+            return Err(refuse(
+                e,
+                format!("nested deeper than {} levels", fsat::MAX_DEPTH),
+            ));
+        }
         let Some((name, parent)) = comps.split_last() else {
             return self.root_entry(e);
         };
@@ -544,29 +550,46 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Removes everything below `dir` that this tar did not write.
+    /// Removes everything below `dir` that this tar did not write. Iterative (explicit
+    /// stack), at most [`fsat::MAX_DEPTH`] levels.
     fn purge(&mut self, dir: &OwnedFd, key: &[u8]) -> Result<()> {
-        let names =
-            fsat::list_dir(dir.as_fd()).map_err(|err| Error::io("list", self.path_of(key), err))?;
-        for n in names {
-            let mut child = key.to_vec();
+        let list = |this: &Self, fd: &OwnedFd, key: &[u8]| {
+            fsat::list_dir(fd.as_fd()).map_err(|err| Error::io("list", this.path_of(key), err))
+        };
+        let first = fsat::dup(dir.as_fd()).map_err(|err| Error::io("dup", self.dest, err))?;
+        let names = list(self, &first, key)?;
+        let mut stack = vec![(first, key.to_vec(), names)];
+        loop {
+            let depth = stack.len();
+            let Some((fd, dkey, names)) = stack.last_mut() else {
+                return Ok(());
+            };
+            let Some(n) = names.pop() else {
+                stack.pop();
+                continue;
+            };
+            let mut child = dkey.clone();
             if !child.is_empty() {
                 child.push(b'/');
             }
             child.extend_from_slice(n.to_bytes());
+            let fd = fsat::dup(fd.as_fd()).map_err(|err| Error::io("dup", self.dest, err))?;
             if !self.written.contains(&child) {
-                self.remove(dir.as_fd(), &n, &child)?;
+                self.remove(fd.as_fd(), &n, &child)?;
                 continue;
             }
-            let st = fsat::lstat_at(dir.as_fd(), &n)
+            let st = fsat::lstat_at(fd.as_fd(), &n)
                 .map_err(|err| Error::io("stat", self.path_of(&child), err))?;
             if fsat::is_dir(&st) {
-                let sub = fsat::open_dir_at(dir.as_fd(), &n)
+                if depth >= fsat::MAX_DEPTH {
+                    return Err(Error::io("purge", self.path_of(&child), fsat::too_deep()));
+                }
+                let sub = fsat::open_dir_at(fd.as_fd(), &n)
                     .map_err(|err| Error::io("open", self.path_of(&child), err))?;
-                self.purge(&sub, &child)?;
+                let names = list(self, &sub, &child)?;
+                stack.push((sub, child, names));
             }
         }
-        Ok(())
     }
 
     /// Sets the directory times recorded on the way.

@@ -8,9 +8,9 @@
 //! changed. The walk never descends into another filesystem mounted inside either tree.
 
 use std::collections::HashSet;
-use std::ffi::{CStr, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -62,15 +62,21 @@ pub(crate) fn naive_changes(layer_root: &Path, parent_root: Option<&Path>) -> Re
         a: vec![0u8; COMPARE_CHUNK],
         b: vec![0u8; COMPARE_CHUNK],
     };
-    let mut rel = Vec::new();
-    walker.walk(
-        layer.as_fd(),
-        parent.as_ref().map(|(fd, _)| fd.as_fd()),
-        &mut rel,
-    )?;
+    walker.walk(layer.as_fd(), parent.as_ref().map(|(fd, _)| fd.as_fd()))?;
     let mut out = walker.out;
     out.sort();
     Ok(out)
+}
+
+/// One directory being walked: its fd, the parent tree's same directory (if any), its names
+/// and how far through them the walk is.
+struct Frame {
+    dir: OwnedFd,
+    pdir: Option<OwnedFd>,
+    names: Vec<CString>,
+    next: usize,
+    /// Length of the directory's own path in `rel`.
+    rel_len: usize,
 }
 
 struct Walker<'a> {
@@ -99,63 +105,88 @@ impl Walker<'_> {
         )
     }
 
-    fn walk(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        pdir: Option<BorrowedFd<'_>>,
-        rel: &mut Vec<u8>,
-    ) -> Result<()> {
-        let names = fsat::list_dir(dir).map_err(|e| self.err("list", rel, e))?;
-        for name in &names {
-            let base = rel.len();
+    /// Depth-first walk with an explicit stack (no recursion: a hostile tree cannot overflow
+    /// the thread's stack), at most [`fsat::MAX_DEPTH`] levels.
+    fn walk(&mut self, root: BorrowedFd<'_>, proot: Option<BorrowedFd<'_>>) -> Result<()> {
+        let mut rel = Vec::new();
+        let dup = |fd: BorrowedFd<'_>| fsat::dup(fd).map_err(|e| self.err("dup", b"", e));
+        let first = self.frame(dup(root)?, proot.map(dup).transpose()?, &rel)?;
+        let mut stack = vec![first];
+        loop {
+            let depth = stack.len();
+            let Some(top) = stack.last_mut() else { break };
+            let Some(name) = top.names.get(top.next).cloned() else {
+                // Directory done: what the parent has here and the layer has not is deleted.
+                rel.truncate(top.rel_len);
+                let frame = stack
+                    .pop()
+                    .ok_or_else(|| Error::Other("walk stack".into()))?;
+                self.deletions(&frame, &mut rel)?;
+                continue;
+            };
+            top.next += 1;
+            rel.truncate(top.rel_len);
             rel.push(b'/');
             rel.extend_from_slice(name.to_bytes());
-            let st = match fsat::lstat_at_opt(dir, name).map_err(|e| self.err("stat", rel, e))? {
-                Some(st) => st,
-                None => {
-                    rel.truncate(base);
-                    continue; // removed while we walk
-                }
+            let (dir, pdir) = (top.dir.as_fd(), top.pdir.as_ref().map(|f| f.as_fd()));
+            let Some(st) = fsat::lstat_at_opt(dir, &name).map_err(|e| self.err("stat", &rel, e))?
+            else {
+                continue; // removed while we walk
             };
             let pst = match pdir {
                 Some(p) => {
-                    fsat::lstat_at_opt(p, name).map_err(|e| self.err("stat parent's", rel, e))?
+                    fsat::lstat_at_opt(p, &name).map_err(|e| self.err("stat parent's", &rel, e))?
                 }
                 None => None,
             };
             match &pst {
-                None => self.out.push(change(rel, ChangeKind::Add)),
+                None => self.out.push(change(&rel, ChangeKind::Add)),
                 Some(p) => {
-                    if self.differs(dir, pdir, name, &st, p, rel)? {
-                        self.out.push(change(rel, ChangeKind::Modify));
+                    if self.differs(dir, pdir, &name, &st, p, &rel)? {
+                        self.out.push(change(&rel, ChangeKind::Modify));
                     }
                 }
             }
-            if fsat::is_dir(&st) && st.st_dev == self.layer_dev {
-                let child = fsat::open_dir_at(dir, name).map_err(|e| self.err("open", rel, e))?;
-                let pchild = match (pdir, &pst) {
-                    (Some(p), Some(ps)) if fsat::is_dir(ps) && ps.st_dev == self.parent_dev => {
-                        Some(
-                            fsat::open_dir_at(p, name)
-                                .map_err(|e| self.err("open parent's", rel, e))?,
-                        )
-                    }
-                    _ => None,
-                };
-                self.walk(child.as_fd(), pchild.as_ref().map(|f| f.as_fd()), rel)?;
+            if !(fsat::is_dir(&st) && st.st_dev == self.layer_dev) {
+                continue;
             }
-            rel.truncate(base);
+            if depth >= fsat::MAX_DEPTH {
+                return Err(self.err("walk", &rel, fsat::too_deep()));
+            }
+            let child = fsat::open_dir_at(dir, &name).map_err(|e| self.err("open", &rel, e))?;
+            let pchild = match (pdir, &pst) {
+                (Some(p), Some(ps)) if fsat::is_dir(ps) && ps.st_dev == self.parent_dev => Some(
+                    fsat::open_dir_at(p, &name).map_err(|e| self.err("open parent's", &rel, e))?,
+                ),
+                _ => None,
+            };
+            let frame = self.frame(child, pchild, &rel)?;
+            stack.push(frame);
         }
-        if let Some(p) = pdir {
-            let present: HashSet<&CStr> = names.iter().map(|n| n.as_c_str()).collect();
-            for pname in fsat::list_dir(p).map_err(|e| self.err("list parent's", rel, e))? {
-                if !present.contains(pname.as_c_str()) {
-                    let base = rel.len();
-                    rel.push(b'/');
-                    rel.extend_from_slice(pname.to_bytes());
-                    self.out.push(change(rel, ChangeKind::Delete));
-                    rel.truncate(base);
-                }
+        Ok(())
+    }
+
+    fn frame(&self, dir: OwnedFd, pdir: Option<OwnedFd>, rel: &[u8]) -> Result<Frame> {
+        let names = fsat::list_dir(dir.as_fd()).map_err(|e| self.err("list", rel, e))?;
+        Ok(Frame {
+            dir,
+            pdir,
+            names,
+            next: 0,
+            rel_len: rel.len(),
+        })
+    }
+
+    fn deletions(&mut self, frame: &Frame, rel: &mut Vec<u8>) -> Result<()> {
+        let Some(p) = &frame.pdir else { return Ok(()) };
+        let present: HashSet<&CStr> = frame.names.iter().map(|n| n.as_c_str()).collect();
+        for pname in fsat::list_dir(p.as_fd()).map_err(|e| self.err("list parent's", rel, e))? {
+            if !present.contains(pname.as_c_str()) {
+                let base = rel.len();
+                rel.push(b'/');
+                rel.extend_from_slice(pname.to_bytes());
+                self.out.push(change(rel, ChangeKind::Delete));
+                rel.truncate(base);
             }
         }
         Ok(())

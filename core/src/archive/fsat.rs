@@ -173,18 +173,67 @@ pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         Some(st) => st,
         None => return Ok(()),
     };
-    if is_dir(&st) {
-        let child = open_dir_at(dir, name)?;
-        for n in list_dir(child.as_fd_borrowed())? {
-            remove_at(child.as_fd_borrowed(), &n)?;
-        }
-        // SAFETY: valid fd and C string.
-        cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })?;
-    } else {
-        // SAFETY: valid fd and C string.
-        cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })?;
+    if !is_dir(&st) {
+        return unlink_at(dir, name, 0);
     }
-    Ok(())
+    // Post-order with an explicit stack (no recursion: a deep tree cannot overflow the stack).
+    struct Frame {
+        fd: OwnedFd,
+        names: Vec<CString>,
+        name_in_parent: CString,
+    }
+    let open = |parent: BorrowedFd<'_>, n: &CStr| -> io::Result<Frame> {
+        let fd = open_dir_at(parent, n)?;
+        let names = list_dir(fd.as_fd_borrowed())?;
+        Ok(Frame {
+            fd,
+            names,
+            name_in_parent: n.to_owned(),
+        })
+    };
+    let mut stack = vec![open(dir, name)?];
+    loop {
+        let depth = stack.len();
+        let Some(top) = stack.last_mut() else {
+            return Ok(());
+        };
+        match top.names.pop() {
+            Some(n) => match lstat_at_opt(top.fd.as_fd_borrowed(), &n)? {
+                None => {}
+                Some(st) if is_dir(&st) => {
+                    if depth >= MAX_DEPTH {
+                        return Err(too_deep());
+                    }
+                    let frame = open(top.fd.as_fd_borrowed(), &n)?;
+                    stack.push(frame);
+                }
+                Some(_) => unlink_at(top.fd.as_fd_borrowed(), &n, 0)?,
+            },
+            None => {
+                let done = stack
+                    .pop()
+                    .ok_or_else(|| io::Error::other("remove stack"))?;
+                let parent = stack.last().map(|f| f.fd.as_fd_borrowed()).unwrap_or(dir);
+                unlink_at(parent, &done.name_in_parent, libc::AT_REMOVEDIR)?;
+            }
+        }
+    }
+}
+
+/// Deepest directory nesting the archive code walks (each level holds one fd while it is
+/// walked). Real trees are far shallower: 1024 levels already need paths of 2 KiB or more.
+pub(crate) const MAX_DEPTH: usize = 1024;
+
+pub(crate) fn too_deep() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("directory tree nested deeper than {MAX_DEPTH} levels"),
+    )
+}
+
+fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid fd and C string.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
 }
 
 /// Short-hand so call sites read `fd.as_fd_borrowed()` whatever the fd's owner type.

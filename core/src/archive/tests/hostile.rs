@@ -200,3 +200,57 @@ fn mutated_headers_never_escape() {
         s.assert_outside_untouched();
     }
 }
+
+/// Runs `f` on a thread with tokio's default blocking-thread stack (2 MiB).
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn deep_trees_are_refused_not_a_stack_overflow() {
+    on_small_stack(|| {
+        let s = Sandbox::new();
+        // Deeper than MAX_DEPTH: refused by apply, and by the walk when made by other means.
+        let mut deep = b"a/".repeat(fsat::MAX_DEPTH + 10);
+        deep.extend_from_slice(b"f");
+        let tar = raw_tar(&[(deep.as_slice(), file_meta(1), b"x".as_slice())]);
+        s.refuses(&tar, WhiteoutMode::Delete, "deeper than");
+        let fd = fsat::open_root(&s.dest()).unwrap();
+        let mut cur = fsat::dup(fd.as_fd()).unwrap();
+        for _ in 0..fsat::MAX_DEPTH + 10 {
+            fsat::mkdir_at(cur.as_fd(), c"a", 0o755).unwrap();
+            cur = fsat::open_dir_at(cur.as_fd(), c"a").unwrap();
+        }
+        let err = naive_changes(&s.dest(), None).unwrap_err();
+        assert!(err.to_string().contains("deeper than"), "{err}");
+        // Removing it through a whiteout fails cleanly too.
+        let tar = raw_tar(&[(b".wh.a".as_slice(), file_meta(0), b"".as_slice())]);
+        let err = apply_bytes(&s.dest(), &tar, WhiteoutMode::Delete).unwrap_err();
+        assert!(err.to_string().contains("deeper than"), "{err}");
+        s.assert_outside_untouched();
+        // Just under the limit everything works on a small stack.
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        let fd = fsat::open_root(&src).unwrap();
+        let mut cur = fsat::dup(fd.as_fd()).unwrap();
+        for _ in 0..fsat::MAX_DEPTH - 1 {
+            fsat::mkdir_at(cur.as_fd(), c"b", 0o755).unwrap();
+            cur = fsat::open_dir_at(cur.as_fd(), c"b").unwrap();
+        }
+        let changes = naive_changes(&src, None).unwrap();
+        assert_eq!(changes.len(), fsat::MAX_DEPTH - 1);
+        let tar = diff_bytes(&src, &changes, None);
+        apply_bytes(&dst, &tar, WhiteoutMode::Delete).unwrap();
+        let whiteout = raw_tar(&[(b".wh.b".as_slice(), file_meta(0), b"".as_slice())]);
+        apply_bytes(&dst, &whiteout, WhiteoutMode::Delete).unwrap();
+        assert!(!dst.join("b").exists());
+        fsat::remove_at(fsat::open_root(t.path()).unwrap().as_fd(), c"src").unwrap();
+    });
+}
