@@ -22,7 +22,7 @@ use strata_core::{CreateOpts, LayerDriver, LayerId, StorageOpts};
 
 const FILES: usize = 20_000;
 const TOTAL_BYTES: usize = 300 << 20;
-const REPS: usize = 15;
+const REPS: usize = 31;
 const COPY_REPS: usize = 3;
 
 fn id(s: &str) -> LayerId {
@@ -72,37 +72,38 @@ fn populate(dir: &Path) {
     sh(Command::new("sync").arg("-f").arg(dir));
 }
 
-/// The median of REPS creates of a read-write child of `parent` through the driver.
-async fn driver_creates(d: &dyn LayerDriver, parent: &LayerId, tag: &str, reps: usize) -> Duration {
-    let mut times = Vec::new();
-    for i in 0..reps {
-        let child = id(&format!("{tag}-child-{i}"));
-        let t = Instant::now();
-        d.create(&child, Some(parent), &CreateOpts::read_write())
-            .await
-            .unwrap();
-        times.push(t.elapsed());
-        d.remove(&child).await.unwrap();
-    }
-    median(times)
-}
-
-/// The median of REPS `btrfs subvolume snapshot SRC DST` commands.
-fn command_snapshots(src: &Path, scratch: &Path) -> Duration {
-    let mut times = Vec::new();
+/// Medians of REPS creates of a read-write child of each parent through the driver and of as
+/// many `btrfs subvolume snapshot SRC DST` commands, all four interleaved so that each sees
+/// the same machine load and the same btrfs cleaner backlog.
+async fn creates_vs_command(
+    d: &dyn LayerDriver,
+    parents: [(&LayerId, &Path); 2],
+    scratch: &Path,
+) -> [(Duration, Duration); 2] {
+    let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
     for i in 0..REPS {
-        let dst = scratch.join(format!("cli-snap-{i}"));
-        let t = Instant::now();
-        sh(Command::new("btrfs")
-            .args(["-q", "subvolume", "snapshot"])
-            .arg(src)
-            .arg(&dst));
-        times.push(t.elapsed());
-        sh(Command::new("btrfs")
-            .args(["-q", "subvolume", "delete"])
-            .arg(&dst));
+        for (k, (parent, parent_path)) in parents.iter().enumerate() {
+            let child = id(&format!("{parent}-child-{i}"));
+            let t = Instant::now();
+            d.create(&child, Some(parent), &CreateOpts::read_write())
+                .await
+                .unwrap();
+            times[k][0].push(t.elapsed());
+            d.remove(&child).await.unwrap();
+
+            let dst = scratch.join(format!("cli-snap-{parent}-{i}"));
+            let t = Instant::now();
+            sh(Command::new("btrfs")
+                .args(["-q", "subvolume", "snapshot"])
+                .arg(parent_path)
+                .arg(&dst));
+            times[k][1].push(t.elapsed());
+            sh(Command::new("btrfs")
+                .args(["-q", "subvolume", "delete"])
+                .arg(&dst));
+        }
     }
-    median(times)
+    times.map(|[ours, cli]| (median(ours), median(cli)))
 }
 
 struct Ext4 {
@@ -230,10 +231,12 @@ async fn main() {
     let tiny_path = fs.path().join("btrfs/subvolumes/tiny");
 
     // 1. create.
-    let drv_big = driver_creates(driver.as_ref(), &big, "big", REPS).await;
-    let cli_big = command_snapshots(&big_path, &scratch);
-    let drv_tiny = driver_creates(driver.as_ref(), &tiny, "tiny", REPS).await;
-    let cli_tiny = command_snapshots(&tiny_path, &scratch);
+    let [(drv_big, cli_big), (drv_tiny, cli_tiny)] = creates_vs_command(
+        driver.as_ref(),
+        [(&big, &big_path), (&tiny, &tiny_path)],
+        &scratch,
+    )
+    .await;
     let vfs_btrfs = vfs_create(fs.path().join("vfs")).await;
     let ext4 = Ext4::new();
     let vfs_ext4 = vfs_create(ext4.path().join("vfs")).await;
@@ -289,43 +292,92 @@ async fn main() {
         )
         .unwrap();
     }
-    let mut quota_times = Vec::new();
-    let mut du_times = Vec::new();
-    let mut last = None;
-    for _ in 0..REPS {
-        let t = Instant::now();
-        last = Some(driver.usage(&c).await.unwrap());
-        quota_times.push(t.elapsed());
-        let t = Instant::now();
-        sh(Command::new("du")
-            .args(["-sx", "--block-size=1"])
-            .arg(&cdir));
-        du_times.push(t.elapsed());
-    }
+    let quiet = usage_vs_du(driver.as_ref(), &c, &cdir).await;
     let mut walk_times = Vec::new();
     for _ in 0..COPY_REPS {
         let t = Instant::now();
         strata_btrfs_walk(&cdir, &big_path);
         walk_times.push(t.elapsed());
     }
+    let walk = median(walk_times);
+
+    // Creates with quotas on, plain and with size= (the staged path); their removes leave the
+    // cleaner a backlog of quota-accounted drops, which the next usage's commit meets.
+    let sized =
+        CreateOpts::read_write().with_storage_opts(StorageOpts::parse(&["size=1G"]).unwrap());
+    let (mut plain_q, mut sized_q) = (Vec::new(), Vec::new());
+    for i in 0..REPS {
+        for (opts, times) in [
+            (&CreateOpts::read_write(), &mut plain_q),
+            (&sized, &mut sized_q),
+        ] {
+            let child = id(&format!("q-child-{i}"));
+            let t = Instant::now();
+            driver.create(&child, Some(&big), opts).await.unwrap();
+            times.push(t.elapsed());
+            driver.remove(&child).await.unwrap();
+        }
+    }
+    let busy = usage_vs_du(driver.as_ref(), &c, &cdir).await;
     driver.unmount(&c).await.unwrap();
-    let (q, du, walk) = (median(quota_times), median(du_times), median(walk_times));
+
+    let (plain_q, sized_q) = (median(plain_q), median(sized_q));
+    println!("\n== create with quotas on (parent: {FILES} files) ==");
+    println!(
+        "  strata-btrfs create                 {:>12}   quotas-on/off = {}",
+        ms(plain_q),
+        ratio(plain_q, drv_big)
+    );
+    println!(
+        "  strata-btrfs create, size=1G (staged, limit, rename) {:>8}   sized/plain = {}",
+        ms(sized_q),
+        ratio(sized_q, plain_q)
+    );
+
     println!("\n== usage of a layer that wrote 2,000 files / 30 MB on the 20,000-file parent ==");
+    for (label, (first, q, du, u)) in [
+        ("quiet filesystem", quiet),
+        ("right after 62 creates+removes with quotas on", busy),
+    ] {
+        println!("  {label}: {u:?}");
+        println!(
+            "    strata-btrfs usage, quotas on, first call {:>10}",
+            ms(first)
+        );
+        println!("    strata-btrfs usage, quotas on (median) {:>13}", ms(q));
+        println!(
+            "    du -sx of the layer (median)        {:>12}   du/quota = {}",
+            ms(du),
+            ratio(du, q)
+        );
+    }
     println!(
-        "  strata-btrfs usage, quotas on       {:>12}   ({:?})",
-        ms(q),
-        last.unwrap()
-    );
-    println!(
-        "  du -sx of the layer                 {:>12}   du/quota = {}",
-        ms(du),
-        ratio(du, q)
-    );
-    println!(
-        "  strata-btrfs usage, quotas off (walk vs parent) {:>8}   walk/quota = {}",
+        "  strata-btrfs usage, quotas off (walk vs parent) {:>8}   walk/quota(quiet) = {}",
         ms(walk),
-        ratio(walk, q)
+        ratio(walk, quiet.1)
     );
+}
+
+/// The first `usage` (which commits what was written), then the medians of REPS `usage`
+/// calls and REPS `du -sx` walks, interleaved.
+async fn usage_vs_du(
+    d: &dyn LayerDriver,
+    layer: &LayerId,
+    dir: &Path,
+) -> (Duration, Duration, Duration, strata_core::Usage) {
+    let t = Instant::now();
+    let usage = d.usage(layer).await.unwrap();
+    let first = t.elapsed();
+    let (mut ours, mut du) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        let t = Instant::now();
+        d.usage(layer).await.unwrap();
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        sh(Command::new("du").args(["-sx", "--block-size=1"]).arg(dir));
+        du.push(t.elapsed());
+    }
+    (first, median(ours), median(du), usage)
 }
 
 /// The quotas-off path of `usage`: changes against the parent.

@@ -44,6 +44,7 @@ struct SearchKey {
 
 const SEARCH_BUF: usize = 4096 - std::mem::size_of::<SearchKey>();
 
+/// `struct btrfs_ioctl_search_args` (v1: a 4 KiB buffer), for one-item probes.
 #[repr(C)]
 struct SearchArgs {
     key: SearchKey,
@@ -84,21 +85,28 @@ nix::ioctl_read!(ioc_qgroup_limit, BTRFS_IOCTL_MAGIC, 43, QgroupLimitArgs);
 nix::ioctl_none!(ioc_quota_rescan_wait, BTRFS_IOCTL_MAGIC, 46);
 
 /// One item found by a tree search: its key and raw little-endian body.
-struct Item {
+struct Item<'a> {
     objectid: u64,
     offset: u64,
     item_type: u32,
-    data: Vec<u8>,
+    data: &'a [u8],
 }
 
 fn open_dir(path: &Path) -> Result<File> {
     File::open(path).ctx("open", path)
 }
 
+/// The v2 search's result buffer: big enough that walking a layer's changed leaves takes a
+/// few ioctls, not thousands (the v1 buffer holds about 4 KiB of items).
+const SEARCH_V2_BUF: usize = 1 << 20;
+const SEARCH_KEY_BYTES: usize = std::mem::size_of::<SearchKey>();
+/// `struct btrfs_ioctl_search_args_v2`: the key, `buf_size`, then the buffer.
+const SEARCH_V2_HEADER: usize = SEARCH_KEY_BYTES + 8;
+
 /// Every item of `tree_id` between the two keys (objectid, type, offset), in key order.
 /// `min_transid` skips tree blocks older than that transaction: what makes "what changed since
-/// the snapshot" cost O(changes). Returns Ok(None) when the tree does not exist (ENOENT: quotas
-/// never enabled).
+/// the snapshot" cost O(changes). Returns Ok(false) when the tree does not exist (ENOENT:
+/// quotas never enabled).
 fn search(
     dir: &File,
     path: &Path,
@@ -106,45 +114,73 @@ fn search(
     (min_obj, min_type, min_off): (u64, u32, u64),
     (max_obj, max_type, max_off): (u64, u32, u64),
     min_transid: u64,
-    mut each: impl FnMut(Item),
+    mut each: impl FnMut(Item<'_>),
 ) -> Result<bool> {
-    let mut args = SearchArgs {
-        key: SearchKey {
-            tree_id,
-            min_objectid: min_obj,
-            max_objectid: max_obj,
-            min_offset: min_off,
-            max_offset: max_off,
-            min_transid,
-            max_transid: u64::MAX,
-            min_type,
-            max_type,
-            ..SearchKey::default()
-        },
-        buf: [0; SEARCH_BUF],
+    let mut key = SearchKey {
+        tree_id,
+        min_objectid: min_obj,
+        max_objectid: max_obj,
+        min_offset: min_off,
+        max_offset: max_off,
+        min_transid,
+        max_transid: u64::MAX,
+        min_type,
+        max_type,
+        ..SearchKey::default()
     };
+    // u64 words keep the key and buf_size aligned.
+    let mut args = vec![0u64; (SEARCH_V2_HEADER + SEARCH_V2_BUF) / 8];
+    let request = nix::request_code_readwrite!(BTRFS_IOCTL_MAGIC, 17, SEARCH_V2_HEADER);
     loop {
-        args.key.nr_items = 4096;
-        // SAFETY: `args` is the kernel's btrfs_ioctl_search_args layout (4096 bytes).
-        match unsafe { ioc_tree_search(dir.as_raw_fd(), &mut args) } {
-            Ok(_) => {}
-            Err(nix::errno::Errno::ENOENT) => return Ok(false),
-            Err(e) => return Err(Error::io("search btrfs tree", path, e.into())),
+        key.nr_items = u32::MAX;
+        // SAFETY: SearchKey is plain repr(C) data of SEARCH_KEY_BYTES bytes, and `args` is at
+        // least that long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&key as *const SearchKey).cast::<u8>(),
+                args.as_mut_ptr().cast::<u8>(),
+                SEARCH_KEY_BYTES,
+            );
         }
-        let n = args.key.nr_items;
+        args[SEARCH_KEY_BYTES / 8] = SEARCH_V2_BUF as u64;
+        // SAFETY: `args` is a btrfs_ioctl_search_args_v2 whose buffer is SEARCH_V2_BUF bytes.
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), request as _, args.as_mut_ptr()) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(false);
+            }
+            return Err(Error::io("search btrfs tree", path, e));
+        }
+        // SAFETY: the kernel wrote back the key (nr_items = items returned) at the start.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                args.as_ptr().cast::<u8>(),
+                (&mut key as *mut SearchKey).cast::<u8>(),
+                SEARCH_KEY_BYTES,
+            );
+        }
+        let n = key.nr_items;
         if n == 0 {
             return Ok(true);
         }
+        // SAFETY: the buffer part of `args`, SEARCH_V2_BUF bytes after the header.
+        let buf = unsafe {
+            std::slice::from_raw_parts(
+                args.as_ptr().cast::<u8>().add(SEARCH_V2_HEADER),
+                SEARCH_V2_BUF,
+            )
+        };
         let mut pos = 0usize;
         let mut last = (0u64, 0u32, 0u64);
         for _ in 0..n {
-            let h = &args.buf[pos..pos + 32];
+            let h = &buf[pos..pos + 32];
             let objectid = le64(h, 8);
             let offset = le64(h, 16);
             let item_type = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
             let len = u32::from_le_bytes([h[28], h[29], h[30], h[31]]) as usize;
             pos += 32;
-            let data = args.buf[pos..pos + len].to_vec();
+            let data = &buf[pos..pos + len];
             pos += len;
             last = (objectid, item_type, offset);
             each(Item {
@@ -157,26 +193,15 @@ fn search(
         // Continue just after the last key returned (offset, then type, then objectid).
         let (obj, ty, off) = last;
         if off < u64::MAX {
-            args.key.min_objectid = obj;
-            args.key.min_type = ty;
-            args.key.min_offset = off + 1;
+            (key.min_objectid, key.min_type, key.min_offset) = (obj, ty, off + 1);
         } else if ty < u32::from(u8::MAX) {
-            args.key.min_objectid = obj;
-            args.key.min_type = ty + 1;
-            args.key.min_offset = 0;
+            (key.min_objectid, key.min_type, key.min_offset) = (obj, ty + 1, 0);
         } else if obj < u64::MAX {
-            args.key.min_objectid = obj + 1;
-            args.key.min_type = 0;
-            args.key.min_offset = 0;
+            (key.min_objectid, key.min_type, key.min_offset) = (obj + 1, 0, 0);
         } else {
             return Ok(true);
         }
-        if (
-            args.key.min_objectid,
-            args.key.min_type,
-            args.key.min_offset,
-        ) > (max_obj, max_type, max_off)
-        {
+        if (key.min_objectid, key.min_type, key.min_offset) > (max_obj, max_type, max_off) {
             return Ok(true);
         }
     }
@@ -209,7 +234,7 @@ pub fn quota_status(path: &Path) -> Result<QuotaStatus> {
         0,
         |item| {
             if item.item_type == BTRFS_QGROUP_STATUS_KEY && item.data.len() >= 24 {
-                flags = Some(le64(&item.data, 16));
+                flags = Some(le64(item.data, 16));
             }
         },
     )?;
@@ -284,9 +309,9 @@ pub fn exclusive_limit(path: &Path, subvol_id: u64) -> Result<Option<u64>> {
             if item.item_type == BTRFS_QGROUP_LIMIT_KEY
                 && item.offset == subvol_id
                 && item.data.len() >= 24
-                && le64(&item.data, 0) & BTRFS_QGROUP_LIMIT_MAX_EXCL != 0
+                && le64(item.data, 0) & BTRFS_QGROUP_LIMIT_MAX_EXCL != 0
             {
-                limit = Some(le64(&item.data, 16));
+                limit = Some(le64(item.data, 16));
             }
         },
     )?;
@@ -310,7 +335,7 @@ pub fn qgroup_bytes(path: &Path, subvol_id: u64) -> Result<Option<(u64, u64)>> {
                 && item.offset == subvol_id
                 && item.data.len() >= 40
             {
-                found = Some((le64(&item.data, 8), le64(&item.data, 24)));
+                found = Some((le64(item.data, 8), le64(item.data, 24)));
             }
         },
     )?;
@@ -350,14 +375,16 @@ pub fn has_qgroup(path: &Path, subvol_id: u64) -> Result<bool> {
     Ok(qgroup_bytes(path, subvol_id)?.is_some())
 }
 
-/// Inodes of subvolume `subvol_id` created or changed after transaction `since` (the
-/// snapshot's creation; 0 counts them all), its root directory only if `with_root`. Tree
-/// blocks untouched since then are skipped, so the cost follows the layer's own changes, not
-/// its parent's size.
+/// Inodes of subvolume `subvol_id` created or changed after transaction `since` and time
+/// `since_time` (the snapshot's creation; `since` 0 counts them all), its root directory only
+/// if `with_root`. Tree blocks untouched since then are skipped, so the cost follows the
+/// layer's own changes, not its parent's size. The ctime test leaves out inodes whose item was
+/// rewritten only for an atime update (reading a file is no change).
 pub fn inodes_changed_since(
     path: &Path,
     subvol_id: u64,
     since: u64,
+    since_time: (i64, u32),
     with_root: bool,
 ) -> Result<u64> {
     let first = if with_root {
@@ -379,15 +406,56 @@ pub fn inodes_changed_since(
             since.saturating_add(1)
         },
         |item| {
-            // btrfs_inode_item: generation (creation transid) at 0, transid (last change) at 8.
-            if item.item_type == BTRFS_INODE_ITEM_KEY
-                && item.objectid >= first
-                && item.data.len() >= 16
-                && (since == 0 || le64(&item.data, 8) > since)
+            if item.item_type != BTRFS_INODE_ITEM_KEY
+                || item.objectid < first
+                || item.data.len() < INODE_ITEM_SIZE
             {
+                return;
+            }
+            if since == 0 {
+                count += 1;
+                return;
+            }
+            // btrfs_inode_item: transid (last change) at 8, ctime (le64 s, le32 ns) at 124.
+            let transid = le64(item.data, 8);
+            let ctime = (
+                le64(item.data, INODE_CTIME) as i64,
+                u32::from_le_bytes([
+                    item.data[INODE_CTIME + 8],
+                    item.data[INODE_CTIME + 9],
+                    item.data[INODE_CTIME + 10],
+                    item.data[INODE_CTIME + 11],
+                ]),
+            );
+            if transid > since && ctime >= since_time {
                 count += 1;
             }
         },
     )?;
     Ok(count)
+}
+
+const INODE_ITEM_SIZE: usize = 160;
+const INODE_CTIME: usize = 124;
+
+/// Whether the tree of subvolume `subvol_id` holds blocks newer than `committed` (its root's
+/// generation at the last commit): changes not yet committed, which qgroup numbers lack.
+pub fn has_uncommitted_changes(path: &Path, subvol_id: u64, committed: u64) -> Result<bool> {
+    let dir = open_dir(path)?;
+    let mut args = SearchArgs {
+        key: SearchKey {
+            tree_id: subvol_id,
+            max_objectid: u64::MAX,
+            max_offset: u64::MAX,
+            min_transid: committed.saturating_add(1),
+            max_transid: u64::MAX,
+            max_type: u32::MAX,
+            nr_items: 1,
+            ..SearchKey::default()
+        },
+        buf: [0; SEARCH_BUF],
+    };
+    // SAFETY: `args` is the kernel's btrfs_ioctl_search_args layout (4096 bytes).
+    unsafe { ioc_tree_search(dir.as_raw_fd(), &mut args) }.ctx("search btrfs tree", path)?;
+    Ok(args.key.nr_items > 0)
 }

@@ -18,6 +18,10 @@ pub struct SubvolInfo {
     pub parent_uuid: [u8; 16],
     /// The transaction that created the subvolume.
     pub otransid: u64,
+    /// When the subvolume was created.
+    pub otime: (i64, u32),
+    /// The generation of the subvolume's tree root as of the last transaction commit.
+    pub generation: u64,
     pub read_only: bool,
 }
 
@@ -156,6 +160,8 @@ pub fn subvolume_info(path: &Path) -> Result<SubvolInfo> {
         uuid: raw.uuid,
         parent_uuid: raw.parent_uuid,
         otransid: raw.otransid,
+        otime: (raw.otime.tv_sec, raw.otime.tv_nsec as u32),
+        generation: raw.generation,
         read_only: raw.flags & BTRFS_ROOT_SUBVOL_RDONLY != 0,
     })
 }

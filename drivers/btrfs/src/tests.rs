@@ -406,6 +406,23 @@ async fn quota_usage_is_stable_across_children() {
         "{full:?} -> {parent_after:?}"
     );
     let cdir = d.mount(&child, "").await.unwrap();
+    // Reading the parent's files through the child (an atime update) is no change.
+    let atime_before = std::fs::metadata(cdir.join("data/big"))
+        .unwrap()
+        .accessed()
+        .unwrap();
+    assert_eq!(std::fs::read(cdir.join("data/big")).unwrap().len(), 1 << 20);
+    std::fs::read_dir(cdir.join("data")).unwrap().for_each(drop);
+    let atime_after = std::fs::metadata(cdir.join("data/big"))
+        .unwrap()
+        .accessed()
+        .unwrap();
+    assert!(
+        atime_after > atime_before,
+        "relatime should have updated the atime"
+    );
+    let read_only_usage = d.usage(&child).await.unwrap();
+    assert_eq!(read_only_usage.inodes, 0, "{read_only_usage:?}");
     write_file(&cdir.join("child-file"), 512 << 10).unwrap();
     d.unmount(&child).await.unwrap();
     let after = d.usage(&child).await.unwrap();

@@ -20,9 +20,13 @@ pub fn from_qgroup(layer: &Path) -> Result<Option<Usage>> {
     if !(status.enabled && status.consistent) {
         return Ok(None);
     }
-    // qgroup numbers are settled at transaction commit: commit what was written so far.
-    subvol::sync(layer)?;
+    // qgroup numbers are settled at transaction commit. Commit only when this layer changed
+    // since the last one: a commit can cost seconds while btrfs's cleaner accounts the drops
+    // of removed subvolumes, and other layers' writes are none of this call's business.
     let info = subvol::subvolume_info(layer)?;
+    if qgroup::has_uncommitted_changes(layer, info.id, info.generation)? {
+        subvol::sync(layer)?;
+    }
     let Some((_referenced, exclusive)) = qgroup::qgroup_bytes(layer, info.id)? else {
         return Ok(None);
     };
@@ -30,9 +34,9 @@ pub fn from_qgroup(layer: &Path) -> Result<Option<Usage>> {
     // counts it); a snapshot's are those changed since it was taken, its root directory aside
     // (the walk against the parent does not list the root either).
     let inodes = if info.parent_uuid == [0u8; 16] {
-        qgroup::inodes_changed_since(layer, info.id, 0, true)?
+        qgroup::inodes_changed_since(layer, info.id, 0, (0, 0), true)?
     } else {
-        qgroup::inodes_changed_since(layer, info.id, info.otransid, false)?
+        qgroup::inodes_changed_since(layer, info.id, info.otransid, info.otime, false)?
     };
     Ok(Some(Usage {
         bytes: exclusive,
