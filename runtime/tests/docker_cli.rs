@@ -406,3 +406,87 @@ fn vfs_build_cache_reuses_up_to_the_first_changed_step() {
 fn overlay2_build_cache_reuses_up_to_the_first_changed_step() {
     build_cache_rule("overlay2");
 }
+
+/// GET on the daemon's API, without any client library: the response body as JSON.
+fn api_get(sock: &Path, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: strata\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP reply");
+    serde_json::from_str(body).expect("a JSON body")
+}
+
+fn du_bytes(path: &Path) -> u64 {
+    let out = Command::new("du")
+        .arg("-sB1")
+        .arg(path)
+        .output()
+        .expect("du");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a number")
+}
+
+fn df_totals_match_du(driver: &'static str) {
+    let d = Daemon::start(driver);
+    load_fixtures(&d);
+    for i in 0..10 {
+        d.ok(&["volume", "create", &format!("v{i}")]);
+    }
+    for i in 0..20 {
+        d.ok(&[
+            "create",
+            "--pull",
+            "never",
+            "-v",
+            &format!("v{}:/data", i % 10),
+            "bb",
+            "true",
+        ]);
+    }
+    d.ok(&[
+        "run",
+        "--pull",
+        "never",
+        "-v",
+        "v1:/data",
+        "three",
+        "sh",
+        "-c",
+        "head -c 1000000 /dev/urandom > /data/x; head -c 300000 /dev/urandom > /y; echo logged",
+    ]);
+    // Sizes of stopped containers are measured in the background right after they stop.
+    std::thread::sleep(Duration::from_millis(500));
+    let df = api_get(&d.sock(), "/system/df");
+    let sum = |key: &str, f: &dyn Fn(&serde_json::Value) -> i64| -> i64 {
+        df[key]
+            .as_array()
+            .map(|a| a.iter().map(f).sum())
+            .unwrap_or(0)
+    };
+    let total = df["LayersSize"].as_i64().unwrap()
+        + sum("Containers", &|c| c["SizeRw"].as_i64().unwrap_or(0))
+        + sum("Volumes", &|v| v["UsageData"]["Size"].as_i64().unwrap_or(0));
+    let du = du_bytes(&d.dir.path().join("root")) as i64;
+    let off = (du - total).abs() as f64 / du as f64;
+    assert!(
+        off < 0.02,
+        "{driver}: system df adds up to {total} bytes, du says {du} ({:.1}% apart)\n{df:#}",
+        off * 100.0
+    );
+}
+
+#[test]
+fn overlay2_df_totals_match_du() {
+    df_totals_match_du("overlay2");
+}
+
+#[test]
+fn vfs_df_totals_match_du() {
+    df_totals_match_du("vfs");
+}

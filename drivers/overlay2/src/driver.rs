@@ -389,7 +389,20 @@ impl Overlay2 {
         if !self.exists(id) {
             return Err(Error::not_found(format!("layer {id}")));
         }
-        fsutil::usage::tree_usage(&self.layout.diff(id))
+        // The whole layer directory (diff, work, link and lower files) and its `l/` symlink
+        // (its target is too long to live in the inode, so it takes a block), so that every
+        // byte of the data root belongs to some layer; a mounted `merged` is another
+        // filesystem and is not crossed.
+        let dir = self.layout.layer_dir(id);
+        let mut usage = fsutil::usage::tree_usage(&dir)?;
+        if let Ok(meta) = LayerMeta::read(&dir) {
+            if let Ok(link) = std::fs::symlink_metadata(self.layout.link_path(&meta.link)) {
+                use std::os::unix::fs::MetadataExt;
+                usage.bytes += link.blocks() * 512;
+                usage.inodes += 1;
+            }
+        }
+        Ok(usage)
     }
 
     pub fn status(&self) -> Vec<(String, String)> {

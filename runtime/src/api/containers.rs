@@ -454,7 +454,8 @@ fn recorded(rec: &ContainerRecord) -> Option<crate::daemon::sizes::ContainerSize
     })
 }
 
-/// Container sizes and the image's size for `SizeRootFs`.
+/// (allocated bytes of the container's own storage, plus its image's for `SizeRootFs`, and
+/// Docker's content bytes changed) — see `daemon::accounting`.
 async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
     let running = rec.state.status == Status::Running;
     let size = d
@@ -465,17 +466,17 @@ async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
             recorded(rec),
             &d.layers,
             d.driver.as_ref(),
+            crate::daemon::containers::own_files(&d.containers.root, d.driver.name(), &rec.id),
         )
         .await
         .unwrap_or_default();
     let image_size = strata_core::store::Digest::parse(&rec.image_id)
-        .ok()
-        .and_then(|id| d.images.size(&id).ok())
+        .map(|id| super::images::on_disk(d, &id))
         .unwrap_or(0);
     (
-        size.size_rw as i64,
-        image_size as i64 + size.size_rw as i64,
         size.on_disk as i64,
+        image_size as i64 + size.on_disk as i64,
+        size.size_rw as i64,
     )
 }
 
@@ -497,10 +498,10 @@ pub async fn summary(d: &Daemon, rec: &ContainerRecord, with_size: bool) -> Valu
         "Mounts": mounts_json(rec),
     });
     if with_size {
-        let (rw, rootfs, on_disk) = sizes(d, rec).await;
+        let (rw, rootfs, changed) = sizes(d, rec).await;
         v["SizeRw"] = json!(rw);
         v["SizeRootFs"] = json!(rootfs);
-        v["Strata"] = json!({ "OnDisk": on_disk });
+        v["Strata"] = json!({ "OnDisk": rw, "ChangedContentBytes": changed });
     }
     v
 }
@@ -603,7 +604,14 @@ pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {
         }
         let size = d
             .sizes
-            .get(&rec.id, false, recorded(&rec), &d.layers, d.driver.as_ref())
+            .get(
+                &rec.id,
+                false,
+                recorded(&rec),
+                &d.layers,
+                d.driver.as_ref(),
+                crate::daemon::containers::own_files(&d.containers.root, d.driver.name(), &rec.id),
+            )
             .await
             .map(|s| s.on_disk)
             .unwrap_or(0);

@@ -1,13 +1,11 @@
 //! `GET /system/df`: disk usage in the shape of API < 1.52 (full arrays, from which the CLI
 //! derives its totals even without `-v`).
 //!
-//! Accounting model: an image's `Size` is the content bytes of its layers (Docker's
-//! definition, measured once when each layer was registered); `SharedSize` the part of it in
-//! layers that other images use too; `LayersSize` the content bytes of every image layer,
-//! each layer counted once. A container's `SizeRw` is the content bytes its layer changed.
-//! Beyond Docker, every image and container carries `Strata.OnDisk`: the bytes its layers
-//! really occupy on this driver (allocated blocks, hard links once; a vfs layer is a full
-//! copy, an overlay2 layer only its own files).
+//! Every figure follows the engine's accounting model (`daemon::accounting`): bytes allocated
+//! on this driver, hard links once, every byte of the data root attributed to one object, so
+//! the same images on two drivers can be compared side by side (a vfs layer is a full copy,
+//! an overlay2 layer only its own files) and the totals match `du`. Docker's content-byte
+//! figures stay available under `Strata.ContentBytes` / `Strata.ChangedContentBytes`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,7 +16,7 @@ use strata_core::store::{chain_ids, Digest};
 
 use super::error::ApiResult;
 use super::AppState;
-use crate::daemon::Daemon;
+use crate::daemon::{accounting, Daemon};
 
 fn wants(types: &[String], t: &str) -> bool {
     types.is_empty() || types.iter().any(|x| x == t)
@@ -53,9 +51,18 @@ pub async fn df(
         let mut list = Vec::new();
         for mut v in d.volumes.list().await? {
             let name = strata_core::VolumeName::new(v.name.clone())?;
-            let size = match d.volumes.usage(&name).await {
-                Ok(u) => u.bytes as i64,
-                Err(_) => -1,
+            let record = accounting::allocated(
+                &d.data_root.join("volume-meta").join(format!("{name}.json")),
+            );
+            let size = if v.driver == "local" {
+                // The local driver's whole directory (data and options) is the volume's.
+                (accounting::allocated(&d.data_root.join("volumes").join(name.as_str())) + record)
+                    as i64
+            } else {
+                match d.volumes.usage(&name).await {
+                    Ok(u) => (u.bytes + record) as i64,
+                    Err(_) => -1,
+                }
             };
             v.usage_data = Some(crate::daemon::volumes::UsageData {
                 size,
@@ -84,8 +91,13 @@ fn images(d: &Daemon) -> ApiResult<(u64, Vec<Value>)> {
         }
         chains_of.insert(img.id.clone(), chains);
     }
-    let layer_size = |c: &Digest| d.layers.get(c).map_or(0, |l| l.size);
-    let layers_size: u64 = users.keys().map(layer_size).sum();
+    let layer_size = |c: &Digest| super::images::layer_on_disk(d, c);
+    let image_root = accounting::image_root(&d.data_root, d.driver.name());
+    let configs: u64 = chains_of
+        .keys()
+        .map(|id| accounting::image_config_bytes(&image_root, id))
+        .sum();
+    let layers_size: u64 = users.keys().map(layer_size).sum::<u64>() + configs;
     let mut list = Vec::new();
     for (id, chains) in &chains_of {
         let shared: u64 = chains
@@ -93,12 +105,12 @@ fn images(d: &Daemon) -> ApiResult<(u64, Vec<Value>)> {
             .filter(|c| users.get(*c).copied().unwrap_or(0) > 1)
             .map(layer_size)
             .sum();
-        let on_disk: u64 = chains
+        let content: u64 = chains
             .iter()
-            .map(|c| d.layers.get(c).map_or(0, |l| l.usage.bytes))
+            .map(|c| d.layers.get(c).map_or(0, |l| l.size))
             .sum();
         let mut v = super::images::summary(d, id, Some(shared as i64))?;
-        v["Strata"] = json!({ "OnDisk": on_disk });
+        v["Strata"] = json!({ "OnDisk": v["Size"].clone(), "ContentBytes": content });
         list.push(v);
     }
     Ok((layers_size, list))

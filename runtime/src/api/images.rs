@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiResult};
 use super::filters::{truthy, Filters};
 use super::stream;
 use super::AppState;
-use crate::daemon::Daemon;
+use crate::daemon::{accounting, Daemon};
 use crate::image::{self, ImageUser, LoadOptions, LoadProgress};
 
 type Params = Query<HashMap<String, String>>;
@@ -235,10 +235,28 @@ pub async fn create(
     Ok(json_stream(rx))
 }
 
-/// One `ImageSummary`.
+/// Allocated bytes of one layer: what the driver stores for it plus its layerdb entry.
+pub fn layer_on_disk(d: &Daemon, chain: &Digest) -> u64 {
+    let image_root = accounting::image_root(&d.data_root, d.driver.name());
+    d.layers.get(chain).map_or(0, |l| l.usage.bytes)
+        + accounting::allocated(&accounting::layerdb_entry(&image_root, chain))
+}
+
+/// Allocated bytes of an image: its layers and its config (see `daemon::accounting`).
+pub fn on_disk(d: &Daemon, id: &Digest) -> u64 {
+    let Ok(rec) = d.images.get(id) else { return 0 };
+    let image_root = accounting::image_root(&d.data_root, d.driver.name());
+    strata_core::store::chain_ids(&rec.config.rootfs.diff_ids)
+        .iter()
+        .map(|c| layer_on_disk(d, c))
+        .sum::<u64>()
+        + accounting::image_config_bytes(&image_root, id)
+}
+
+/// One `ImageSummary`; sizes in the engine's accounting model.
 pub fn summary(d: &Daemon, id: &Digest, shared: Option<i64>) -> ApiResult<Value> {
     let rec = d.images.get(id)?;
-    let size = d.images.size(id)? as i64;
+    let size = on_disk(d, id) as i64;
     let created = rec
         .config
         .created

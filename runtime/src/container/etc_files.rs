@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_core::fsutil::atomic_write;
-use strata_core::Result;
+use strata_core::{IoContext, Result};
 
 use super::spec::{ContainerSpec, Network};
 
@@ -18,16 +17,21 @@ ff02::2\tip6-allrouters\n";
 /// Docker's fallback when the host only has local nameservers, useless in another netns.
 const DEFAULT_NAMESERVERS: &str = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n";
 
-/// The three files as host paths, paired with where they go in the container.
+/// The three files as host paths, paired with where they go in the container. Plain writes,
+/// no fsync: they are rewritten at every start, so a crash cannot leave a stale one in use.
+fn write(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).ctx("write", path)
+}
+
 pub(crate) fn write_all(spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'static str)>> {
     let dir = &spec.container_dir;
     let hostname = dir.join("hostname");
-    atomic_write(&hostname, format!("{}\n", spec.hostname).as_bytes())?;
+    write(&hostname, format!("{}\n", spec.hostname).as_bytes())?;
     let hosts = dir.join("hosts");
-    atomic_write(&hosts, hosts_content(spec).as_bytes())?;
+    write(&hosts, hosts_content(spec).as_bytes())?;
     let resolv = dir.join("resolv.conf");
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    atomic_write(
+    write(
         &resolv,
         resolv_content(&host_resolv, spec.network).as_bytes(),
     )?;

@@ -1,6 +1,7 @@
 //! The daemon's state: the chosen layer driver, the stores and services above it, and their
 //! start-up (recovery) and shutdown.
 
+pub mod accounting;
 pub mod builtins;
 pub mod config;
 pub mod containers;

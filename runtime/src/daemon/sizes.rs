@@ -42,6 +42,7 @@ impl SizeCache {
         recorded: Option<ContainerSize>,
         layers: &LayerStore,
         driver: &dyn LayerDriver,
+        extra: Vec<std::path::PathBuf>,
     ) -> Result<ContainerSize> {
         if let (false, Some(size)) = (running, recorded) {
             return Ok(size);
@@ -53,7 +54,7 @@ impl SizeCache {
                 }
             }
         }
-        let size = measure(container, layers, driver).await?;
+        let size = measure(container, layers, driver, extra).await?;
         if let Ok(mut e) = self.entries.lock() {
             e.insert(container.to_string(), (Instant::now(), size));
         }
@@ -61,11 +62,13 @@ impl SizeCache {
     }
 }
 
-/// Measures a container's read-write layer now.
+/// Measures a container now: its read-write layer, plus (for `on_disk`) its own files in
+/// `extra` (its directory and layerdb entry; see `accounting`).
 pub async fn measure(
     container: &str,
     layers: &LayerStore,
     driver: &dyn LayerDriver,
+    extra: Vec<std::path::PathBuf>,
 ) -> Result<ContainerSize> {
     let Some(rw) = layers.get_rw(container) else {
         return Ok(ContainerSize::default());
@@ -76,6 +79,13 @@ pub async fn measure(
         .and_then(|p| layers.get(p))
         .map(|l| l.cache_id);
     let size_rw = driver.diff_size(&rw.mount_id, parent.as_ref()).await?;
-    let on_disk = driver.usage(&rw.mount_id).await?.bytes;
-    Ok(ContainerSize { size_rw, on_disk })
+    let layer = driver.usage(&rw.mount_id).await?.bytes;
+    let files: u64 = tokio::task::spawn_blocking(move || {
+        extra.iter().map(|p| super::accounting::allocated(p)).sum()
+    })
+    .await?;
+    Ok(ContainerSize {
+        size_rw,
+        on_disk: layer + files,
+    })
 }

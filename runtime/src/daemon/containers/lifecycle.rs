@@ -533,7 +533,7 @@ pub async fn kill(d: &Arc<Daemon>, key: &str, signal: Option<&str>) -> Result<()
     let c = d.containers.get(key)?;
     let sig = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
     let Some(running) = c.running() else {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::busy(format!(
             "Cannot kill container: {}: container {} is not running",
             key,
             c.record().id

@@ -84,7 +84,8 @@ impl Container {
 pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) {
     let id = c.record().id.clone();
     let driver = layers.driver().clone();
-    match super::sizes::measure(&id, &layers, driver.as_ref()).await {
+    let extra = own_files(&root, driver.name(), &id);
+    match super::sizes::measure(&id, &layers, driver.as_ref(), extra).await {
         Ok(size) => {
             let mut r = c.record();
             if r.state.status != Status::Running {
@@ -99,6 +100,16 @@ pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) 
         }
         Err(e) => tracing::debug!(container = %id, "sizes not measured: {e}"),
     }
+}
+
+/// A container's own files besides its layer: its directory and its layerdb entry.
+pub fn own_files(containers_root: &std::path::Path, driver: &str, id: &str) -> Vec<PathBuf> {
+    let data_root = containers_root.parent().unwrap_or(containers_root);
+    let image_root = super::accounting::image_root(data_root, driver);
+    vec![
+        ContainerRecord::dir(containers_root, id),
+        super::accounting::mounts_entry(&image_root, id),
+    ]
 }
 
 /// All containers of the daemon.
@@ -183,6 +194,31 @@ impl Containers {
         }
     }
 
+    /// A generated name no container has: Docker's adjective_name, with a number once the
+    /// plain combinations run short.
+    fn unused_random_name(&self) -> String {
+        let taken: std::collections::HashSet<String> = self
+            .table()
+            .values()
+            .map(|c| c.record().name.clone())
+            .collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = record::random_name();
+            let name = if attempt <= 10 {
+                base
+            } else {
+                let mut b = [0u8; 2];
+                strata_core::ids::fill_random(&mut b);
+                format!("{base}{}", u16::from_le_bytes(b) % 10_000)
+            };
+            if !taken.contains(&name) {
+                return name;
+            }
+        }
+    }
+
     /// Containers using an image (by id), for rmi's conflict check and `system df`.
     pub fn using_image(&self, image_id: &str) -> Vec<String> {
         self.table()
@@ -214,13 +250,13 @@ impl Containers {
         let prepared = create::prepare(body, image.config.config.as_ref())?;
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => record::validate_name(n)?,
-            None => record::random_name(),
+            None => self.unused_random_name(),
         };
         let id = LayerId::random().to_string();
         {
             let table = self.table();
             if let Some(other) = table.values().find(|c| c.record().name == name) {
-                return Err(Error::AlreadyExists(format!(
+                return Err(Error::busy(format!(
                     "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
                     other.record().id
                 )));
@@ -278,7 +314,7 @@ impl Containers {
         let id = c.record().id.clone();
         if c.is_running() {
             if !force {
-                return Err(Error::AlreadyExists(format!(
+                return Err(Error::busy(format!(
                     "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
                     c.record().name
                 )));
