@@ -427,6 +427,11 @@ async fn quota_usage_is_stable_across_children() {
     d.unmount(&child).await.unwrap();
     let after = d.usage(&child).await.unwrap();
     assert_eq!(after.inodes, 1, "{after:?}");
+    // New inodes without data (no extent written) are seen at once too.
+    std::fs::create_dir(cdir.join("empty-dir")).unwrap();
+    std::fs::File::create(cdir.join("empty-dir/empty-file")).unwrap();
+    let with_empty = d.usage(&child).await.unwrap();
+    assert_eq!(with_empty.inodes, 3, "{with_empty:?}");
     assert!(
         (after.bytes - fresh.bytes).abs_diff(512 << 10) <= 64 << 10,
         "{fresh:?} -> {after:?}"
