@@ -38,11 +38,7 @@ pub fn changes(upper: &Path, parent: Option<&Path>) -> Result<Vec<Change>> {
         a: vec![0u8; COMPARE_CHUNK],
         b: vec![0u8; COMPARE_CHUNK],
     };
-    walk.dir(
-        upper_fd.as_fd(),
-        parent_fd.as_ref().map(|f| f.as_fd()),
-        &mut PathBuf::from("/"),
-    )?;
+    walk.run(upper_fd, parent_fd)?;
     let mut out = walk.out;
     out.sort();
     Ok(out)
@@ -55,6 +51,28 @@ fn is_whiteout(st: &FileStat) -> bool {
 
 fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// Directory levels the walk descends at most (core's naive walk has the same cap, so both
+/// paths refuse the same trees).
+const MAX_DEPTH: usize = 1024;
+
+/// What the walk does after listing an entry.
+enum Visit {
+    Dir { parent_is_dir: bool },
+    Other,
+}
+
+/// One upper directory being walked, beside the parent's same directory (if it is one).
+struct Frame {
+    upper: OwnedFd,
+    parent: Option<OwnedFd>,
+    names: Vec<OsString>,
+    next: usize,
+    rel: PathBuf,
+    opaque: bool,
+    /// Names seen that are not whiteouts.
+    present: HashSet<OsString>,
 }
 
 struct Walk<'a> {
@@ -73,47 +91,92 @@ impl Walk<'_> {
         self.out.push(Change { path, kind });
     }
 
-    /// Visits one upper directory; `parent` is the parent's directory at the same path when
-    /// it exists there as a directory.
-    fn dir(
-        &mut self,
-        upper: BorrowedFd<'_>,
-        parent: Option<BorrowedFd<'_>>,
-        rel: &mut PathBuf,
-    ) -> Result<()> {
-        let opaque = has_xattr(upper, OPAQUE_XATTR, b"y")
-            .map_err(|e| self.err("read opaque flag of", rel, e))?;
-        let names = list_dir(upper).map_err(|e| self.err("list", rel, e))?;
-        let mut present: HashSet<OsString> = HashSet::new();
-        for name in names {
-            rel.push(&name);
-            let result = self.entry(upper, parent, &name, opaque, rel);
-            rel.pop();
-            if result? {
-                present.insert(name);
+    /// Depth-first over the upper tree with an explicit stack (no recursion: a container can
+    /// make a tree deep enough to overflow a thread's stack), capped at [`MAX_DEPTH`] levels
+    /// as core's walk is.
+    fn run(&mut self, upper: OwnedFd, parent: Option<OwnedFd>) -> Result<()> {
+        let mut stack = vec![self.frame(upper, parent, PathBuf::from("/"))?];
+        loop {
+            let depth = stack.len();
+            let Some(top) = stack.last_mut() else { break };
+            let Some(name) = top.names.get(top.next).cloned() else {
+                let done = stack
+                    .pop()
+                    .ok_or_else(|| Error::Other("walk stack".into()))?;
+                self.hidden_by_opaque(&done)?;
+                continue;
+            };
+            top.next += 1;
+            let rel = top.rel.join(&name);
+            let (upper, parent, opaque) = (
+                top.upper.as_fd(),
+                top.parent.as_ref().map(|f| f.as_fd()),
+                top.opaque,
+            );
+            let Some(visit) = self.entry(upper, parent, &name, opaque, &rel)? else {
+                continue;
+            };
+            top.present.insert(name.clone());
+            let Visit::Dir { parent_is_dir } = visit else {
+                continue;
+            };
+            if depth >= MAX_DEPTH {
+                return Err(self.err(
+                    "walk",
+                    &rel,
+                    std::io::Error::other(format!("deeper than {MAX_DEPTH} directory levels")),
+                ));
             }
-        }
-        if opaque {
-            if let Some(p) = parent {
-                for name in list_dir(p).map_err(|e| self.err("list parent's", rel, e))? {
-                    if !present.contains(&name) {
-                        self.push(rel.join(name), ChangeKind::Delete);
-                    }
+            let child = open_dir(Some(upper), &name).map_err(|e| self.err("open", &rel, e))?;
+            let child_parent = match (parent_is_dir, parent) {
+                (true, Some(p)) => {
+                    Some(open_dir(Some(p), &name).map_err(|e| self.err("open parent's", &rel, e))?)
                 }
+                _ => None,
+            };
+            let frame = self.frame(child, child_parent, rel)?;
+            stack.push(frame);
+        }
+        Ok(())
+    }
+
+    fn frame(&self, upper: OwnedFd, parent: Option<OwnedFd>, rel: PathBuf) -> Result<Frame> {
+        let opaque = has_xattr(upper.as_fd(), OPAQUE_XATTR, b"y")
+            .map_err(|e| self.err("read opaque flag of", &rel, e))?;
+        let names = list_dir(upper.as_fd()).map_err(|e| self.err("list", &rel, e))?;
+        Ok(Frame {
+            upper,
+            parent,
+            names,
+            next: 0,
+            rel,
+            opaque,
+            present: HashSet::new(),
+        })
+    }
+
+    /// An opaque directory hides every parent entry it does not hold itself.
+    fn hidden_by_opaque(&mut self, done: &Frame) -> Result<()> {
+        let (true, Some(parent)) = (done.opaque, &done.parent) else {
+            return Ok(());
+        };
+        for name in list_dir(parent.as_fd()).map_err(|e| self.err("list parent's", &done.rel, e))? {
+            if !done.present.contains(&name) {
+                self.push(done.rel.join(name), ChangeKind::Delete);
             }
         }
         Ok(())
     }
 
-    /// One upper entry; returns whether it is visible (not a whiteout).
+    /// Lists one upper entry's change; None for a whiteout (it hides, it is not there).
     fn entry(
         &mut self,
         upper: BorrowedFd<'_>,
         parent: Option<BorrowedFd<'_>>,
         name: &OsStr,
         opaque: bool,
-        rel: &mut PathBuf,
-    ) -> Result<bool> {
+        rel: &Path,
+    ) -> Result<Option<Visit>> {
         let Some(new) = lstat_at(upper, name).map_err(|e| self.err("stat", rel, e))? else {
             return Err(Error::Other(format!(
                 "{} vanished while its layer was being compared (is the layer being written?)",
@@ -125,31 +188,27 @@ impl Walk<'_> {
             None => None,
         };
         if is_whiteout(&new) {
-            // In an opaque dir the parent's entries are all listed by the caller.
+            // In an opaque dir the parent's entries are all listed by hidden_by_opaque.
             if !opaque && old.is_some() {
-                self.push(rel.clone(), ChangeKind::Delete);
+                self.push(rel.to_path_buf(), ChangeKind::Delete);
             }
-            return Ok(false);
+            return Ok(None);
         }
         match (&old, parent) {
             (Some(old_st), Some(p)) => {
                 if self.differs(upper, p, name, &new, old_st, rel)? {
-                    self.push(rel.clone(), ChangeKind::Modify);
+                    self.push(rel.to_path_buf(), ChangeKind::Modify);
                 }
             }
-            _ => self.push(rel.clone(), ChangeKind::Add),
+            _ => self.push(rel.to_path_buf(), ChangeKind::Add),
         }
-        if kind(&new) == SFlag::S_IFDIR {
-            let child = open_dir(Some(upper), name).map_err(|e| self.err("open", rel, e))?;
-            let child_parent = match (old, parent) {
-                (Some(o), Some(p)) if kind(&o) == SFlag::S_IFDIR => {
-                    Some(open_dir(Some(p), name).map_err(|e| self.err("open parent's", rel, e))?)
-                }
-                _ => None,
-            };
-            self.dir(child.as_fd(), child_parent.as_ref().map(|f| f.as_fd()), rel)?;
-        }
-        Ok(true)
+        Ok(Some(if kind(&new) == SFlag::S_IFDIR {
+            Visit::Dir {
+                parent_is_dir: old.is_some_and(|o| kind(&o) == SFlag::S_IFDIR),
+            }
+        } else {
+            Visit::Other
+        }))
     }
 
     /// core's naive `differs`: mode, owner, size (not for dirs), device numbers, mtime, symlink
@@ -407,5 +466,18 @@ mod tests {
         .map(|(p, k)| (p.to_string(), k))
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn trees_deeper_than_the_cap_are_refused_not_overflowed() {
+        let t = tempfile::tempdir().unwrap();
+        let deep: PathBuf = std::iter::repeat_n("d", MAX_DEPTH + 10).collect();
+        std::fs::create_dir_all(t.path().join(&deep)).unwrap();
+        let err = changes(t.path(), None).unwrap_err();
+        assert!(err.to_string().contains("deeper than 1024"), "{err}");
+        let ok: PathBuf = std::iter::repeat_n("d", MAX_DEPTH - 1).collect();
+        let t2 = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t2.path().join(&ok)).unwrap();
+        assert_eq!(changes(t2.path(), None).unwrap().len(), MAX_DEPTH - 1);
     }
 }
