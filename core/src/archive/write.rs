@@ -109,6 +109,12 @@ pub(crate) fn write_diff(
             )));
         }
         let key = join(&comps);
+        if key.contains(&0) {
+            return Err(Error::invalid(format!(
+                "change path {:?} contains a NUL byte",
+                c.path
+            )));
+        }
         match c.kind {
             ChangeKind::Delete => deleted.insert(key),
             ChangeKind::Add | ChangeKind::Modify => present.insert(key),
@@ -140,6 +146,11 @@ pub(crate) fn write_diff(
         by_dir.entry(dir).or_default().push(name);
     }
     for (dir, names) in &by_dir {
+        // A directory replaced by a file (or symlink...) in the layer hides everything below
+        // it already; whiteouts inside it could not even be applied.
+        if replaced_by_non_dir(&layer, dir)? {
+            continue;
+        }
         let opaque = match &parent {
             Some(p) => is_opaque(&layer, p, dir, names)?,
             None => false,
@@ -412,6 +423,16 @@ fn ancestors(key: &[u8]) -> impl Iterator<Item = &[u8]> {
         .enumerate()
         .filter(|(_, b)| **b == b'/')
         .map(move |(i, _)| &key[..i])
+}
+
+/// Whether `dir` exists in the layer as something other than a directory.
+fn replaced_by_non_dir(layer: &OwnedFd, dir: &[u8]) -> Result<bool> {
+    let comps = components(dir).map_err(|why| Error::invalid(format!("change path: {why}")))?;
+    match open_dir_beneath(layer.as_fd(), &comps) {
+        Ok(_) | Err(ResolveError::Missing) => Ok(false),
+        Err(ResolveError::Unsafe) => Ok(true),
+        Err(ResolveError::Io(e)) => Err(Error::io("open", bytes_path(dir), e)),
+    }
 }
 
 /// The opaque rule: D is a directory in both trees and all of the parent's entries in D are

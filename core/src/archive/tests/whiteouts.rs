@@ -341,3 +341,32 @@ fn xattrs_the_filesystem_cannot_hold_fail_with_eopnotsupp() {
     assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
     assert!(err.to_string().contains("user.test"), "{err}");
 }
+
+#[test]
+fn deletions_below_a_replaced_directory_are_dropped() {
+    // A native driver may list the children of a directory that became a file as deleted;
+    // the file's own entry covers them and whiteouts inside a file could not be applied.
+    let p = pair(
+        |r| {
+            std::fs::create_dir_all(r.join("d")).unwrap();
+            std::fs::write(r.join("d/child"), b"c").unwrap();
+        },
+        |l| {
+            std::fs::remove_dir_all(l.join("d")).unwrap();
+            std::fs::write(l.join("d"), b"file").unwrap();
+        },
+    );
+    let changes = vec![
+        Change {
+            path: "/d".into(),
+            kind: ChangeKind::Modify,
+        },
+        Change {
+            path: "/d/child".into(),
+            kind: ChangeKind::Delete,
+        },
+    ];
+    let tar = diff_bytes(&p.layer, &changes, Some(&p.parent));
+    assert_eq!(tar_names(&tar), vec![b"d".to_vec()]);
+    p.check_full_apply(&tar);
+}
