@@ -46,6 +46,16 @@ async fn a_missing_command_is_127_and_a_non_executable_one_126() {
     }
     assert!(sb.cgroup_removed());
 
+    // With --init the command is exec'd by init's child; the error still comes back.
+    let sb = Sandbox::new();
+    let mut spec = sb.spec(&["no-such-command"]);
+    spec.init = true;
+    match start_err(spec).await {
+        StartError::Exec { exit_code, .. } => assert_eq!(exit_code, 127),
+        other => panic!("{other}"),
+    }
+    assert!(sb.cgroup_removed());
+
     let sb = Sandbox::new();
     match start_err(sb.spec(&["/etc/passwd"])).await {
         StartError::Exec { exit_code, message } => {
