@@ -18,6 +18,10 @@
 //! - `size=` is a qgroup limit on the layer's exclusive bytes (what the layer writes itself,
 //!   whatever its parent holds). Quotas are enabled on the filesystem on first use, as Docker
 //!   does; note that quotas make snapshot deletion markedly slower on btrfs.
+//! - `usage` (see usage.rs): with quotas on, for a layer without children, the qgroup's
+//!   exclusive bytes and the inodes changed since the snapshot, read from btrfs's trees (no
+//!   walk); otherwise a walk against the parent. A layer with a child walks because the
+//!   extents it shares with the child are no longer exclusive to it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

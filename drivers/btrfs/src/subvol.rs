@@ -1,8 +1,8 @@
 //! Safe wrappers over libbtrfsutil: create, snapshot, delete, inspect and list subvolumes.
 //! Every function is blocking (ioctls; a snapshot waits for a transaction commit).
 
-use std::ffi::{CStr, CString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{CStr, CString, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use strata_core::{Error, Result};
@@ -229,21 +229,9 @@ pub fn list_subvolumes(path: &Path) -> Result<Vec<(PathBuf, u64)>> {
         let rel = unsafe { CStr::from_ptr(name) }.to_bytes().to_vec();
         // SAFETY: allocated by libbtrfsutil with malloc.
         unsafe { libc::free(name.cast()) };
-        out.push((PathBuf::from(std::ffi::OsString::from_vec_compat(rel)), id));
+        out.push((PathBuf::from(OsString::from_vec(rel)), id));
     }
     Ok(out)
-}
-
-/// `OsString::from_vec` without importing the trait at every call site.
-trait FromVecCompat {
-    fn from_vec_compat(v: Vec<u8>) -> Self;
-}
-
-impl FromVecCompat for std::ffi::OsString {
-    fn from_vec_compat(v: Vec<u8>) -> Self {
-        use std::os::unix::ffi::OsStringExt;
-        std::ffi::OsString::from_vec(v)
-    }
 }
 
 /// The libbtrfsutil version actually loaded, read from the shared object's file name

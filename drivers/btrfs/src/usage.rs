@@ -1,7 +1,10 @@
 //! What one layer alone costs. With quotas on (and consistent), the layer's qgroup knows its
-//! exclusive bytes: one commit and one tree search, no walk. Otherwise the layer is walked
-//! against its parent and only added or modified entries are counted (a fresh snapshot costs
-//! nothing: it shares every extent with its parent).
+//! exclusive bytes: tree searches, no walk, and a commit only when the layer has uncommitted
+//! changes. (Updates of existing inodes that btrfs keeps as delayed items, such as a chmod,
+//! are not seen as uncommitted and show up at the next commit, 30 s at most by default; new
+//! inodes, deletions and data are seen at once.) Otherwise the layer is walked against its
+//! parent and only added or modified entries are counted (a fresh snapshot costs nothing: it
+//! shares every extent with its parent).
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
