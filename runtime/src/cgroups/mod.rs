@@ -1,12 +1,14 @@
 //! Container resource limits through cgroups, v1 or v2, by writing the controller files.
 //!
-//! Why by hand and not youki's libcgroups or cgroups-rs: we need four controllers (memory, cpu,
-//! cpuacct, pids), their limits and two counters (OOM kills, cpu usage). That is a few dozen
-//! lines per controller; both libraries would bring oci-spec's whole type tree (their input is
-//! `LinuxResources`), D-Bus/systemd code and eBPF device filters we do not use, and neither
-//! reads v1 `memory.oom_control`'s `oom_kill` the way we need it for `OOMKilled`. Writing the
-//! files ourselves keeps every write visible, testable against a temp dir (each controller
-//! function takes the directory), and the error carries the exact file path.
+//! Why by hand and not youki's libcgroups or cgroups-rs: we need five controllers (memory,
+//! cpu, cpuacct, pids, v1 devices), their limits and two counters (OOM kills, cpu usage). That
+//! is a few dozen lines per controller. Both libraries take oci-spec's `LinuxResources` as
+//! input (so we would build OCI types only to hand them over) and bring systemd/D-Bus and
+//! eBPF device code we do not use; their value is breadth we do not need yet. Writing the files
+//! ourselves keeps every write visible, each controller function takes its directory so it is
+//! unit-tested against a temp dir, and every error names the exact file. If we later need
+//! the systemd driver or v2 device filtering, libcgroups is the one to adopt (its
+//! `CgroupManager` shape matches this module's).
 //!
 //! Layout: one directory per container, `<hierarchy>/<parent>/<name>` (Docker's cgroupfs driver
 //! uses parent `docker`; ours defaults to `strata`). On v1 the directory exists in every
