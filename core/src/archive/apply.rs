@@ -32,7 +32,7 @@ use super::fsat::{self, cname, Time};
 use super::header::kind;
 use super::path_safety::{components, join, open_dir_beneath, ResolveError};
 use super::reader::{Entry, TarReader};
-use super::{ApplyOptions, ApplyStats, WhiteoutMode};
+use super::{ApplyConfig, ApplyStats, WhiteoutMode};
 use crate::error::{Error, Result};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -48,7 +48,7 @@ static ZEROS: [u8; HOLE] = [0u8; HOLE];
 pub(crate) fn apply_layer(
     dest: &Path,
     input: &mut dyn Read,
-    opts: &ApplyOptions,
+    opts: &ApplyConfig,
 ) -> Result<ApplyStats> {
     let root = fsat::open_root(dest).map_err(|e| Error::io("open layer directory", dest, e))?;
     let (_, decoded) = decompressed(input)?;
@@ -60,6 +60,7 @@ pub(crate) fn apply_layer(
         root,
         dest,
         mode: opts.whiteouts,
+        best_effort_xattrs: opts.best_effort_xattrs,
         written: Written::default(),
         dir_times: BTreeMap::new(),
         cache: None,
@@ -83,6 +84,7 @@ struct Applier<'a> {
     root: OwnedFd,
     dest: &'a Path,
     mode: WhiteoutMode,
+    best_effort_xattrs: bool,
     /// Every path this tar created or wrote over (keys: components joined by `/`).
     written: Written,
     /// Directory times to set at the end.
@@ -298,13 +300,18 @@ impl Applier<'_> {
             match res {
                 Ok(()) => {}
                 // As Docker: EPERM (xattrs not allowed here, e.g. trusted.* in a user
-                // namespace) is a warning. EOPNOTSUPP stays an error: the filesystem cannot
-                // hold what the image needs.
-                Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
+                // namespace) is a warning. EOPNOTSUPP is an error (the filesystem cannot hold
+                // what the image needs) unless the caller asked for best effort.
+                Err(err)
+                    if err.raw_os_error() == Some(libc::EPERM)
+                        || (self.best_effort_xattrs
+                            && err.raw_os_error() == Some(libc::EOPNOTSUPP)) =>
+                {
                     tracing::warn!(
                         path = %self.path_of(key).display(),
                         xattr = %String::from_utf8_lossy(name),
-                        "xattr not permitted here; skipped"
+                        error = %err,
+                        "xattr not applied; skipped"
                     );
                 }
                 Err(err) => {

@@ -69,7 +69,30 @@ pub struct ApplyStats {
 /// refused with [`crate::Error::InvalidInput`] naming the entry; a leading `/` is stripped. A
 /// truncated or corrupt stream is an error. See `apply.rs` for the full rules.
 pub fn apply_layer(dest: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Result<ApplyStats> {
-    apply::apply_layer(dest, input, opts)
+    let config = ApplyConfig {
+        whiteouts: opts.whiteouts,
+        best_effort_xattrs: false,
+    };
+    apply::apply_layer(dest, input, &config)
+}
+
+/// [`ApplyOptions`] plus the rarer knobs (a separate type so that adding a knob never breaks
+/// callers that build `ApplyOptions` literally).
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    pub whiteouts: WhiteoutMode,
+    /// An xattr the target filesystem does not support (EOPNOTSUPP) is skipped with a warning
+    /// instead of failing the apply: Docker's `vfs.xattrs=i_want_broken_containers`.
+    pub best_effort_xattrs: bool,
+}
+
+/// [`apply_layer`] with every knob.
+pub fn apply_layer_with(
+    dest: &Path,
+    input: &mut dyn Read,
+    config: &ApplyConfig,
+) -> Result<ApplyStats> {
+    apply::apply_layer(dest, input, config)
 }
 
 /// Lists what differs between `layer_root` and `parent_root` by walking both trees (`None`:

@@ -340,6 +340,14 @@ fn xattrs_the_filesystem_cannot_hold_fail_with_eopnotsupp() {
     let err = apply_bytes(&dest, &tar, WhiteoutMode::Delete).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
     assert!(err.to_string().contains("user.test"), "{err}");
+    // Best effort (vfs.xattrs=i_want_broken_containers): the file lands without the xattr.
+    let config = ApplyConfig {
+        whiteouts: WhiteoutMode::Delete,
+        best_effort_xattrs: true,
+    };
+    let mut input: &[u8] = &tar;
+    apply_layer_with(&dest, &mut input, &config).unwrap();
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"x");
 }
 
 #[test]
