@@ -35,28 +35,50 @@ fn layer_subvolumes(fs: &LoopBtrfs) -> Vec<PathBuf> {
     fs.subvolumes().unwrap()
 }
 
+/// A tmpfs mounted on a temporary directory, unmounted on drop: a root that is surely not
+/// btrfs, whatever the host's /tmp is.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=16m"),
+        )
+        .unwrap();
+        Self { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = strata_core::fsutil::mounts::unmount(self.dir.path(), true);
+    }
+}
+
 #[tokio::test]
 async fn refuses_a_root_that_is_not_on_btrfs() {
-    let dir = tempfile::tempdir().unwrap();
-    assert_ne!(
-        strata_core::fsutil::filesystem_name(dir.path()).unwrap(),
-        "btrfs",
-        "this test needs a temporary directory outside btrfs"
-    );
-    let err = BtrfsDriver::open(dir.path().join("btrfs"), StorageOpts::default())
+    let tmpfs = Tmpfs::new();
+    let root = tmpfs.dir.path().join("data/btrfs");
+    let err = BtrfsDriver::open(root.clone(), StorageOpts::default())
         .await
         .err()
-        .expect("opened on a non-btrfs root");
+        .expect("opened on tmpfs");
     assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains("btrfs filesystem") && msg.contains("--storage-driver"),
+        msg.contains("on tmpfs")
+            && msg.contains("btrfs filesystem")
+            && msg.contains("--storage-driver"),
         "{msg}"
     );
-    assert!(
-        !dir.path().join("btrfs").exists(),
-        "nothing created on refusal"
-    );
+    assert!(!root.exists(), "nothing created on refusal");
 }
 
 #[tokio::test]
