@@ -17,6 +17,13 @@
 //!   (recursively: a directory the tar wrote keeps only what the tar wrote in it);
 //!   OverlayMarkers then sets `trusted.overlay.opaque=y` on `DIR`.
 //! - `trusted.overlay.*` xattrs in the tar are never applied: only the markers above make them.
+//!
+//! Also: missing parent directories are created 0755 root-owned (as Docker does); an entry
+//! over an existing path of another type replaces it, a directory over a directory keeps its
+//! content; aligned all-zero 4 KiB blocks of file data become holes; an xattr refused with
+//! EPERM is a warning, EOPNOTSUPP an error unless `best_effort_xattrs`; paths deeper than
+//! [`fsat::MAX_DEPTH`] levels are refused. Nothing is fsync'ed: durability is the caller's
+//! (one syncfs for the whole layer beats one fsync per file).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, OsStr};
