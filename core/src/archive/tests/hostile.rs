@@ -254,3 +254,39 @@ fn deep_trees_are_refused_not_a_stack_overflow() {
         fsat::remove_at(fsat::open_root(t.path()).unwrap().as_fd(), c"src").unwrap();
     });
 }
+
+#[test]
+fn entries_over_symlinks_replace_the_symlink_never_its_target() {
+    for mode in [WhiteoutMode::Delete, WhiteoutMode::OverlayMarkers] {
+        let s = Sandbox::new();
+        let target = s.outside().join("sentinel");
+        let target = target.as_os_str().as_bytes();
+        let mut dir_meta_evil = dir_meta();
+        dir_meta_evil.mode = 0o777;
+        let tar = raw_tar(&[
+            // A file, a dir, a fifo and a hard link over symlinks to the sentinel.
+            (
+                b"l1".as_slice(),
+                link_meta(kind::SYMLINK, target),
+                b"".as_slice(),
+            ),
+            (b"l1", file_meta(4), b"evil"),
+            (b"l2", link_meta(kind::SYMLINK, target), b""),
+            (b"l2/", dir_meta_evil, b""),
+            (b"l3", link_meta(kind::SYMLINK, target), b""),
+            (b"l3", link_meta(kind::FIFO, b""), b""),
+            // A hard link to a symlink links the symlink itself.
+            (b"l4", link_meta(kind::SYMLINK, target), b""),
+            (b"h", link_meta(kind::LINK, b"l4"), b""),
+        ]);
+        apply_bytes(&s.dest(), &tar, mode).unwrap();
+        s.assert_outside_untouched();
+        assert_eq!(std::fs::read(s.dest().join("l1")).unwrap(), b"evil");
+        assert!(std::fs::symlink_metadata(s.dest().join("l2"))
+            .unwrap()
+            .is_dir());
+        let h = std::fs::symlink_metadata(s.dest().join("h")).unwrap();
+        assert!(h.file_type().is_symlink());
+        assert_eq!(h.nlink(), 2);
+    }
+}
