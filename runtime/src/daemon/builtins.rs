@@ -13,6 +13,7 @@ pub fn layer_drivers() -> DriverRegistry {
     let mut r = DriverRegistry::new();
     r.register("overlay2", Arc::new(strata_overlay2::init));
     r.register("btrfs", Arc::new(strata_btrfs::init));
+    r.register("fuse-overlay", Arc::new(strata_fuse_overlay::init));
     r.register("vfs", Arc::new(strata_vfs::init));
     r
 }

@@ -1,9 +1,9 @@
 //! Container sizes for `ps -s`, inspect and `system df`. Image layers are sized once, when
-//! registered (the layer store keeps it). A container's read-write layer is measured when the
-//! container is created and each time it stops, in the background, and the figures are kept
-//! in its record (a stopped container cannot change, so they stay exact across restarts of the
-//! daemon). A running container is measured on demand and cached for [`RUNNING_TTL`] (the
-//! documented staleness).
+//! registered (the layer store keeps it). A container's read-write layer is measured each time
+//! the container stops and the figures are kept in its record (a stopped container cannot
+//! change, so they stay exact across restarts of the daemon); one never started is measured
+//! on first use and cached. A running container is measured on demand and cached for
+//! [`RUNNING_TTL`] (the documented staleness).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -460,6 +460,13 @@ fn build_spec(
         .filter_map(|h| h.split_once(':').map(|(n, ip)| format!("{ip}\t{n}")))
         .collect();
     spec.init = b(hc, "Init");
+    // Docker's default: setuid programs keep working unless asked otherwise.
+    spec.no_new_privileges = strings(hc, "SecurityOpt").iter().any(|o| {
+        matches!(
+            o.as_str(),
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
+        )
+    });
     spec.mounts = mounts;
     let memory = i(hc, "Memory");
     let swap = i(hc, "MemorySwap");

@@ -295,9 +295,7 @@ impl Containers {
                 }
             }
         }
-        let c = Container::new(record);
-        self.table().insert(id.clone(), c.clone());
-        tokio::spawn(record_sizes(self.root.clone(), self.layers.clone(), c));
+        self.table().insert(id.clone(), Container::new(record));
         Ok((id, Vec::new()))
     }
 
