@@ -23,18 +23,29 @@ struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
     driver: &'static str,
+    extra_args: Vec<String>,
+    /// btrfs needs its data root on btrfs: a loop-mounted image made for the test.
+    fs: Option<strata_btrfs::testing::LoopBtrfs>,
 }
 
 impl Daemon {
     fn start(driver: &'static str) -> Daemon {
+        Self::start_with(driver, Vec::new())
+    }
+
+    fn start_with(driver: &'static str, extra_args: Vec<String>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("strata-cli-test-")
             .tempdir()
             .expect("temp dir");
+        let fs = (driver == "btrfs")
+            .then(|| strata_btrfs::testing::LoopBtrfs::new().expect("a loop-mounted btrfs"));
         let mut d = Daemon {
             child: None,
             dir,
             driver,
+            extra_args,
+            fs,
         };
         d.spawn();
         d
@@ -44,11 +55,18 @@ impl Daemon {
         self.dir.path().join("s.sock")
     }
 
+    fn data_root(&self) -> PathBuf {
+        match &self.fs {
+            Some(fs) => fs.path().join("root"),
+            None => self.dir.path().join("root"),
+        }
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("stratad.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_stratad"))
             .arg("--data-root")
-            .arg(self.dir.path().join("root"))
+            .arg(self.data_root())
             .arg("--exec-root")
             .arg(self.dir.path().join("exec"))
             .arg("--pidfile")
@@ -57,6 +75,7 @@ impl Daemon {
             .arg(self.driver)
             .arg("-H")
             .arg(format!("unix://{}", self.sock().display()))
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -124,6 +143,7 @@ impl Drop for Daemon {
         self.stop();
         // Whatever the daemon left mounted under its root goes before the directory does.
         let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
+        let _ = strata_core::fsutil::mounts::unmount_all_under(&self.data_root());
     }
 }
 
@@ -301,6 +321,16 @@ fn vfs_docker_cli_lifecycle() {
 }
 
 #[test]
+fn btrfs_docker_cli_lifecycle() {
+    run_lifecycle("btrfs");
+}
+
+#[test]
+fn fuse_overlay_docker_cli_lifecycle() {
+    run_lifecycle("fuse-overlay");
+}
+
+#[test]
 fn bad_requests_get_docker_errors() {
     let d = Daemon::start("vfs");
     d.ok(&["load", "-i", fixtures().join("bb.tar").to_str().unwrap()]);
@@ -472,7 +502,7 @@ fn df_totals_match_du(driver: &'static str) {
     let total = df["LayersSize"].as_i64().unwrap()
         + sum("Containers", &|c| c["SizeRw"].as_i64().unwrap_or(0))
         + sum("Volumes", &|v| v["UsageData"]["Size"].as_i64().unwrap_or(0));
-    let du = du_bytes(&d.dir.path().join("root")) as i64;
+    let du = du_bytes(&d.data_root()) as i64;
     let off = (du - total).abs() as f64 / du as f64;
     assert!(
         off < 0.02,
@@ -489,4 +519,109 @@ fn overlay2_df_totals_match_du() {
 #[test]
 fn vfs_df_totals_match_du() {
     df_totals_match_du("vfs");
+}
+
+/// Serves `pvfs` (the vfs driver as a graphdriver plugin) and `pvol` (the local volume driver
+/// as a volume plugin) on sockets in `dir`, from a runtime of their own.
+fn serve_plugins(dir: &Path) -> tokio::runtime::Runtime {
+    use std::sync::Arc;
+    use strata_core::plugin::{serve_at, GraphFactory, PluginServer};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let factory: GraphFactory = Arc::new(|home: PathBuf, _opts| {
+        Box::pin(async move {
+            strata_vfs::init(strata_core::registry::DriverConfig {
+                root: home,
+                options: Default::default(),
+            })
+            .await
+        })
+    });
+    let graph_sock = dir.join("pvfs.sock");
+    rt.spawn(async move {
+        let _ = serve_at(Arc::new(PluginServer::graph_driver(factory)), &graph_sock).await;
+    });
+    let vol_sock = dir.join("pvol.sock");
+    let vol_root = dir.join("pvol-data");
+    rt.spawn(async move {
+        let local = strata_core::volume::local::LocalVolumes::new(vol_root)
+            .await
+            .unwrap();
+        let _ = serve_at(
+            Arc::new(PluginServer::volume_driver(Arc::new(local))),
+            &vol_sock,
+        )
+        .await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(dir.join("pvfs.sock").exists() && dir.join("pvol.sock").exists()) {
+        assert!(Instant::now() < deadline, "plugins did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt
+}
+
+#[test]
+fn plugin_drivers_work_through_the_daemon() {
+    let plugins = tempfile::tempdir().unwrap();
+    let rt = serve_plugins(plugins.path());
+    let dirs = vec![
+        "--plugin-socket-dir".to_string(),
+        plugins.path().display().to_string(),
+        "--plugin-spec-dir".to_string(),
+        plugins.path().join("specs").display().to_string(),
+    ];
+    {
+        let d = Daemon::start_with("pvfs", dirs);
+        assert_eq!(d.ok(&["info", "--format", "{{.Driver}}"]).trim(), "pvfs");
+        let volume_plugins = d.ok(&["info", "--format", "{{json .Plugins.Volume}}"]);
+        assert!(volume_plugins.contains("pvol"), "{volume_plugins}");
+        load_fixtures(&d);
+        let out = d.ok(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "three",
+            "cat",
+            "/data/layer3.txt",
+        ]);
+        assert_eq!(out, "layer3\n");
+        d.ok(&["volume", "create", "-d", "pvol", "pv1"]);
+        d.ok(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--mount",
+            "type=volume,source=pv1,target=/data,volume-driver=pvol",
+            "bb",
+            "sh",
+            "-c",
+            "echo kept > /data/f",
+        ]);
+        let out = d.ok(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "-v",
+            "pv1:/data",
+            "bb",
+            "cat",
+            "/data/f",
+        ]);
+        assert_eq!(out, "kept\n");
+        assert!(d.ok(&["volume", "ls"]).contains("pvol"));
+        d.ok(&["volume", "rm", "pv1"]);
+        // A plugin that does not exist is a clear error, and the daemon goes on serving.
+        let out = d.docker(&["volume", "create", "-d", "nosuchplugin", "x1"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchplugin"));
+        d.ok(&["ps", "-a"]);
+    }
+    rt.shutdown_background();
 }
