@@ -85,8 +85,11 @@ impl Client {
 
     async fn connect(
         &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>>>
-    {
+    ) -> Result<
+        hyper::client::conn::http1::SendRequest<
+            http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>,
+        >,
+    > {
         let map = |source| ClientError::Connect {
             addr: self.display.clone(),
             source,

@@ -15,7 +15,11 @@ use commands::Command;
 pub const DEFAULT_HOST: &str = "unix:///run/strata.sock";
 
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about = "A container engine with pluggable storage drivers")]
+#[command(
+    name = "strata",
+    version,
+    about = "A container engine with pluggable storage drivers"
+)]
 pub struct Cli {
     /// Daemon socket to connect to (unix:///path or tcp://127.0.0.1:PORT).
     #[arg(short = 'H', long = "host", env = "STRATA_HOST", default_value = DEFAULT_HOST, global = true)]
@@ -28,7 +32,12 @@ pub struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Completion { shell } = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "strata",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()

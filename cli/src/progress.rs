@@ -42,7 +42,9 @@ pub async fn render(mut body: Incoming, quiet: bool) -> Result<Option<String>, C
             }
             let status = msg.get("status").and_then(Value::as_str).unwrap_or("");
             let id = msg.get("id").and_then(Value::as_str);
-            let current = msg.pointer("/progressDetail/current").and_then(Value::as_u64);
+            let current = msg
+                .pointer("/progressDetail/current")
+                .and_then(Value::as_u64);
             let total = msg.pointer("/progressDetail/total").and_then(Value::as_u64);
             match (id, current) {
                 (Some(id), Some(cur)) if !quiet => {

@@ -44,7 +44,12 @@ pub async fn dispatch(client: &Client, c: ContainerCommand) -> anyhow::Result<u8
         ContainerCommand::Inspect(a) => inspect(client, a).await,
         ContainerCommand::Prune => {
             let r = client.post("/containers/prune", None).await?;
-            for id in r.get("ContainersDeleted").and_then(Value::as_array).into_iter().flatten() {
+            for id in r
+                .get("ContainersDeleted")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 println!("{}", id.as_str().unwrap_or(""));
             }
             let space = i64_of(&r, "SpaceReclaimed");
@@ -166,13 +171,20 @@ async fn each(names: &[String], mut f: impl AsyncFnMut(&str) -> anyhow::Result<(
 pub async fn start(client: &Client, a: StartArgs) -> anyhow::Result<u8> {
     if a.attach {
         let name = a.names.first().cloned().unwrap_or_default();
-        let info = client.get(&format!("/containers/{}/json", q(&name))).await?;
-        let tty = info.pointer("/Config/Tty").and_then(Value::as_bool).unwrap_or(false);
+        let info = client
+            .get(&format!("/containers/{}/json", q(&name)))
+            .await?;
+        let tty = info
+            .pointer("/Config/Tty")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let id = str_of(&info, "Id").to_string();
         return run::attach_start_wait(client, &id, tty, a.interactive, false).await;
     }
     Ok(each(&a.names, async |n| {
-        client.post(&format!("/containers/{}/start", q(n)), None).await?;
+        client
+            .post(&format!("/containers/{}/start", q(n)), None)
+            .await?;
         Ok(())
     })
     .await)
@@ -186,9 +198,15 @@ pub async fn stop(client: &Client, a: StopArgs, verb: &str) -> anyhow::Result<u8
     if let Some(s) = &a.signal {
         query.push(format!("signal={}", q(s)));
     }
-    let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
     Ok(each(&a.names, async |n| {
-        client.post(&format!("/containers/{}/{verb}{query}", q(n)), None).await?;
+        client
+            .post(&format!("/containers/{}/{verb}{query}", q(n)), None)
+            .await?;
         Ok(())
     })
     .await)
@@ -197,7 +215,10 @@ pub async fn stop(client: &Client, a: StopArgs, verb: &str) -> anyhow::Result<u8
 pub async fn kill(client: &Client, a: KillArgs) -> anyhow::Result<u8> {
     Ok(each(&a.names, async |n| {
         client
-            .post(&format!("/containers/{}/kill?signal={}", q(n), q(&a.signal)), None)
+            .post(
+                &format!("/containers/{}/kill?signal={}", q(n), q(&a.signal)),
+                None,
+            )
             .await?;
         Ok(())
     })
@@ -207,7 +228,12 @@ pub async fn kill(client: &Client, a: KillArgs) -> anyhow::Result<u8> {
 pub async fn rm(client: &Client, a: RmArgs) -> anyhow::Result<u8> {
     Ok(each(&a.names, async |n| {
         client
-            .delete(&format!("/containers/{}?force={}&v={}", q(n), a.force, a.volumes))
+            .delete(&format!(
+                "/containers/{}?force={}&v={}",
+                q(n),
+                a.force,
+                a.volumes
+            ))
             .await?;
         Ok(())
     })
@@ -229,7 +255,15 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    let mut header = vec!["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+    let mut header = vec![
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
     if a.size {
         header.push("SIZE");
     }
@@ -249,7 +283,11 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
             truncate(str_of(c, "Command"), 20)
         };
         let mut row = vec![
-            if a.no_trunc { str_of(c, "Id").to_string() } else { short_id(str_of(c, "Id")) },
+            if a.no_trunc {
+                str_of(c, "Id").to_string()
+            } else {
+                short_id(str_of(c, "Id"))
+            },
             str_of(c, "Image").into(),
             format!("\"{command}\""),
             ago(c.get("Created").unwrap_or(&Value::Null)),
@@ -271,8 +309,13 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<u8> {
-    let info = client.get(&format!("/containers/{}/json", q(&a.name))).await?;
-    let tty = info.pointer("/Config/Tty").and_then(Value::as_bool).unwrap_or(false);
+    let info = client
+        .get(&format!("/containers/{}/json", q(&a.name)))
+        .await?;
+    let tty = info
+        .pointer("/Config/Tty")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut path = format!(
         "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
         q(&a.name),
@@ -283,7 +326,9 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<u8> {
     if let Some(s) = &a.since {
         path.push_str(&format!("&since={}", q(s)));
     }
-    let resp = client.request(hyper::Method::GET, &path, ReqBody::Empty).await?;
+    let resp = client
+        .request(hyper::Method::GET, &path, ReqBody::Empty)
+        .await?;
     let mut body = resp.into_body();
     let mut demux = run::Demux::new(tty);
     let mut out = tokio::io::stdout();
@@ -304,7 +349,10 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<u8> {
 pub async fn wait(client: &Client, a: NamesArgs) -> anyhow::Result<u8> {
     let mut code = 0;
     for n in &a.names {
-        match client.post(&format!("/containers/{}/wait", q(n)), None).await {
+        match client
+            .post(&format!("/containers/{}/wait", q(n)), None)
+            .await
+        {
             Ok(v) => println!("{}", i64_of(&v, "StatusCode")),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");

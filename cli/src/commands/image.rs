@@ -55,11 +55,20 @@ pub async fn dispatch(client: &Client, c: ImageCommand) -> anyhow::Result<u8> {
         ImageCommand::Import(a) => import(client, a).await,
         ImageCommand::Build(a) => build(client, a).await,
         ImageCommand::Prune(a) => {
-            let filters = if a.all { r#"{"dangling":["false"]}"# } else { r#"{"dangling":["true"]}"# };
+            let filters = if a.all {
+                r#"{"dangling":["false"]}"#
+            } else {
+                r#"{"dangling":["true"]}"#
+            };
             let r = client
                 .post(&format!("/images/prune?filters={}", q(filters)), None)
                 .await?;
-            for d in r.get("ImagesDeleted").and_then(Value::as_array).into_iter().flatten() {
+            for d in r
+                .get("ImagesDeleted")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(u) = d.get("Untagged").and_then(Value::as_str) {
                     println!("untagged: {u}");
                 }
@@ -122,7 +131,11 @@ pub async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<u8> {
     }
     let mut t = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     for i in &items {
-        let id = if a.no_trunc { str_of(i, "Id").to_string() } else { short_id(str_of(i, "Id")) };
+        let id = if a.no_trunc {
+            str_of(i, "Id").to_string()
+        } else {
+            short_id(str_of(i, "Id"))
+        };
         let tags: Vec<String> = i
             .get("RepoTags")
             .and_then(Value::as_array)
@@ -134,11 +147,23 @@ pub async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<u8> {
         let created = ago(i.get("Created").unwrap_or(&Value::Null));
         let size = human_size(i64_of(i, "Size") as f64);
         if tags.is_empty() {
-            t.row(vec!["<none>".into(), "<none>".into(), id.clone(), created.clone(), size.clone()]);
+            t.row(vec![
+                "<none>".into(),
+                "<none>".into(),
+                id.clone(),
+                created.clone(),
+                size.clone(),
+            ]);
         }
         for tag in tags {
             let (repo, tag) = tag.rsplit_once(':').unwrap_or((&tag, "<none>"));
-            t.row(vec![repo.into(), tag.into(), id.clone(), created.clone(), size.clone()]);
+            t.row(vec![
+                repo.into(),
+                tag.into(),
+                id.clone(),
+                created.clone(),
+                size.clone(),
+            ]);
         }
     }
     t.print();
@@ -198,7 +223,12 @@ pub async fn tag(client: &Client, a: TagArgs) -> anyhow::Result<u8> {
     let (repo, tag) = split_ref(&a.target);
     client
         .post(
-            &format!("/images/{}/tag?repo={}&tag={}", q(&a.source), q(&repo), q(&tag)),
+            &format!(
+                "/images/{}/tag?repo={}&tag={}",
+                q(&a.source),
+                q(&repo),
+                q(&tag)
+            ),
             None,
         )
         .await?;
@@ -217,7 +247,9 @@ pub struct HistoryArgs {
 }
 
 pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<u8> {
-    let h = client.get(&format!("/images/{}/history", q(&a.image))).await?;
+    let h = client
+        .get(&format!("/images/{}/history", q(&a.image)))
+        .await?;
     let items = h.as_array().cloned().unwrap_or_default();
     if a.format.as_deref() == Some("json") {
         print_json_lines(&items);
@@ -228,9 +260,17 @@ pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<u8> {
         let id = str_of(i, "Id");
         let created_by = str_of(i, "CreatedBy");
         t.row(vec![
-            if id == "<missing>" || a.no_trunc { id.to_string() } else { short_id(id) },
+            if id == "<missing>" || a.no_trunc {
+                id.to_string()
+            } else {
+                short_id(id)
+            },
             ago(i.get("Created").unwrap_or(&Value::Null)),
-            if a.no_trunc { created_by.to_string() } else { super::system::truncate(created_by, 45) },
+            if a.no_trunc {
+                created_by.to_string()
+            } else {
+                super::system::truncate(created_by, 45)
+            },
             human_size(i64_of(i, "Size") as f64),
             str_of(i, "Comment").into(),
         ]);
@@ -306,19 +346,28 @@ pub struct SaveArgs {
 pub async fn save(client: &Client, a: SaveArgs) -> anyhow::Result<u8> {
     let names: Vec<String> = a.images.iter().map(|n| format!("names={}", q(n))).collect();
     let resp = client
-        .request(Method::GET, &format!("/images/get?{}", names.join("&")), ReqBody::Empty)
+        .request(
+            Method::GET,
+            &format!("/images/get?{}", names.join("&")),
+            ReqBody::Empty,
+        )
         .await?;
     let mut body = resp.into_body();
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &a.output {
         Some(p) => Box::new(tokio::fs::File::create(p).await?),
         None => {
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                anyhow::bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+                anyhow::bail!(
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                );
             }
             Box::new(tokio::io::stdout())
         }
     };
-    let bar = a.output.as_ref().map(|_| indicatif::ProgressBar::new_spinner());
+    let bar = a
+        .output
+        .as_ref()
+        .map(|_| indicatif::ProgressBar::new_spinner());
     while let Some(chunk) = next_chunk(&mut body).await? {
         out.write_all(&chunk).await?;
         if let Some(b) = &bar {
@@ -359,7 +408,11 @@ pub async fn import(client: &Client, a: ImportArgs) -> anyhow::Result<u8> {
     if let Some(m) = &a.message {
         path.push_str(&format!("&message={}", q(m)));
     }
-    let input = if a.file == "-" { None } else { Some(PathBuf::from(&a.file)) };
+    let input = if a.file == "-" {
+        None
+    } else {
+        Some(PathBuf::from(&a.file))
+    };
     let resp = client
         .request(
             Method::POST,

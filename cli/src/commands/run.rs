@@ -91,9 +91,13 @@ pub struct RunArgs {
 
 fn parse_size(s: &str) -> anyhow::Result<i64> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let v: f64 = n.parse().map_err(|_| anyhow::anyhow!("invalid size: {s:?}"))?;
+    let v: f64 = n
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size: {s:?}"))?;
     let m: f64 = match unit.trim_end_matches('b') {
         "" => 1.0,
         "k" => 1024.0,
@@ -123,7 +127,10 @@ fn parse_mount(spec: &str) -> anyhow::Result<Value> {
                 m.insert("Target".into(), json!(v));
             }
             "readonly" | "ro" => {
-                m.insert("ReadOnly".into(), json!(v.is_empty() || v == "true" || v == "1"));
+                m.insert(
+                    "ReadOnly".into(),
+                    json!(v.is_empty() || v == "true" || v == "1"),
+                );
             }
             "volume-nocopy" => {
                 volume_opts.insert("NoCopy".into(), json!(v.is_empty() || v == "true"));
@@ -173,13 +180,18 @@ fn parse_mount(spec: &str) -> anyhow::Result<Value> {
 fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     let (binds, anonymous): (Vec<&String>, Vec<&String>) =
         a.volume.iter().partition(|v| v.contains(':'));
-    let volumes: BTreeMap<&str, Value> = anonymous.iter().map(|v| (v.as_str(), json!({}))).collect();
+    let volumes: BTreeMap<&str, Value> =
+        anonymous.iter().map(|v| (v.as_str(), json!({}))).collect();
     let tmpfs: BTreeMap<&str, &str> = a
         .tmpfs
         .iter()
         .map(|t| t.split_once(':').unwrap_or((t.as_str(), "")))
         .collect();
-    let mounts = a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mounts = a
+        .mount
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let memory = a.memory.as_deref().map(parse_size).transpose()?;
     let memory_swap = match a.memory_swap.as_deref() {
         Some("-1") => Some(-1),
@@ -227,7 +239,12 @@ async fn create(client: &Client, a: &RunArgs) -> anyhow::Result<String> {
     }
     match client.post(&path, Some(create_body(a)?)).await {
         Ok(v) => {
-            for w in v.get("Warnings").and_then(Value::as_array).into_iter().flatten() {
+            for w in v
+                .get("Warnings")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
             }
             Ok(str_of(&v, "Id").to_string())
@@ -280,7 +297,10 @@ pub struct Demux {
 
 impl Demux {
     pub fn new(tty: bool) -> Self {
-        Self { tty, buf: Vec::new() }
+        Self {
+            tty,
+            buf: Vec::new(),
+        }
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Vec<(u8, Vec<u8>)> {
@@ -290,7 +310,8 @@ impl Demux {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
         while self.buf.len() >= 8 {
-            let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+            let len =
+                u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
             if self.buf.len() < 8 + len {
                 break;
             }
@@ -354,7 +375,10 @@ pub async fn attach_start_wait(
         let id = id.to_string();
         tokio::spawn(async move {
             client
-                .post(&format!("/containers/{id}/wait?condition={condition}"), None)
+                .post(
+                    &format!("/containers/{id}/wait?condition={condition}"),
+                    None,
+                )
                 .await
         })
     };
@@ -414,7 +438,10 @@ pub async fn attach_start_wait(
             eprintln!("strata: {msg}");
         }
     }
-    let code = status.get("StatusCode").and_then(Value::as_i64).unwrap_or(125);
+    let code = status
+        .get("StatusCode")
+        .and_then(Value::as_i64)
+        .unwrap_or(125);
     Ok(code.clamp(0, 255) as u8)
 }
 
@@ -429,7 +456,10 @@ mod tests {
         assert_eq!(m["TmpfsOptions"]["SizeBytes"], 1048576);
         assert_eq!(m["TmpfsOptions"]["Mode"], 0o1777);
         let m = parse_mount("type=volume,source=v,target=/d,volume-opt=type=tmpfs").unwrap();
-        assert_eq!(m["VolumeOptions"]["DriverConfig"]["Options"]["type"], "tmpfs");
+        assert_eq!(
+            m["VolumeOptions"]["DriverConfig"]["Options"]["type"],
+            "tmpfs"
+        );
         assert!(parse_mount("type=bind,bogus=1").is_err());
     }
 

@@ -56,11 +56,25 @@ pub async fn version(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
     println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
     println!(" API version: {}", crate::client::API_VERSION);
     let server = server?;
-    println!("\nServer: {}", server.pointer("/Platform/Name").and_then(Value::as_str).unwrap_or(""));
+    println!(
+        "\nServer: {}",
+        server
+            .pointer("/Platform/Name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
     println!(" Engine:");
     println!("  Version:          {}", str_of(&server, "Version"));
-    println!("  API version:      {} (minimum version {})", str_of(&server, "ApiVersion"), str_of(&server, "MinAPIVersion"));
-    println!("  OS/Arch:          {}/{}", str_of(&server, "Os"), str_of(&server, "Arch"));
+    println!(
+        "  API version:      {} (minimum version {})",
+        str_of(&server, "ApiVersion"),
+        str_of(&server, "MinAPIVersion")
+    );
+    println!(
+        "  OS/Arch:          {}/{}",
+        str_of(&server, "Os"),
+        str_of(&server, "Arch")
+    );
     println!("  Kernel Version:   {}", str_of(&server, "KernelVersion"));
     Ok(0)
 }
@@ -81,7 +95,10 @@ pub async fn info(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
     println!(" Storage Driver: {}", str_of(&i, "Driver"));
     if let Some(status) = i.get("DriverStatus").and_then(Value::as_array) {
         for kv in status {
-            if let (Some(k), Some(v)) = (kv.get(0).and_then(Value::as_str), kv.get(1).and_then(Value::as_str)) {
+            if let (Some(k), Some(v)) = (
+                kv.get(0).and_then(Value::as_str),
+                kv.get(1).and_then(Value::as_str),
+            ) {
                 println!("  {k}: {v}");
             }
         }
@@ -93,7 +110,12 @@ pub async fn info(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
     let list = |key: &str| {
         i.pointer(&format!("/Plugins/{key}"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .unwrap_or_default()
     };
     println!("  Volume: {}", list("Volume"));
@@ -107,7 +129,10 @@ pub async fn info(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
     println!(" OSType: {}", str_of(&i, "OSType"));
     println!(" Architecture: {}", str_of(&i, "Architecture"));
     println!(" CPUs: {}", i64_of(&i, "NCPU"));
-    println!(" Total Memory: {}", human_binary(i64_of(&i, "MemTotal") as f64));
+    println!(
+        " Total Memory: {}",
+        human_binary(i64_of(&i, "MemTotal") as f64)
+    );
     println!(" Name: {}", str_of(&i, "Name"));
     println!(" ID: {}", str_of(&i, "ID"));
     println!(" Strata Root Dir: {}", str_of(&i, "DockerRootDir"));
@@ -126,11 +151,17 @@ fn human_binary(bytes: f64) -> String {
 }
 
 fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
-    let path = if a.verbose { "/system/df?verbose=1" } else { "/system/df" };
+    let path = if a.verbose {
+        "/system/df?verbose=1"
+    } else {
+        "/system/df"
+    };
     let d = client.get(path).await?;
     if json_format(&a.format) {
         println!("{d}");
@@ -142,30 +173,80 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
     let cache = arr(&d, "BuildCache");
     if !a.verbose {
         let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
-        let img_active = images.iter().filter(|i| i64_of(i, "Containers") > 0).count();
+        let img_active = images
+            .iter()
+            .filter(|i| i64_of(i, "Containers") > 0)
+            .count();
         let img_size = i64_of(&d, "LayersSize");
         let img_reclaim: i64 = images
             .iter()
             .filter(|i| i64_of(i, "Containers") == 0)
             .map(|i| i64_of(i, "Size") - i64_of(i, "SharedSize").max(0))
             .sum();
-        t.row(row("Images", images.len(), img_active, img_size, img_reclaim));
-        let c_active = containers.iter().filter(|c| str_of(c, "State") == "running").count();
+        t.row(row(
+            "Images",
+            images.len(),
+            img_active,
+            img_size,
+            img_reclaim,
+        ));
+        let c_active = containers
+            .iter()
+            .filter(|c| str_of(c, "State") == "running")
+            .count();
         let c_size: i64 = containers.iter().map(|c| i64_of(c, "SizeRw")).sum();
         let c_reclaim: i64 = containers
             .iter()
             .filter(|c| str_of(c, "State") != "running")
             .map(|c| i64_of(c, "SizeRw"))
             .sum();
-        t.row(row("Containers", containers.len(), c_active, c_size, c_reclaim));
-        let v_active = volumes.iter().filter(|v| v.pointer("/UsageData/RefCount").and_then(Value::as_i64).unwrap_or(0) > 0).count();
-        let v_size: i64 = volumes.iter().map(|v| v.pointer("/UsageData/Size").and_then(Value::as_i64).unwrap_or(0).max(0)).sum();
+        t.row(row(
+            "Containers",
+            containers.len(),
+            c_active,
+            c_size,
+            c_reclaim,
+        ));
+        let v_active = volumes
+            .iter()
+            .filter(|v| {
+                v.pointer("/UsageData/RefCount")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    > 0
+            })
+            .count();
+        let v_size: i64 = volumes
+            .iter()
+            .map(|v| {
+                v.pointer("/UsageData/Size")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    .max(0)
+            })
+            .sum();
         let v_reclaim: i64 = volumes
             .iter()
-            .filter(|v| v.pointer("/UsageData/RefCount").and_then(Value::as_i64).unwrap_or(0) == 0)
-            .map(|v| v.pointer("/UsageData/Size").and_then(Value::as_i64).unwrap_or(0).max(0))
+            .filter(|v| {
+                v.pointer("/UsageData/RefCount")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    == 0
+            })
+            .map(|v| {
+                v.pointer("/UsageData/Size")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    .max(0)
+            })
             .sum();
-        t.row(row("Local Volumes", volumes.len(), v_active, v_size, v_reclaim));
+        t.row(row(
+            "Local Volumes",
+            volumes.len(),
+            v_active,
+            v_size,
+            v_reclaim,
+        ));
         let b_size: i64 = cache.iter().map(|b| i64_of(b, "Size")).sum();
         t.row(row("Build Cache", cache.len(), 0, b_size, b_size));
         t.print();
@@ -173,10 +254,21 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
     }
     println!("Images space usage:\n");
     let mut t = Table::new(&[
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "ON DISK",
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE",
+        "SHARED SIZE",
+        "UNIQUE SIZE",
+        "CONTAINERS",
+        "ON DISK",
     ]);
     for i in images {
-        let tags: Vec<&str> = arr(i, "RepoTags").iter().filter_map(Value::as_str).collect();
+        let tags: Vec<&str> = arr(i, "RepoTags")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let (repo, tag) = tags
             .first()
             .and_then(|t| t.rsplit_once(':'))
@@ -198,11 +290,26 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
     t.print();
     println!("\nContainers space usage:\n");
     let mut t = Table::new(&[
-        "CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES", "ON DISK",
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "LOCAL VOLUMES",
+        "SIZE",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+        "ON DISK",
     ]);
     for c in containers {
-        let local_volumes = arr(c, "Mounts").iter().filter(|m| str_of(m, "Driver") == "local").count();
-        let names: Vec<&str> = arr(c, "Names").iter().filter_map(Value::as_str).map(|n| n.trim_start_matches('/')).collect();
+        let local_volumes = arr(c, "Mounts")
+            .iter()
+            .filter(|m| str_of(m, "Driver") == "local")
+            .count();
+        let names: Vec<&str> = arr(c, "Names")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|n| n.trim_start_matches('/'))
+            .collect();
         t.row(vec![
             short_id(str_of(c, "Id")),
             str_of(c, "Image").into(),
@@ -219,17 +326,38 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
     println!("\nLocal Volumes space usage:\n");
     let mut t = Table::new(&["VOLUME NAME", "LINKS", "SIZE"]);
     for v in volumes {
-        let size = v.pointer("/UsageData/Size").and_then(Value::as_i64).unwrap_or(-1);
+        let size = v
+            .pointer("/UsageData/Size")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1);
         t.row(vec![
             str_of(v, "Name").into(),
-            v.pointer("/UsageData/RefCount").and_then(Value::as_i64).unwrap_or(0).to_string(),
-            if size < 0 { "N/A".into() } else { human_size(size as f64) },
+            v.pointer("/UsageData/RefCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string(),
+            if size < 0 {
+                "N/A".into()
+            } else {
+                human_size(size as f64)
+            },
         ]);
     }
     t.print();
-    println!("\nBuild cache usage: {}\n", human_size(cache.iter().map(|b| i64_of(b, "Size")).sum::<i64>() as f64));
+    println!(
+        "\nBuild cache usage: {}\n",
+        human_size(cache.iter().map(|b| i64_of(b, "Size")).sum::<i64>() as f64)
+    );
     if !cache.is_empty() {
-        let mut t = Table::new(&["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"]);
+        let mut t = Table::new(&[
+            "CACHE ID",
+            "CACHE TYPE",
+            "SIZE",
+            "CREATED",
+            "LAST USED",
+            "USAGE",
+            "SHARED",
+        ]);
         for b in cache {
             t.row(vec![
                 short_id(str_of(b, "ID")),
@@ -238,7 +366,10 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
                 ago(b.get("CreatedAt").unwrap_or(&Value::Null)),
                 ago(b.get("LastUsedAt").unwrap_or(&Value::Null)),
                 i64_of(b, "UsageCount").to_string(),
-                b.get("Shared").and_then(Value::as_bool).unwrap_or(false).to_string(),
+                b.get("Shared")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string(),
             ]);
         }
         t.print();

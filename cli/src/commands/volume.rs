@@ -122,7 +122,11 @@ pub async fn dispatch(client: &Client, c: VolumeCommand) -> anyhow::Result<u8> {
                 format!("/volumes?filters={}", q(&filters_json(&a.filter)?))
             };
             let v = client.get(&path).await?;
-            let vols = v.get("Volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+            let vols = v
+                .get("Volumes")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if a.format.as_deref() == Some("json") {
                 print_json_lines(&vols);
             } else if a.quiet {
@@ -174,7 +178,11 @@ pub async fn dispatch(client: &Client, c: VolumeCommand) -> anyhow::Result<u8> {
                 "/volumes/prune".to_string()
             };
             let r = client.post(&path, None).await?;
-            let deleted = r.get("VolumesDeleted").and_then(Value::as_array).cloned().unwrap_or_default();
+            let deleted = r
+                .get("VolumesDeleted")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if !deleted.is_empty() {
                 println!("Deleted Volumes:");
                 for d in deleted {
@@ -183,7 +191,10 @@ pub async fn dispatch(client: &Client, c: VolumeCommand) -> anyhow::Result<u8> {
                 println!();
             }
             let space = r.get("SpaceReclaimed").and_then(Value::as_i64).unwrap_or(0);
-            println!("Total reclaimed space: {}", crate::table::human_size(space as f64));
+            println!(
+                "Total reclaimed space: {}",
+                crate::table::human_size(space as f64)
+            );
         }
     }
     Ok(0)
