@@ -28,14 +28,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use strata_core::archive::WhiteoutMode;
 use strata_core::fsutil::{atomic_write, filesystem_name, fsync_dir, remove_tree};
+use strata_core::naive::{self, MountedPair};
 use strata_core::{
     Capabilities, Change, CreateOpts, Error, IoContext, LayerDriver, LayerId, LayerKind, Result,
     StorageOpts, TarStream, Usage,
 };
 
 use crate::layout::Layout;
-use crate::{diff, qgroup, subvol, usage};
+use crate::{qgroup, subvol, usage};
 
 pub const NAME: &str = "btrfs";
 
@@ -477,22 +479,22 @@ impl LayerDriver for BtrfsDriver {
     }
 
     async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        let (layer, parent) = self.paths(id, parent).await?;
-        diff::changes(layer, parent).await
+        naive::changes(self.hold(id, parent).await?).await
     }
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
-        let (layer, parent) = self.paths(id, parent).await?;
-        Ok(diff::diff(layer, parent))
+        Ok(naive::diff(self.hold(id, parent).await?))
     }
 
     async fn apply_diff(
         &self,
         id: &LayerId,
-        parent: Option<&LayerId>,
+        _parent: Option<&LayerId>,
         tar: TarStream,
     ) -> Result<u64> {
-        let (layer, _parent) = self.paths(id, parent).await?;
+        // The layer holds its parent's full tree already: whiteouts delete for real.
+        let pair = self.hold(id, None).await?;
+        let layer = pair.layer.clone();
         let was_read_only = {
             let layer = layer.clone();
             self.blocking(move |_| {
@@ -504,17 +506,17 @@ impl LayerDriver for BtrfsDriver {
             })
             .await?
         };
-        let applied = diff::apply(layer.clone(), tar).await;
+        let applied = naive::apply(layer.clone(), tar, WhiteoutMode::Delete).await;
         if was_read_only {
             self.blocking(move |_| subvol::set_read_only(&layer, true))
                 .await?;
         }
-        applied
+        drop(pair);
+        Ok(applied?.content_bytes)
     }
 
     async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let (layer, parent) = self.paths(id, parent).await?;
-        diff::diff_size(layer, parent).await
+        naive::diff_size(self.hold(id, parent).await?).await
     }
 
     async fn usage(&self, id: &LayerId) -> Result<Usage> {
@@ -560,18 +562,38 @@ impl LayerDriver for BtrfsDriver {
 }
 
 impl BtrfsDriver {
-    /// The paths of a layer and of the parent it is compared with, both checked to exist.
-    async fn paths(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-    ) -> Result<(PathBuf, Option<PathBuf>)> {
-        let (id, parent) = (id.clone(), parent.cloned());
-        self.blocking(move |d| {
-            let layer = d.existing(&id)?;
-            let parent = parent.map(|p| d.existing(&p)).transpose()?;
-            Ok((layer, parent))
-        })
-        .await
+    /// Holds `id` (and `parent`) mounted for the length of a diff or an apply, so neither can
+    /// be removed meanwhile; the pair releases them when the work is over.
+    async fn hold(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<MountedPair> {
+        let mut ids = vec![id.clone()];
+        ids.extend(parent.cloned());
+        let held = ids.clone();
+        let paths = self
+            .blocking(move |d| {
+                let mut mounts = d.lock();
+                let paths = held
+                    .iter()
+                    .map(|i| d.existing(i))
+                    .collect::<Result<Vec<_>>>()?;
+                for i in &held {
+                    *mounts.entry(i.clone()).or_insert(0) += 1;
+                }
+                Ok(paths)
+            })
+            .await?;
+        let inner = Arc::clone(&self.inner);
+        let mut paths = paths.into_iter();
+        let layer = paths.next().unwrap_or_default();
+        Ok(MountedPair::new(layer, paths.next()).on_release(move || {
+            let mut mounts = inner.lock();
+            for i in &ids {
+                if let Some(n) = mounts.get_mut(i) {
+                    *n -= 1;
+                    if *n == 0 {
+                        mounts.remove(i);
+                    }
+                }
+            }
+        }))
     }
 }

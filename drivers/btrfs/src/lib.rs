@@ -3,7 +3,6 @@
 //! qgroups. Subvolume operations go through libbtrfsutil (a thin FFI binding of our own),
 //! qgroups through the kernel's ioctls.
 
-mod diff;
 mod driver;
 mod ffi;
 mod layout;

@@ -499,3 +499,31 @@ async fn remove_drops_the_qgroup() {
     let pending = std::fs::read_to_string(d.root().join("qgroups-pending")).unwrap_or_default();
     assert!(pending.trim().is_empty(), "{pending:?}");
 }
+
+/// A diff being read holds its layer: remove is refused until the stream is done or dropped.
+#[tokio::test]
+async fn an_open_diff_holds_its_layer() {
+    let fs = LoopBtrfs::new().unwrap();
+    let d = open(&fs).await;
+    let l = id("layer");
+    d.create(&l, None, &CreateOpts::read_write()).await.unwrap();
+    let dir = d.mount(&l, "").await.unwrap();
+    // More than the stream's buffer, so the writer waits for the reader.
+    write_file(&dir.join("big"), 16 << 20).unwrap();
+    d.unmount(&l).await.unwrap();
+    let stream = d.diff(&l, None).await.unwrap();
+    let busy = d.remove(&l).await;
+    assert!(matches!(busy, Err(Error::Busy(_))), "{busy:?}");
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match d.remove(&l).await {
+            Ok(()) => break,
+            Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            other => panic!("remove after dropping the diff: {other:?}"),
+        }
+    }
+    assert!(layer_subvolumes(&fs).is_empty());
+}
