@@ -23,10 +23,17 @@ fn runtime() -> io::Result<&'static Runtime> {
     if let Some(rt) = RT.get() {
         return Ok(rt);
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(4, 16);
+    // STRATA_FUSE_THREADS overrides the worker count (for benchmarking).
+    let threads = std::env::var("STRATA_FUSE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 16)
+        })
+        .max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("strata-fuse")
