@@ -1,6 +1,7 @@
 //! A graphdriver plugin as an ordinary `LayerDriver`.
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
@@ -168,23 +169,31 @@ impl LayerDriver for GraphDriverPlugin {
         reply
             .changes
             .into_iter()
-            .map(|WireChange { path, kind }| {
+            .map(|change| {
+                let WireChange {
+                    path,
+                    kind,
+                    path_bytes,
+                } = change;
                 let kind = ChangeKind::from_wire(kind).ok_or_else(|| {
                     Error::Other(format!(
                         "plugin {:?}: GraphDriver.Changes: unknown change kind {kind} for {path:?}",
                         self.transport.name
                     ))
                 })?;
-                if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                // The exact bytes of a name that is not UTF-8, when the plugin sends them.
+                let path = match path_bytes {
+                    Some(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
+                    None => PathBuf::from(path),
+                };
+                let bytes = path.as_os_str().as_bytes();
+                if !bytes.starts_with(b"/") || bytes.split(|b| *b == b'/').any(|c| c == b"..") {
                     return Err(Error::Other(format!(
                         "plugin {:?}: GraphDriver.Changes: bad path {path:?}",
                         self.transport.name
                     )));
                 }
-                Ok(Change {
-                    path: PathBuf::from(path),
-                    kind,
-                })
+                Ok(Change { path, kind })
             })
             .collect()
     }

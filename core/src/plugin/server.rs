@@ -42,6 +42,9 @@ type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub struct PluginServer {
     graph: Option<GraphFactory>,
     graph_driver: Mutex<Option<(PathBuf, Arc<dyn LayerDriver>)>>,
+    /// Held shared by every graph driver call until it finishes and exclusively by Init, so a
+    /// new driver never opens on a home while calls of the old one still work there.
+    graph_calls: tokio::sync::RwLock<()>,
     volume: Option<Arc<dyn VolumeDriver>>,
 }
 
@@ -168,7 +171,7 @@ fn volume_err(e: Error) -> Response<Body> {
     })
 }
 
-async fn route(server: &PluginServer, req: Request<Incoming>) -> Response<Body> {
+async fn route(server: &Arc<PluginServer>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().trim_start_matches('/').to_string();
     if path == "Plugin.Activate" {
         return json(&ActivateReply {
@@ -179,9 +182,20 @@ async fn route(server: &PluginServer, req: Request<Incoming>) -> Response<Body> 
         if server.graph.is_none() {
             return not_found(&path);
         }
-        return match graph(server, endpoint, req).await {
-            Ok(r) => r,
-            Err(e) => graph_err(e),
+        if endpoint == "Init" {
+            let _alone = server.graph_calls.write().await;
+            return graph(server, endpoint, req).await.unwrap_or_else(graph_err);
+        }
+        // A call runs to its end on its own task even if the engine hangs up (as Go's handlers
+        // do): a dropped future would leave the driver's blocking work running unseen.
+        let (server, endpoint) = (server.clone(), endpoint.to_string());
+        let call = tokio::spawn(async move {
+            let _call = server.graph_calls.read().await;
+            graph(&server, &endpoint, req).await
+        });
+        return match call.await {
+            Ok(reply) => reply.unwrap_or_else(graph_err),
+            Err(e) => graph_err(Error::Other(format!("/{path} failed: {e}"))),
         };
     }
     if let Some(endpoint) = path.strip_prefix("VolumeDriver.") {
@@ -218,24 +232,18 @@ async fn graph(
                 init.home
             )));
         }
-        let existing = server
+        // Every Init opens the driver afresh, as Docker's plugin helpers do, even on the same
+        // home: a second Init comes from a restarted engine, whose mount references died with
+        // it, and the new driver's start-up recovers what the old engine left.
+        let factory = server
+            .graph
+            .clone()
+            .ok_or_else(|| Error::unsupported("no graph driver"))?;
+        let driver = factory(home.clone(), init.opts).await?;
+        *server
             .graph_driver
             .lock()
-            .map_err(|_| Error::Other("plugin state poisoned".into()))?
-            .as_ref()
-            .filter(|(h, _)| *h == home)
-            .is_some();
-        if !existing {
-            let factory = server
-                .graph
-                .clone()
-                .ok_or_else(|| Error::unsupported("no graph driver"))?;
-            let driver = factory(home.clone(), init.opts).await?;
-            *server
-                .graph_driver
-                .lock()
-                .map_err(|_| Error::Other("plugin state poisoned".into()))? = Some((home, driver));
-        }
+            .map_err(|_| Error::Other("plugin state poisoned".into()))? = Some((home, driver));
         return Ok(json(&GraphReply::default()));
     }
     if endpoint == "ApplyDiff" {
@@ -316,9 +324,13 @@ async fn graph(
                 .changes(&id, parent.as_ref())
                 .await?
                 .into_iter()
-                .map(|c| WireChange {
-                    path: c.path.to_string_lossy().into_owned(),
-                    kind: c.kind.wire() as u64,
+                .map(|c| {
+                    let bytes = c.path.as_os_str().as_encoded_bytes();
+                    WireChange {
+                        path: c.path.to_string_lossy().into_owned(),
+                        kind: c.kind.wire() as u64,
+                        path_bytes: std::str::from_utf8(bytes).is_err().then(|| bytes.to_vec()),
+                    }
                 })
                 .collect();
         }

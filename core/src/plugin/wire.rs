@@ -58,10 +58,18 @@ pub struct GraphRequest {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WireChange {
+    /// Lossy for a name that is not UTF-8 (as Docker's Go encoder is), hence `path_bytes`.
     #[serde(rename = "Path")]
     pub path: String,
     #[serde(rename = "Kind")]
     pub kind: u64,
+    /// The path's exact bytes when they are not UTF-8 (ignored by Docker, read by our client).
+    #[serde(
+        rename = "StrataPathBytes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub path_bytes: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
