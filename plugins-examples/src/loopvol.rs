@@ -198,10 +198,26 @@ impl VolumeDriver for LoopVolumes {
         Ok(out)
     }
 
-    /// What the image really occupies on the host (it is sparse).
+    /// What the volume's files occupy inside its filesystem (the contract counts the data, not
+    /// the image, whose allocation also grows with ext4's journal and metadata). An unmounted
+    /// volume is mounted read-only for the measurement.
     async fn usage(&self, name: &VolumeName) -> Result<Usage> {
         self.meta(name)?;
-        tree_usage(&self.dir(name).join("disk.img"))
+        let mnt = self.dir(name).join("mnt");
+        // Held throughout, so no mount or unmount of the volume happens meanwhile.
+        let callers = self.callers();
+        if callers.get(name).is_some_and(|c| !c.is_empty()) || mounts::is_mounted(&mnt)? {
+            return tree_usage(&mnt);
+        }
+        run(Command::new("mount")
+            .args(["-o", "loop,ro"])
+            .arg(self.dir(name).join("disk.img"))
+            .arg(&mnt))?;
+        let usage = tree_usage(&mnt);
+        let unmounted = mounts::unmount(&mnt, false);
+        drop(callers);
+        unmounted?;
+        usage
     }
 }
 
