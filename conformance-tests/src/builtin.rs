@@ -15,13 +15,22 @@
 //! its cases: it is never skipped.
 //!
 //! Volume drivers go in [`volume_factories`] the same way.
+//!
+//! `plugin-vfs` and `plugin-loopvol` are drivers served in process by core's `PluginServer`
+//! on a socket in each case's environment and driven through core's plugin clients, so the
+//! suite proves the protocol's both sides with a real driver behind them (see [`crate::plugin`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use strata_core::plugin::GraphFactory;
+use strata_core::registry::DriverConfig;
 use strata_core::volume::local::LocalVolumes;
-use strata_core::VolumeDriver;
+use strata_core::{StorageOpts, VolumeDriver};
+use strata_plugin_examples::loopvol::LoopVolumes;
 
 use crate::env::{DriverFactory, LayerFactory, LoopFs, VolumeDriverFactory, VolumeFactory};
+use crate::plugin::{GraphPluginFactory, VolumePluginFactory};
 
 /// Every built-in layer driver, as the suite runs it.
 pub fn layer_factories() -> Vec<Arc<dyn DriverFactory>> {
@@ -34,17 +43,40 @@ pub fn layer_factories() -> Vec<Arc<dyn DriverFactory>> {
         LayerFactory::from_init("overlay2", strata_overlay2::init).into_arc(),
         LayerFactory::from_init("overlay2-naive", strata_overlay2::init_naive).into_arc(),
         LayerFactory::from_init("fuse-overlay", strata_fuse_overlay::init).into_arc(),
+        GraphPluginFactory::in_process("plugin-vfs", vfs_plugin()).into_arc(),
     ]
+}
+
+/// What `strata-vfs-plugin` serves: vfs on the home and options of `GraphDriver.Init`.
+fn vfs_plugin() -> GraphFactory {
+    Arc::new(|home: PathBuf, opts: Vec<String>| {
+        Box::pin(async move {
+            let options = StorageOpts::parse(&opts)?;
+            strata_vfs::init(DriverConfig {
+                root: home,
+                options,
+            })
+            .await
+        })
+    })
 }
 
 /// Every built-in volume driver, as the volume suite runs it.
 pub fn volume_factories() -> Vec<Arc<dyn VolumeFactory>> {
-    vec![VolumeDriverFactory::new("local", |root| async move {
-        let driver: Arc<dyn VolumeDriver> = Arc::new(LocalVolumes::new(root).await?);
-        Ok(driver)
-    })
-    .with_local_options()
-    .into_arc()]
+    vec![
+        VolumeDriverFactory::new("local", |root| async move {
+            let driver: Arc<dyn VolumeDriver> = Arc::new(LocalVolumes::new(root).await?);
+            Ok(driver)
+        })
+        .with_local_options()
+        .into_arc(),
+        VolumePluginFactory::in_process("plugin-loopvol", |root| async move {
+            let driver = tokio::task::spawn_blocking(move || LoopVolumes::new(root)).await??;
+            let driver: Arc<dyn VolumeDriver> = Arc::new(driver);
+            Ok(driver)
+        })
+        .into_arc(),
+    ]
 }
 
 /// The built-in layer driver called `name`.

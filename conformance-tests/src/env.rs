@@ -304,6 +304,12 @@ pub trait VolumeFactory: Send + Sync {
         false
     }
 
+    /// Why the suite cannot open a second driver on a case's root that amounts to a restart
+    /// (cases that need one are not applicable then), or `None` when it can.
+    fn cannot_restart(&self) -> Option<String> {
+        None
+    }
+
     async fn prepare(&self) -> Result<Box<dyn Environment>> {
         EnvironmentSpec::TempDir.prepare(self.name()).await
     }

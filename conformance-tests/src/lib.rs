@@ -40,6 +40,7 @@ mod cases;
 pub mod ctx;
 pub mod env;
 pub mod failure;
+pub mod plugin;
 pub mod rawtar;
 pub mod report;
 pub mod tree;

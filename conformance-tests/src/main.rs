@@ -4,20 +4,30 @@
 //! ```text
 //! strata-conformance --driver vfs
 //! strata-conformance --volume-driver local
+//! strata-conformance --graphdriver-plugin /run/strata/plugins/myvfs.sock
+//! strata-conformance --volume-plugin /run/strata/plugins/loopvol.sock
 //! strata-conformance --list
 //! ```
+//!
+//! A layer-driver plugin gets a fresh temporary home per case through `GraphDriver.Init`. A
+//! volume plugin keeps its own root: start it with no volumes; each case's volumes are removed
+//! after it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use strata_conformance::builtin::{builtin, builtin_volume, layer_factories, volume_factories};
+use strata_conformance::plugin::{GraphPluginFactory, VolumePluginFactory};
 use strata_conformance::report::{any_failed, run_layer_suite, run_volume_suite, table, Row};
+use strata_conformance::{probe_capabilities, DriverFactory, VolumeFactory};
 
-/// What to run the suite against. Plugin sockets (`--graphdriver-plugin PATH`,
-/// `--volume-plugin PATH`) will be two more variants here, each turned into a factory.
+/// What to run the suite against.
 enum Target {
     LayerDriver(String),
     VolumeDriver(String),
+    GraphPlugin(PathBuf),
+    VolumePlugin(PathBuf),
 }
 
 fn usage() -> String {
@@ -30,7 +40,8 @@ fn usage() -> String {
         .map(|f| f.name().to_string())
         .collect();
     format!(
-        "usage: strata-conformance --driver NAME | --volume-driver NAME | --list\n\
+        "usage: strata-conformance --driver NAME | --volume-driver NAME\n\
+         \x20      | --graphdriver-plugin SOCKET | --volume-plugin SOCKET | --list\n\
          built-in layer drivers: {}\nbuilt-in volume drivers: {}\n(run as root)",
         layers.join(", "),
         if volumes.is_empty() {
@@ -51,6 +62,8 @@ fn parse_args() -> Result<Option<Target>> {
     {
         ["--driver", name] => Ok(Some(Target::LayerDriver(name.to_string()))),
         ["--volume-driver", name] => Ok(Some(Target::VolumeDriver(name.to_string()))),
+        ["--graphdriver-plugin", socket] => Ok(Some(Target::GraphPlugin(socket.into()))),
+        ["--volume-plugin", socket] => Ok(Some(Target::VolumePlugin(socket.into()))),
         ["--list"] => Ok(None),
         ["--help"] | ["-h"] => {
             println!("{}", usage());
@@ -58,6 +71,47 @@ fn parse_args() -> Result<Option<Target>> {
         }
         _ => bail!("{}", usage()),
     }
+}
+
+/// A plugin socket must exist before the suite starts: otherwise every case would wait out the
+/// client's connection retries and fail the same way.
+fn check_socket(socket: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(socket)
+        .with_context(|| format!("no plugin socket at {}", socket.display()))?;
+    if !meta.file_type().is_socket() {
+        bail!("{} is not a unix socket", socket.display());
+    }
+    Ok(())
+}
+
+/// Opens the plugin once before the suite, so a plugin that does not answer is one clear error.
+async fn check_graph_plugin(factory: &Arc<dyn DriverFactory>) -> Result<()> {
+    probe_capabilities(factory)
+        .await
+        .map(|_| ())
+        .map_err(|why| anyhow::anyhow!("the plugin does not work: {why}"))
+}
+
+/// Connects once and lists volumes: the suite needs a plugin that holds none yet.
+async fn check_volume_plugin(factory: &Arc<dyn VolumeFactory>) -> Result<()> {
+    let env = factory.prepare().await?;
+    let driver = factory
+        .open(env.root())
+        .await
+        .context("the plugin does not work")?;
+    let held = driver
+        .list()
+        .await
+        .context("listing the plugin's volumes")?;
+    if !held.is_empty() {
+        let names: Vec<String> = held.iter().map(|v| v.name.to_string()).collect();
+        bail!(
+            "the plugin already holds volumes ({}); run the suite on a plugin with none",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn print_progress(row: &Row) {
@@ -94,6 +148,22 @@ fn main() -> Result<()> {
             let factory = builtin_volume(&name)
                 .with_context(|| format!("no built-in volume driver {name:?}\n{}", usage()))?;
             runtime.block_on(run_volume_suite(factory, print_progress))
+        }
+        Some(Target::GraphPlugin(socket)) => {
+            check_socket(&socket)?;
+            let factory = GraphPluginFactory::external(&socket).into_arc();
+            runtime.block_on(async {
+                check_graph_plugin(&factory).await?;
+                Ok::<_, anyhow::Error>(run_layer_suite(factory, print_progress).await)
+            })?
+        }
+        Some(Target::VolumePlugin(socket)) => {
+            check_socket(&socket)?;
+            let factory = VolumePluginFactory::external(&socket).into_arc();
+            runtime.block_on(async {
+                check_volume_plugin(&factory).await?;
+                Ok::<_, anyhow::Error>(run_volume_suite(factory, print_progress).await)
+            })?
         }
     };
     print!("{}", table(&rows));

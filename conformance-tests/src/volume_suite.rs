@@ -24,6 +24,22 @@ pub enum VolumeRequirement {
     Nothing,
     /// The `local` driver's `type`/`device`/`o` options, declared by the factory.
     LocalOptions,
+    /// A second driver on the same root that is a real restart ([`VolumeFactory::cannot_restart`]).
+    Restart,
+}
+
+impl VolumeRequirement {
+    /// Why `factory`'s driver cannot run a case needing this, or `None` when it can.
+    pub fn unmet(self, factory: &dyn VolumeFactory) -> Option<String> {
+        match self {
+            VolumeRequirement::Nothing => None,
+            VolumeRequirement::LocalOptions if !factory.local_options() => Some(
+                "the driver does not take the local driver's type/device/o options (VolumeFactory::local_options)".into(),
+            ),
+            VolumeRequirement::LocalOptions => None,
+            VolumeRequirement::Restart => factory.cannot_restart(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -44,6 +60,9 @@ struct Inner {
     env: Arc<dyn Environment>,
     driver: Mutex<Arc<dyn VolumeDriver>>,
     mounts: Mutex<BTreeSet<(VolumeName, CallerId)>>,
+    /// Volumes made through [`VolumeCtx::create`]; the runner removes them after the case (a
+    /// plugin on an external socket keeps its volumes from one case to the next).
+    created: Mutex<BTreeSet<VolumeName>>,
 }
 
 impl VolumeCtx {
@@ -75,7 +94,13 @@ impl VolumeCtx {
         self.driver()
             .create(name, &opts)
             .await
-            .step(&format!("create volume {name} with {opts:?}"))
+            .step(&format!("create volume {name} with {opts:?}"))?;
+        self.inner
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone());
+        Ok(())
     }
 
     pub async fn mount(&self, name: &VolumeName, caller: &CallerId) -> CaseResult<PathBuf> {
@@ -117,10 +142,8 @@ impl VolumeCtx {
 
 /// Runs one volume case on a fresh environment and driver.
 pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase) -> Outcome {
-    if case.needs == VolumeRequirement::LocalOptions && !factory.local_options() {
-        return Outcome::NotApplicable(
-            "the driver does not take the local driver's type/device/o options (VolumeFactory::local_options)".into(),
-        );
+    if let Some(why) = case.needs.unmet(factory.as_ref()) {
+        return Outcome::NotApplicable(why);
     }
     let env: Arc<dyn Environment> = match factory.prepare().await {
         Ok(env) => Arc::from(env),
@@ -152,6 +175,7 @@ pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase)
             env,
             driver: Mutex::new(driver),
             mounts: Mutex::new(BTreeSet::new()),
+            created: Mutex::new(BTreeSet::new()),
         }),
     };
     let task = tokio::spawn((case.run)(ctx.clone()));
@@ -174,6 +198,7 @@ pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase)
             problems.push(format!("unmount {name} for {caller} after the case: {e}"));
         }
     }
+    problems.extend(remove_created(&ctx).await);
     if let Ok(left) = mounts::mounts_under(&root) {
         let left: Vec<String> = left
             .into_iter()
@@ -194,6 +219,24 @@ pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase)
         Err(msg) if problems.is_empty() => Outcome::Failed(msg),
         Err(msg) => Outcome::Failed(format!("{msg}\n  (and then: {})", problems.join("; "))),
     }
+}
+
+/// Removes the volumes the case created that still exist.
+async fn remove_created(ctx: &VolumeCtx) -> Vec<String> {
+    let created = std::mem::take(&mut *ctx.inner.created.lock().unwrap_or_else(|p| p.into_inner()));
+    let driver = ctx.driver();
+    let mut problems = Vec::new();
+    for name in created {
+        let outcome = match driver.get(&name).await {
+            Ok(_) => driver.remove(&name).await,
+            Err(strata_core::Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            problems.push(format!("removing volume {name} after the case: {e}"));
+        }
+    }
+    problems
 }
 
 macro_rules! volume_case {
@@ -217,7 +260,7 @@ pub fn volume_cases() -> Vec<VolumeCase> {
         volume_case!(remove_in_use_refused),
         volume_case!(usage),
         volume_case!(bad_names),
-        volume_case!(restart_keeps_volumes),
+        volume_case!(restart_keeps_volumes, VolumeRequirement::Restart),
         volume_case!(tmpfs_volume, VolumeRequirement::LocalOptions),
     ]
 }

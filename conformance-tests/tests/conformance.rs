@@ -15,7 +15,7 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use strata_conformance::builtin::{layer_factories, volume_factories};
 use strata_conformance::{
     layer_cases, probe_capabilities, run_layer_case, run_volume_case, volume_cases, Case,
-    DriverFactory, Outcome, VolumeCase, VolumeFactory, VolumeRequirement,
+    DriverFactory, Outcome, VolumeCase, VolumeFactory,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -85,13 +85,17 @@ fn volume_trials(args: &Arguments, factory: Arc<dyn VolumeFactory>) -> Vec<Trial
         .into_iter()
         .map(|case: VolumeCase| {
             let name = format!("{}::{}", factory.name(), case.name);
-            let not_applicable = case.needs == VolumeRequirement::LocalOptions && !factory.local_options();
-            if not_applicable && !args.list && selected(args, &name) {
-                eprintln!("conformance: {name} is NOT APPLICABLE: the driver takes no local type/device/o options");
+            let not_applicable = case.needs.unmet(factory.as_ref());
+            if let Some(why) = &not_applicable {
+                if !args.list && selected(args, &name) {
+                    eprintln!("conformance: {name} is NOT APPLICABLE: {why}");
+                }
             }
             let factory = factory.clone();
-            Trial::ignorable_test(name, move || conclude(runtime().block_on(run_volume_case(factory, &case))))
-                .with_ignored_flag(not_applicable)
+            Trial::ignorable_test(name, move || {
+                conclude(runtime().block_on(run_volume_case(factory, &case)))
+            })
+            .with_ignored_flag(not_applicable.is_some())
         })
         .collect()
 }
