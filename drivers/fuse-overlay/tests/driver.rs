@@ -139,3 +139,67 @@ async fn changes_and_diff_round_trip() {
     assert_eq!(again, changes);
     d.cleanup().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_are_reference_counted_and_read_only_layers_stay_read_only() {
+    let (root, d) = driver().await;
+    let (img, ctr) = (id("image"), id("container"));
+    d.create(&img, None, &CreateOpts::read_only())
+        .await
+        .unwrap();
+    d.create(&ctr, Some(&img), &CreateOpts::read_write())
+        .await
+        .unwrap();
+
+    let a = d.mount(&ctr, "").await.unwrap();
+    let b = d.mount(&ctr, "").await.unwrap();
+    assert_eq!(a, b);
+    assert!(matches!(
+        d.remove(&ctr).await,
+        Err(strata_core::Error::Busy(_))
+    ));
+    assert!(
+        matches!(d.remove(&img).await, Err(strata_core::Error::Busy(_))),
+        "has a child"
+    );
+    d.unmount(&ctr).await.unwrap();
+    assert!(
+        strata_core::fsutil::mounts::is_mounted(&a).unwrap(),
+        "one reference left"
+    );
+    std::fs::write(a.join("f"), b"x").unwrap();
+    d.unmount(&ctr).await.unwrap();
+    assert!(!strata_core::fsutil::mounts::is_mounted(&a).unwrap());
+
+    let ro = d.mount(&img, "").await.unwrap();
+    let err = std::fs::write(ro.join("g"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    d.unmount(&img).await.unwrap();
+
+    d.remove(&ctr).await.unwrap();
+    d.remove(&img).await.unwrap();
+    assert!(!d.exists(&img).await.unwrap());
+    let left = strata_core::fsutil::mounts::mounts_under(root.dir.path()).unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_detaches_stale_mounts() {
+    let (root, d) = driver().await;
+    let l = id("layer");
+    d.create(&l, None, &CreateOpts::read_write()).await.unwrap();
+    let m = d.mount(&l, "").await.unwrap();
+    // A second driver over the same root plays the restarted daemon.
+    let again = strata_fuse_overlay::init(DriverConfig {
+        root: root.dir.path().join("fuse-overlay"),
+        options: StorageOpts::default(),
+    })
+    .await
+    .unwrap();
+    assert!(!strata_core::fsutil::mounts::is_mounted(&m).unwrap());
+    let m2 = again.mount(&l, "").await.unwrap();
+    std::fs::write(m2.join("after-restart"), b"ok").unwrap();
+    again.cleanup().await.unwrap();
+    d.cleanup().await.unwrap();
+    assert!(!strata_core::fsutil::mounts::is_mounted(&m).unwrap());
+}
