@@ -8,10 +8,11 @@
 //! - [`save::save`] for `GET /images/get` (a tar stream),
 //! - [`import::import`] for `POST /images/create?fromSrc=`,
 //! - [`history::history`], [`manage::tag`], [`manage::remove`], [`manage::prune`],
-//! - [`commit::commit`] with the container's read-write layer id,
-//! - [`build::build`] for `POST /build` (the legacy builder).
+//! - [`commit::commit`] with the container's read-write layer id.
+//!
+//! `POST /build` is `crate::build` (it runs RUN steps through the daemon's containers and
+//! commits them with [`commit::commit`]).
 
-pub mod build;
 pub mod changes;
 pub mod commit;
 pub mod history;
@@ -25,7 +26,6 @@ pub mod save;
 #[cfg(test)]
 mod tests;
 
-pub use build::{build, BuildEvent, BuildOptions};
 pub use commit::{commit, CommitOptions};
 pub use history::{history, HistoryItem};
 pub use import::{import, ImportOptions};

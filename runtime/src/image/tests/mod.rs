@@ -2,7 +2,6 @@
 //! `/work/shared/fixtures` (override with `STRATA_FIXTURES`).
 
 mod archives;
-mod build;
 mod load_save;
 mod ops;
 
