@@ -5,6 +5,9 @@
 //! Driver options (`--storage-opt`): `overlay2.naive_diff=true` (always walk both trees),
 //! `overlay2.size=SIZE` (default quota of read-write layers), `overlay2.mount_api=legacy|new`
 //! (force a mount method instead of detecting it).
+//!
+//! Not done: SELinux mount labels (`mount_label` is ignored; this host has no SELinux) and
+//! user-namespace (`userxattr`) mounts; the driver needs root in the initial namespace.
 
 mod diff_ops;
 mod driver;
