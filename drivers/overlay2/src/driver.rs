@@ -243,6 +243,12 @@ impl Overlay2 {
                 .mode(0o700)
                 .create(&work)
                 .ctx("create", &work)?;
+            // What the kernel's first mount would make (and remakes on every mount).
+            let kernel_work = work.join("work");
+            std::fs::DirBuilder::new()
+                .mode(0o000)
+                .create(&kernel_work)
+                .ctx("create", &kernel_work)?;
         }
         meta.write(staging)?;
         self.layout.make_link(&meta.link, id)?;
@@ -389,16 +395,13 @@ impl Overlay2 {
         if !self.exists(id) {
             return Err(Error::not_found(format!("layer {id}")));
         }
-        // The whole layer directory (diff, link and lower files) and its `l/` symlink (its
-        // target is too long to live in the inode, so it takes a block), so that every byte of
-        // the data root belongs to some layer; a mounted `merged` is another filesystem and is
-        // not crossed. `work/` is left out: it is the kernel's scratch space (the first mount
-        // adds `work/work`), not anything the layer holds.
+        // The whole layer directory (diff, work, link and lower files) and its `l/` symlink
+        // (its target is too long to live in the inode, so it takes a block), so that every
+        // byte of the data root belongs to some layer; a mounted `merged` is another
+        // filesystem and is not crossed. `work/work`, which the kernel makes on mount, exists
+        // from create on, so mounting does not change the figure.
         let dir = self.layout.layer_dir(id);
         let mut usage = fsutil::usage::tree_usage(&dir)?;
-        let work = fsutil::usage::tree_usage(&dir.join("work"))?;
-        usage.bytes = usage.bytes.saturating_sub(work.bytes);
-        usage.inodes = usage.inodes.saturating_sub(work.inodes);
         if let Ok(meta) = LayerMeta::read(&dir) {
             if let Ok(link) = std::fs::symlink_metadata(self.layout.link_path(&meta.link)) {
                 use std::os::unix::fs::MetadataExt;
