@@ -40,6 +40,10 @@ use super::manifest::{
 };
 use super::outer::{read_archive, Event};
 
+/// Metadata files (manifests, configs, indexes) are kept in memory while a load runs; this
+/// bounds them.
+const MAX_METADATA_BYTES: u64 = 256 << 20;
+
 /// What a load reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadProgress {
@@ -153,9 +157,18 @@ impl Loader<'_> {
         });
         let (mut events, reader) = read_archive(input, bytes_progress);
         let mut outcome = Ok(());
+        let mut metadata_bytes: u64 = 0;
         while let Some(event) = events.recv().await {
             let step = match event {
                 Event::Small { path, data } => {
+                    metadata_bytes += data.len() as u64;
+                    if metadata_bytes > MAX_METADATA_BYTES {
+                        outcome = Err(Error::invalid(
+                            "the image archive holds more than 256 MiB of metadata files; it is \
+                             not an image archive Docker would write",
+                        ));
+                        break;
+                    }
                     self.smalls.insert(path, data);
                     self.resolve_spooled().await
                 }
