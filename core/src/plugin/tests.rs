@@ -1,6 +1,7 @@
 //! Both sides of the protocol against each other, and the client against plugins that
 //! misbehave: each bad plugin gets a clear error on the operation that used it.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,42 @@ async fn a_served_driver_works_through_the_client() {
     assert!(matches!(err, Error::Busy(_)), "{err:?}");
     plugin.unmount(&id("child")).await.unwrap();
     plugin.remove(&id("child")).await.unwrap();
+}
+
+/// A second Init on the same home is a restarted engine: the plugin opens its driver afresh,
+/// so the layers stay and the dead engine's mount references no longer block a remove.
+#[tokio::test]
+async fn a_second_init_on_the_same_home_opens_the_driver_afresh() {
+    let t = tempfile::tempdir().unwrap();
+    let sock = t.path().join("p.sock");
+    serve_dir_driver(sock.clone()).await;
+    let home = t.path().join("home");
+    let connect = || {
+        GraphDriverPlugin::connect(
+            fast(Transport::new("dirs", PluginAddr::Unix(sock.clone()))),
+            home.clone(),
+            vec![],
+        )
+    };
+    let first = connect().await.unwrap();
+    first
+        .create(&id("kept"), None, &CreateOpts::read_write())
+        .await
+        .unwrap();
+    let dir = first.mount(&id("kept"), "").await.unwrap();
+    std::os::unix::fs::symlink("x", dir.join(std::ffi::OsStr::from_bytes(b"odd-\xff"))).unwrap();
+    drop(first);
+    let second = connect().await.unwrap();
+    assert!(second.exists(&id("kept")).await.unwrap());
+    // A name that is not UTF-8 crosses the wire with its exact bytes.
+    let changes = second.changes(&id("kept"), None).await.unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.path.as_os_str().as_bytes() == b"/odd-\xff"),
+        "{changes:?}"
+    );
+    second.remove(&id("kept")).await.unwrap();
 }
 
 /// A plugin whose every endpoint answers with `reply` (or hangs when `reply` is None).
