@@ -63,6 +63,9 @@ struct Inner {
     /// Volumes made through [`VolumeCtx::create`]; the runner removes them after the case (a
     /// plugin on an external socket keeps its volumes from one case to the next).
     created: Mutex<BTreeSet<VolumeName>>,
+    /// Every path `mount` returned: checked after the case even when it lies outside the root
+    /// (a plugin on an external socket keeps its volumes elsewhere).
+    mount_paths: Mutex<BTreeSet<PathBuf>>,
 }
 
 impl VolumeCtx {
@@ -110,6 +113,11 @@ impl VolumeCtx {
             .await
             .step(&format!("mount {name} for {caller}"))?;
         self.lock().insert((name.clone(), caller.clone()));
+        self.inner
+            .mount_paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.clone());
         Ok(path)
     }
 
@@ -176,6 +184,7 @@ pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase)
             driver: Mutex::new(driver),
             mounts: Mutex::new(BTreeSet::new()),
             created: Mutex::new(BTreeSet::new()),
+            mount_paths: Mutex::new(BTreeSet::new()),
         }),
     };
     let task = tokio::spawn((case.run)(ctx.clone()));
@@ -198,20 +207,8 @@ pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase)
             problems.push(format!("unmount {name} for {caller} after the case: {e}"));
         }
     }
+    problems.extend(still_mounted(&ctx, &root));
     problems.extend(remove_created(&ctx).await);
-    if let Ok(left) = mounts::mounts_under(&root) {
-        let left: Vec<String> = left
-            .into_iter()
-            .filter(|m| m.mount_point != root)
-            .map(|m| m.mount_point.display().to_string())
-            .collect();
-        if !left.is_empty() {
-            problems.push(format!(
-                "after every caller unmounted, still mounted: {}",
-                left.join(", ")
-            ));
-        }
-    }
     drop(ctx);
     match result {
         Ok(()) if problems.is_empty() => Outcome::Passed,
@@ -219,6 +216,39 @@ pub async fn run_volume_case(factory: Arc<dyn VolumeFactory>, case: &VolumeCase)
         Err(msg) if problems.is_empty() => Outcome::Failed(msg),
         Err(msg) => Outcome::Failed(format!("{msg}\n  (and then: {})", problems.join("; "))),
     }
+}
+
+/// Mounts left after every caller unmounted: below the root, or at a path `mount` returned.
+fn still_mounted(ctx: &VolumeCtx, root: &Path) -> Option<String> {
+    let mut left: BTreeSet<PathBuf> = match mounts::mounts_under(root) {
+        Ok(table) => table
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|p| p != root)
+            .collect(),
+        Err(e) => return Some(format!("reading the mount table: {e}")),
+    };
+    let paths = ctx
+        .inner
+        .mount_paths
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for path in paths.iter() {
+        match mounts::is_mounted(path) {
+            Ok(true) => {
+                left.insert(path.clone());
+            }
+            Ok(false) => {}
+            Err(e) => return Some(format!("reading the mount table: {e}")),
+        }
+    }
+    let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+    (!left.is_empty()).then(|| {
+        format!(
+            "after every caller unmounted, still mounted: {}",
+            left.join(", ")
+        )
+    })
 }
 
 /// Removes the volumes the case created that still exist.
