@@ -625,3 +625,180 @@ fn plugin_drivers_work_through_the_daemon() {
     }
     rt.shutdown_background();
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=strata-test-ca",
+        ],
+    );
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}-key.pem"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_needs_tls_off_loopback_and_tls_verifies_clients() {
+    // Plain TCP on a non-loopback address is refused before anything is served.
+    let t = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stratad"))
+        .args(["--data-root", t.path().join("root").to_str().unwrap()])
+        .args(["--pidfile", t.path().join("pid").to_str().unwrap()])
+        .args(["-H", &format!("tcp://0.0.0.0:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tlsverify"),
+        "{out:?}"
+    );
+
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let port = free_port();
+    let d = Daemon::start_with(
+        "vfs",
+        vec![
+            "-H".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            c("ca.pem"),
+            "--tlscert".into(),
+            c("server.pem"),
+            "--tlskey".into(),
+            c("server-key.pem"),
+        ],
+    );
+    let tls_docker = |cert: &str, key: &str| {
+        Command::new("docker")
+            .args([
+                "--tlsverify",
+                "--tlscacert",
+                &c("ca.pem"),
+                "--tlscert",
+                &c(cert),
+                "--tlskey",
+                &c(key),
+            ])
+            .args([
+                "-H",
+                &format!("tcp://127.0.0.1:{port}"),
+                "version",
+                "--format",
+                "{{.Server.Os}}",
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = tls_docker("client.pem", "client-key.pem");
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "linux",
+        "{ok:?}\n{}",
+        d.log()
+    );
+    // A certificate the CA did not sign (the server's own, used as a client's) is refused.
+    let stranger = tempfile::tempdir().unwrap();
+    make_certs(stranger.path());
+    let out = Command::new("docker")
+        .args(["--tlsverify", "--tlscacert", &c("ca.pem")])
+        .args([
+            "--tlscert",
+            &stranger.path().join("client.pem").display().to_string(),
+        ])
+        .args([
+            "--tlskey",
+            &stranger.path().join("client-key.pem").display().to_string(),
+        ])
+        .args([
+            "-H",
+            &format!("tcp://127.0.0.1:{port}"),
+            "version",
+            "--format",
+            "{{.Server.Os}}",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "linux");
+    // The unix socket keeps working alongside.
+    d.ok(&["info", "--format", "{{.Driver}}"]);
+}

@@ -45,7 +45,14 @@ impl From<strata_core::Error> for ApiError {
             E::InvalidInput(_) | E::Unsupported(_) => StatusCode::BAD_REQUEST,
             E::Io { .. } | E::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self::new(status, e.to_string())
+        // Docker's messages stand alone ("No such container: x", "Invalid container name
+        // ..."); the core's kind prefixes and suffixes are for logs, not for the CLI's users.
+        let message = match e {
+            E::NotFound(m) if m.starts_with("No such") => m,
+            E::InvalidInput(m) => m,
+            other => other.to_string(),
+        };
+        Self::new(status, message)
     }
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use strata_runtime::daemon::{builtins, listen, serve, Daemon, DaemonConfig};
+use strata_runtime::daemon::{builtins, listen, serve, tls, Daemon, DaemonConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -40,11 +40,16 @@ fn init_logging(level: &str) {
 }
 
 async fn run(config: DaemonConfig) -> anyhow::Result<()> {
-    let tls = config.tlsverify || config.tlscert.is_some();
+    let tls_config = tls::server_config(
+        config.tlsverify,
+        config.tlscacert.as_deref(),
+        config.tlscert.as_deref(),
+        config.tlskey.as_deref(),
+    )?;
     let addrs = config
         .listen_addresses()
         .iter()
-        .map(|a| listen::parse_listen(a, tls))
+        .map(|a| listen::parse_listen(a, tls_config.is_some()))
         .collect::<Result<Vec<_>, _>>()?;
 
     let registry = builtins::layer_drivers();
@@ -70,7 +75,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let served = serve::serve_all(daemon.clone(), addrs, stop_rx).await;
+    let served = serve::serve_all(daemon.clone(), addrs, tls_config, stop_rx).await;
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&pidfile);
     served?;

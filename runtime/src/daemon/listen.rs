@@ -19,8 +19,6 @@ pub enum ListenError {
          use 127.0.0.1, or configure --tlsverify --tlscacert --tlscert --tlskey"
     )]
     InsecureTcp(String),
-    #[error("-H {0}: TLS listeners are not supported yet; listen on unix or on 127.0.0.1")]
-    TlsUnsupported(String),
 }
 
 pub fn parse_listen(addr: &str, tls: bool) -> Result<ListenAddr, ListenError> {
@@ -34,12 +32,8 @@ pub fn parse_listen(addr: &str, tls: bool) -> Result<ListenAddr, ListenError> {
         let sock: SocketAddr = hostport
             .parse()
             .map_err(|_| ListenError::Malformed(addr.to_string()))?;
-        if !sock.ip().is_loopback() {
-            return Err(if tls {
-                ListenError::TlsUnsupported(addr.to_string())
-            } else {
-                ListenError::InsecureTcp(addr.to_string())
-            });
+        if !sock.ip().is_loopback() && !tls {
+            return Err(ListenError::InsecureTcp(addr.to_string()));
         }
         return Ok(ListenAddr::Tcp(sock));
     }
@@ -63,6 +57,10 @@ mod tests {
         assert!(matches!(
             parse_listen("tcp://0.0.0.0:2375", false),
             Err(ListenError::InsecureTcp(_))
+        ));
+        assert!(matches!(
+            parse_listen("tcp://0.0.0.0:2376", true),
+            Ok(ListenAddr::Tcp(_))
         ));
         assert!(parse_listen("unix://relative", false).is_err());
         assert!(parse_listen("http://x", false).is_err());

@@ -10,6 +10,7 @@ pub mod listen;
 pub mod plugins;
 pub mod serve;
 pub mod sizes;
+pub mod tls;
 pub mod volumes;
 
 use std::collections::BTreeMap;

@@ -26,6 +26,7 @@ pub enum ServeError {
 pub async fn serve_all(
     daemon: AppState,
     addrs: Vec<ListenAddr>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let app = tower::util::MapRequestLayer::new(api::version::strip_version::<axum::body::Body>)
@@ -66,6 +67,24 @@ pub async fn serve_all(
                         addr: sock.to_string(),
                         source,
                     })?;
+                if let Some(config) = &tls {
+                    tracing::info!("API listening on tcp://{sock} (TLS)");
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                    let app = app.clone();
+                    let mut stop = shutdown.clone();
+                    tasks.push(tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => return Ok(()),
+                                accepted = listener.accept() => {
+                                    let Ok((tcp, peer)) = accepted else { continue };
+                                    tokio::spawn(serve_tls(acceptor.clone(), app.clone(), tcp, peer));
+                                }
+                            }
+                        }
+                    }));
+                    continue;
+                }
                 tracing::info!("API listening on tcp://{sock}");
                 tasks.push(tokio::spawn(async move {
                     axum::serve(listener, service)
@@ -86,4 +105,44 @@ pub async fn serve_all(
         let _ = std::fs::remove_file(s);
     }
     Ok(())
+}
+
+/// One TLS connection: the handshake (a client without a valid certificate is dropped here
+/// when --tlsverify is on), then HTTP/1.1 with upgrades for attach.
+async fn serve_tls<S>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: S,
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) where
+    S: tower::Service<
+            Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let tls = match acceptor.accept(tcp).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(%peer, "TLS handshake refused: {e}");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            use tower::ServiceExt;
+            app.oneshot(req.map(axum::body::Body::new)).await
+        }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
 }
