@@ -19,6 +19,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Docker's own daemon (Debian's docker.io), for the test that loads our saved images into it
+# and for bench/engine.sh. It is never started as a service: policy-rc.d refuses that during
+# the install, and the tests start it themselves inside `unshare --net`.
+if ! command -v dockerd >/dev/null; then
+  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io
+  [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
+fi
+command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
+
 # Kernel features the drivers need; modules may be built in, so a failed modprobe is only
 # fatal if the feature is then absent.
 for m in overlay btrfs fuse loop xfs; do modprobe "$m" 2>/dev/null || true; done
