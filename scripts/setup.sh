@@ -25,6 +25,7 @@ fi
 if ! command -v dockerd >/dev/null; then
   had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
   [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io
   [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
 fi
