@@ -3,8 +3,10 @@
 //! Every entry is created by us with `*at` calls relative to its parent directory's fd (the
 //! `tar` crate would write devices and fifos as regular files and knows no whiteouts). The
 //! parent is opened with the rules of [`super::path_safety`], so nothing outside `dest` can be
-//! touched: not through `..`, an absolute name, a symlink (old or made by this same tar), a hard
-//! link target, or a whiteout.
+//! touched: not through `..`, a symlink (old or made by this same tar), a hard link target, or
+//! a whiteout. Absolute names and link targets are refused (Docker never writes them; a tar
+//! that has them was not made as a layer), and so is a `.wh.*` name used as a directory
+//! (`.wh../x`: a whiteout is a file, and one naming `..` could only aim outside).
 //!
 //! Order of metadata: content, then `lchown` (it clears setuid/setgid and file capabilities),
 //! then the mode, then xattrs (security.capability must come after chown), then times.
@@ -146,6 +148,9 @@ impl Applier<'_> {
     }
 
     fn apply(&mut self, tar: &mut TarReader<impl Read>, e: &Entry) -> Result<()> {
+        if e.path.starts_with(b"/") {
+            return Err(refuse(e, "absolute names are not allowed in a layer tar"));
+        }
         let comps = components(&e.path).map_err(|why| refuse(e, why))?;
         if comps.len() > fsat::MAX_DEPTH {
             return Err(refuse(
@@ -156,6 +161,11 @@ impl Applier<'_> {
         let Some((name, parent)) = comps.split_last() else {
             return self.root_entry(e);
         };
+        if parent.iter().any(|c| c.starts_with(WHITEOUT_PREFIX)) {
+            // `.wh..` or `.wh.x` as a directory: whiteouts are files, and a marker that
+            // names `..` could only aim outside its directory.
+            return Err(refuse(e, "a whiteout marker cannot be a directory"));
+        }
         if name.starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(e, parent, name);
         }
@@ -463,6 +473,12 @@ impl Applier<'_> {
     }
 
     fn hardlink(&mut self, e: &Entry, parent: &[&[u8]], name: &CStr, key: Vec<u8>) -> Result<()> {
+        if e.link.starts_with(b"/") {
+            return Err(refuse(
+                e,
+                "an absolute hard link target is not allowed in a layer tar",
+            ));
+        }
         let tcomps = components(&e.link).map_err(|why| {
             refuse(
                 e,

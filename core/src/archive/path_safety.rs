@@ -1,7 +1,8 @@
 //! The rules that keep a layer inside its directory.
 //!
-//! - An entry name is split into components; a leading `/` or `./` is dropped (as Docker does,
-//!   so `/etc/x` lands at `DEST/etc/x`), empty and `.` components are dropped, and any `..`
+//! - An entry name is split into components; a leading `./` is dropped (an absolute tar name
+//!   is refused by `apply.rs` first; change paths are absolute and lose their `/` here), empty
+//!   and `.` components are dropped, and any `..`
 //!   component refuses the entry. Nothing is "cleaned": `a/../b` is refused, not rewritten.
 //! - Parent directories are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //!   RESOLVE_NO_MAGICLINKS)` (or, where the kernel lacks openat2, component by component with
