@@ -5,7 +5,10 @@
 //! Paths are absolute inside the layer (`/a/b`), raw bytes. A deleted directory is listed
 //! alone, not with its children; a new directory is listed with everything under it (the tar
 //! needs them all). A directory counts as modified when its own mode, owner, mtime or xattrs
-//! changed. The walk never descends into another filesystem mounted inside either tree.
+//! changed, and also whenever anything below it changed ([`add_ancestor_dirs`]: Docker's
+//! `addChanges`, so the tar carries every ancestor's mode and owner). A non-directory whose link
+//! count grew is modified (a new hard link to it: the tar must carry it for the link set to
+//! survive). The walk never descends into another filesystem mounted inside either tree.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsString};
@@ -64,8 +67,36 @@ pub(crate) fn naive_changes(layer_root: &Path, parent_root: Option<&Path>) -> Re
     };
     walker.walk(layer.as_fd(), parent.as_ref().map(|(fd, _)| fd.as_fd()))?;
     let mut out = walker.out;
-    out.sort();
+    add_ancestor_dirs(&mut out);
     Ok(out)
+}
+
+/// Docker's rule (`addChanges` in moby's pkg/archive, containers/storage alike): every ancestor
+/// directory of a listed path (Add, Modify or Delete), except `/`, is listed as Modify unless
+/// it is listed already. Sorts the list. Every change list (naive or native) goes through this
+/// so that all drivers list, and diff, the same paths.
+pub(crate) fn add_ancestor_dirs(changes: &mut Vec<Change>) {
+    use std::os::unix::ffi::OsStrExt;
+    let listed: HashSet<Vec<u8>> = changes
+        .iter()
+        .map(|c| c.path.as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut added: HashSet<Vec<u8>> = HashSet::new();
+    for c in changes.iter() {
+        let path = c.path.as_os_str().as_bytes();
+        for (i, b) in path.iter().enumerate().skip(1) {
+            if *b != b'/' {
+                continue;
+            }
+            let ancestor = &path[..i];
+            if ancestor.ends_with(b"/") || listed.contains(ancestor) {
+                continue;
+            }
+            added.insert(ancestor.to_vec());
+        }
+    }
+    changes.extend(added.into_iter().map(|a| change(&a, ChangeKind::Modify)));
+    changes.sort();
 }
 
 /// One directory being walked: its fd, the parent tree's same directory (if any), its names
@@ -208,6 +239,9 @@ impl Walker<'_> {
         let ty = st.st_mode & libc::S_IFMT;
         if ty != libc::S_IFDIR && st.st_size != pst.st_size {
             return Ok(true);
+        }
+        if ty != libc::S_IFDIR && st.st_nlink > pst.st_nlink {
+            return Ok(true); // a new hard link to it (containerd's HardlinkUnmodified)
         }
         if (ty == libc::S_IFCHR || ty == libc::S_IFBLK) && st.st_rdev != pst.st_rdev {
             return Ok(true);

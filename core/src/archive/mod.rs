@@ -65,8 +65,9 @@ pub struct ApplyStats {
 /// Applies a layer tar (plain, gzip or zstd, by magic bytes) into `dest`, streaming. Blocking.
 ///
 /// Safety: anything that would write outside `dest` (a `..` component, a parent reached
-/// through a symlink, a hard link target outside or through a symlink, a bad whiteout) is
-/// refused with [`crate::Error::InvalidInput`] naming the entry; a leading `/` is stripped. A
+/// through a symlink, a hard link target outside or through a symlink, a bad whiteout, an
+/// absolute name or link target) is refused with [`crate::Error::InvalidInput`] naming the
+/// entry; what was written before the refusal stays (the caller discards the layer). A
 /// truncated or corrupt stream is an error. See `apply.rs` for the full rules.
 pub fn apply_layer(dest: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Result<ApplyStats> {
     let config = ApplyConfig {
@@ -99,6 +100,13 @@ pub fn apply_layer_with(
 /// everything is added). Sorted; paths absolute inside the layer. See `changes.rs`.
 pub fn naive_changes(layer_root: &Path, parent_root: Option<&Path>) -> Result<Vec<Change>> {
     changes::naive_changes(layer_root, parent_root)
+}
+
+/// Lists every ancestor directory (but `/`) of a listed change as Modify when it is not listed
+/// yet, and sorts: Docker's rule. [`naive_changes`] applies it; a driver with its own change
+/// detection calls it on its list so both lists stay equal. [`write_diff`] applies it too.
+pub fn add_ancestor_dirs(changes: &mut Vec<Change>) {
+    changes::add_ancestor_dirs(changes)
 }
 
 /// Writes the OCI layer tar for `changes`, reading file content from `layer_root`.

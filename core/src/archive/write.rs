@@ -2,8 +2,9 @@
 //!
 //! Rules (so the same tree always gives the same bytes, whichever driver lists the changes):
 //! - Entries are sorted by their tar name, byte order (directories end in `/`, so a directory
-//!   always precedes its content). Only changed paths are written; a parent directory appears
-//!   when it is itself in the change list (it normally is: adding a child changes its mtime).
+//!   always precedes its content). Changed paths are written, and every ancestor directory of
+//!   a changed or deleted path (but the root) whether listed or not, as Docker does, so a
+//!   rebuilt layer has each ancestor's own mode, owner and times.
 //! - Headers carry mode (with setuid/setgid/sticky), uid, gid, size, mtime (PAX for
 //!   nanoseconds), no uname/gname; see [`super::header`].
 //! - A deletion is a regular empty file `.wh.NAME` (mode 0600, 0:0, mtime 0). A deletion below
@@ -130,6 +131,16 @@ pub(crate) fn write_diff(
     for k in covered {
         deleted.remove(&k);
     }
+    // Every ancestor of a written or deleted path is written as a directory entry (Docker's
+    // rule, see `changes::add_ancestor_dirs`), also when the caller's list lacks it.
+    let ancestors_needed: Vec<Vec<u8>> = present
+        .iter()
+        .chain(deleted.iter())
+        .flat_map(|k| ancestors(k))
+        .filter(|a| !present.contains(*a) && !deleted.contains(*a))
+        .map(|a| a.to_vec())
+        .collect();
+    present.extend(ancestors_needed);
 
     let mut items: Vec<(Vec<u8>, Item)> = Vec::with_capacity(present.len() + deleted.len());
     let parent = match parent_root {

@@ -378,3 +378,105 @@ fn deletions_below_a_replaced_directory_are_dropped() {
     assert_eq!(tar_names(&tar), vec![b"d".to_vec()]);
     p.check_full_apply(&tar);
 }
+
+fn change_list(changes: &[Change]) -> Vec<(String, ChangeKind)> {
+    changes
+        .iter()
+        .map(|c| (c.path.display().to_string(), c.kind))
+        .collect()
+}
+
+#[test]
+fn ancestors_of_a_change_are_modified_and_written() {
+    let p = pair(
+        |r| {
+            std::fs::create_dir_all(r.join("a/b/c")).unwrap();
+            std::fs::write(r.join("a/b/c/f"), b"old").unwrap();
+            std::fs::write(r.join("a/gone"), b"gone").unwrap();
+            std::fs::set_permissions(r.join("a/b"), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+            std::fs::write(r.join("top"), b"top").unwrap();
+        },
+        |l| {
+            let times: Vec<_> = ["a", "a/b", "a/b/c"]
+                .iter()
+                .map(|d| std::fs::symlink_metadata(l.join(d)).unwrap())
+                .collect();
+            std::fs::write(l.join("a/b/c/f"), b"new").unwrap();
+            std::fs::remove_file(l.join("a/gone")).unwrap();
+            // The directories' own stat stays as in the parent: only the rule lists them.
+            for (d, m) in ["a", "a/b", "a/b/c"].iter().zip(times) {
+                set_times(&l.join(d), m.mtime(), m.mtime_nsec() as u32);
+            }
+        },
+    );
+    let changes = naive_changes(&p.layer, Some(&p.parent)).unwrap();
+    assert_eq!(
+        change_list(&changes),
+        vec![
+            ("/a".to_string(), ChangeKind::Modify),
+            ("/a/b".to_string(), ChangeKind::Modify),
+            ("/a/b/c".to_string(), ChangeKind::Modify),
+            ("/a/b/c/f".to_string(), ChangeKind::Modify),
+            ("/a/gone".to_string(), ChangeKind::Delete),
+        ]
+    );
+    let tar = diff_bytes(&p.layer, &changes, Some(&p.parent));
+    assert_eq!(
+        tar_names(&tar),
+        vec![
+            b"a/".to_vec(),
+            b"a/.wh.gone".to_vec(),
+            b"a/b/".to_vec(),
+            b"a/b/c/".to_vec(),
+            b"a/b/c/f".to_vec(),
+        ]
+    );
+    // A list without the ancestors (a driver's own) gives the same bytes.
+    let bare: Vec<Change> = changes
+        .iter()
+        .filter(|c| c.path == Path::new("/a/b/c/f") || c.path == Path::new("/a/gone"))
+        .cloned()
+        .collect();
+    assert_eq!(bare.len(), 2);
+    assert_eq!(diff_bytes(&p.layer, &bare, Some(&p.parent)), tar);
+    let mut again = bare.clone();
+    add_ancestor_dirs(&mut again);
+    assert_eq!(again, changes);
+    p.check_full_apply(&tar);
+}
+
+#[test]
+fn a_new_hard_link_to_an_unchanged_file_keeps_the_link_set() {
+    let p = pair(
+        |r| {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::fs::write(r.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
+        },
+        |l| {
+            std::fs::hard_link(l.join("etc/hosts"), l.join("etc/hosts.allow")).unwrap();
+            std::fs::hard_link(l.join("etc/hosts"), l.join("hosts-at-root")).unwrap();
+        },
+    );
+    let changes = naive_changes(&p.layer, Some(&p.parent)).unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.path == Path::new("/etc/hosts") && c.kind == ChangeKind::Modify),
+        "{changes:?}"
+    );
+    let tar = diff_bytes(&p.layer, &changes, Some(&p.parent));
+    let d = p._t.path().join("rebuilt");
+    std::fs::create_dir_all(&d).unwrap();
+    apply_bytes(&d, &p.parent_tar, WhiteoutMode::Delete).unwrap();
+    apply_bytes(&d, &tar, WhiteoutMode::Delete).unwrap();
+    let ino = |rel: &str| std::fs::symlink_metadata(d.join(rel)).unwrap().ino();
+    assert_eq!(ino("etc/hosts"), ino("etc/hosts.allow"));
+    assert_eq!(ino("etc/hosts"), ino("hosts-at-root"));
+    assert_eq!(
+        std::fs::symlink_metadata(d.join("etc/hosts"))
+            .unwrap()
+            .nlink(),
+        3
+    );
+}
