@@ -40,7 +40,7 @@ pub fn changes(upper: &Path, parent: Option<&Path>) -> Result<Vec<Change>> {
     };
     walk.run(upper_fd, parent_fd)?;
     let mut out = walk.out;
-    out.sort();
+    strata_core::archive::add_ancestor_dirs(&mut out); // Docker's ancestor rule; sorts
     Ok(out)
 }
 
@@ -228,6 +228,9 @@ impl Walk<'_> {
         let k = kind(new);
         if k != SFlag::S_IFDIR && new.st_size != old.st_size {
             return Ok(true);
+        }
+        if k != SFlag::S_IFDIR && new.st_nlink > old.st_nlink {
+            return Ok(true); // a new hard link to it, as core's naive walk rules
         }
         if (k == SFlag::S_IFCHR || k == SFlag::S_IFBLK) && new.st_rdev != old.st_rdev {
             return Ok(true);
@@ -454,12 +457,15 @@ mod tests {
         }
         let got = paths(&changes(&upper, Some(&parent)).unwrap());
         use ChangeKind::*;
+        // `/dir` and `/keep` equal the parent's but hold changes: Docker's ancestor rule.
         let want: Vec<(String, ChangeKind)> = [
+            ("/dir", Modify),
             ("/dir/a", Delete),
             ("/dir/b", Modify),
             ("/dir/c", Add),
             ("/dir/sub", Delete),
             ("/gone", Delete),
+            ("/keep", Modify),
             ("/keep/same", Modify),
         ]
         .into_iter()
