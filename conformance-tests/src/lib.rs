@@ -12,7 +12,13 @@
 //! cargo nextest run -p strata-conformance -E 'test(=vfs::concurrent)'
 //! cargo test -p strata-conformance --test conformance -- vfs::      # without nextest
 //! cargo run -p strata-conformance -- --driver vfs                  # the table of results
+//! cargo run -p strata-conformance -- --graphdriver-plugin /run/strata/plugins/x.sock
+//! cargo run -p strata-conformance -- --volume-plugin /run/strata/plugins/y.sock
 //! ```
+//!
+//! Plugins run the same cases through core's protocol clients ([`plugin`]); the test target
+//! also serves vfs and the example loopvol driver in process (`plugin-vfs::`,
+//! `plugin-loopvol::`), so the client and the server are proven with every case.
 //!
 //! The suite mounts, makes device nodes and chowns: run it as root. A case a driver cannot
 //! support (by its `capabilities()`, e.g. `quota`) is listed as an ignored test and reported

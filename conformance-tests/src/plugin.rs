@@ -182,8 +182,9 @@ enum VolumeSource {
 ///
 /// In process, the plugin's storage root is the case's root, so the suite's checks of the root
 /// (nothing created by refused operations, nothing left mounted) see the plugin's own files.
-/// A plugin on an external socket keeps one root for all cases: the runner removes the volumes
-/// each case created, and the plugin must start with no volumes.
+/// A plugin on an external socket keeps one root for all cases, which the suite does not know:
+/// the runner removes the volumes each case created, checks the paths `mount` returned rather
+/// than the root for leftover mounts, and the plugin must start with no volumes.
 pub struct VolumePluginFactory {
     name: String,
     source: VolumeSource,
