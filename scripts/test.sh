@@ -9,7 +9,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 # Every driver that must pass the conformance suite. A driver missing from the test list is a
 # failure, never a silent skip.
-required_drivers=(vfs overlay2 overlay2-naive btrfs fuse-overlay local)
+required_drivers=(vfs overlay2 overlay2-naive btrfs fuse-overlay local plugin-vfs plugin-loopvol)
 listed=$(cargo nextest list -p strata-conformance --message-format oneline 2>/dev/null || true)
 for d in "${required_drivers[@]}"; do
   if ! grep -q " ${d}::" <<<"$listed"; then
