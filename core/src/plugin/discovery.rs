@@ -43,7 +43,7 @@ struct JsonSpec {
     #[serde(rename = "Addr")]
     addr: String,
     #[serde(rename = "TLSConfig", default)]
-    tls: Option<serde_json::Value>,
+    tls: Option<super::tls::PluginTls>,
     #[serde(rename = "PropagatedMount", default)]
     propagated_mount: Option<String>,
 }
@@ -102,14 +102,19 @@ impl PluginDirs {
                     let spec: JsonSpec = serde_json::from_str(&text).map_err(|e| {
                         Error::invalid(format!("plugin spec {}: {e}", json.display()))
                     })?;
-                    if spec.tls.as_ref().is_some_and(|t| !t.is_null()) {
-                        return Err(Error::unsupported(format!(
-                            "plugin {name:?}: TLS connections to plugins are not supported yet; serve it on a unix socket"
-                        )));
-                    }
+                    let addr = match (parse_url(name, &spec.addr)?, spec.tls) {
+                        (PluginAddr::Tcp(a), Some(tls)) => PluginAddr::TcpTls(a, tls),
+                        (PluginAddr::Unix(_), Some(_)) => {
+                            return Err(Error::invalid(format!(
+                                "plugin spec {}: TLSConfig is for tcp:// addresses",
+                                json.display()
+                            )))
+                        }
+                        (addr, _) => addr,
+                    };
                     return Ok(Some(FoundPlugin {
                         name: name.to_string(),
-                        addr: parse_url(name, &spec.addr)?,
+                        addr,
                         scope: spec.propagated_mount.map(PathBuf::from),
                     }));
                 }

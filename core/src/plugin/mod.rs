@@ -7,13 +7,14 @@ pub mod discovery;
 pub mod errors;
 pub mod graph_client;
 pub mod server;
+pub mod tls;
 pub mod transport;
 pub mod volume_client;
 pub mod wire;
 
 pub use discovery::{FoundPlugin, PluginDirs};
 pub use graph_client::GraphDriverPlugin;
-pub use server::{serve, serve_at, GraphFactory, PluginServer};
+pub use server::{serve, serve_at, serve_tls, GraphFactory, PluginServer};
 pub use transport::{PluginAddr, Timeouts, Transport};
 pub use volume_client::VolumeDriverPlugin;
 

@@ -93,19 +93,47 @@ pub async fn serve(server: Arc<PluginServer>, listener: UnixListener) -> Result<
             .accept()
             .await
             .map_err(|e| Error::io("accept", "plugin socket", e))?;
-        let server = server.clone();
+        tokio::spawn(serve_connection(server.clone(), stream));
+    }
+}
+
+/// Serves on TCP with TLS (for plugins reached through a `.json` spec with `TLSConfig`).
+/// With a client-certificate verifier in `tls`, clients without a valid certificate are
+/// dropped at the handshake.
+pub async fn serve_tls(
+    server: Arc<PluginServer>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = listener
+            .accept()
+            .await
+            .map_err(|e| Error::io("accept", "plugin TCP socket", e))?;
+        let (server, acceptor) = (server.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let server = server.clone();
-                async move { Ok::<_, Infallible>(route(&server, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("plugin connection ended: {e}");
+            match acceptor.accept(tcp).await {
+                Ok(stream) => serve_connection(server, stream).await,
+                Err(e) => tracing::debug!("plugin TLS handshake refused: {e}"),
             }
         });
+    }
+}
+
+async fn serve_connection<S>(server: Arc<PluginServer>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(route(&server, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!("plugin connection ended: {e}");
     }
 }
 

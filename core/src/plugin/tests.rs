@@ -309,3 +309,167 @@ async fn a_plugin_that_dies_mid_stream_fails_the_read() {
     let err = read_all(stream).await.unwrap_err();
     assert!(err.to_string().contains("broke off"), "{err}");
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=plugin-ca",
+        ],
+    );
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "engine", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}-key.pem"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_over_tcp_with_tls_per_its_json_spec() {
+    use super::tls::{read_certs, read_key};
+    let t = tempfile::tempdir().unwrap();
+    make_certs(t.path());
+    // The plugin: TLS on loopback, demanding a client certificate signed by the CA.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(&t.path().join("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            read_certs(&t.path().join("server.pem")).unwrap(),
+            read_key(&t.path().join("server-key.pem")).unwrap(),
+        )
+        .unwrap();
+    let factory: GraphFactory = Arc::new(|home: PathBuf, _| {
+        Box::pin(async move {
+            let d: Arc<dyn LayerDriver> = Arc::new(DirDriver::new(&home)?);
+            Ok(d)
+        })
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve_tls(
+        Arc::new(PluginServer::graph_driver(factory)),
+        listener,
+        Arc::new(server_tls),
+    ));
+
+    let specs = t.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let spec = |with_cert: bool| {
+        let mut tls = serde_json::json!({ "CAFile": t.path().join("ca.pem") });
+        if with_cert {
+            tls["CertFile"] = serde_json::json!(t.path().join("client.pem"));
+            tls["KeyFile"] = serde_json::json!(t.path().join("client-key.pem"));
+        }
+        serde_json::json!({ "Name": "tlsdirs", "Addr": format!("tcp://127.0.0.1:{port}"), "TLSConfig": tls })
+    };
+    let dirs = PluginDirs {
+        sockets: vec![t.path().join("none")],
+        specs: vec![specs.clone()],
+    };
+    std::fs::write(specs.join("tlsdirs.json"), spec(true).to_string()).unwrap();
+    let found = dirs.find("tlsdirs").unwrap().unwrap();
+    assert!(matches!(found.addr, PluginAddr::TcpTls(..)), "{found:?}");
+    let plugin = GraphDriverPlugin::connect(
+        fast(Transport::new("tlsdirs", found.addr)),
+        t.path().join("home"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    plugin
+        .create(&id("over-tls"), None, &CreateOpts::read_write())
+        .await
+        .unwrap();
+    assert!(plugin.exists(&id("over-tls")).await.unwrap());
+
+    // Without a client certificate the plugin refuses us at the handshake.
+    std::fs::write(specs.join("tlsdirs.json"), spec(false).to_string()).unwrap();
+    let found = dirs.find("tlsdirs").unwrap().unwrap();
+    let err = GraphDriverPlugin::connect(
+        fast(Transport::new("tlsdirs", found.addr)),
+        t.path().join("home2"),
+        vec![],
+    )
+    .await
+    .err()
+    .expect("refused without a client certificate");
+    assert!(err.to_string().contains("tlsdirs"), "{err}");
+}

@@ -25,6 +25,8 @@ use crate::layer::TarStream;
 pub enum PluginAddr {
     Unix(PathBuf),
     Tcp(String),
+    /// TCP with TLS, per a `.json` spec's `TLSConfig`.
+    TcpTls(String, super::tls::PluginTls),
 }
 
 /// How long to keep trying, and how long one call may take.
@@ -82,6 +84,18 @@ impl Transport {
         Ok(match &self.addr {
             PluginAddr::Unix(p) => handshake!(tokio::net::UnixStream::connect(p).await?),
             PluginAddr::Tcp(a) => handshake!(tokio::net::TcpStream::connect(a).await?),
+            PluginAddr::TcpTls(a, tls) => {
+                let config = tls.client_config().map_err(std::io::Error::other)?;
+                let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(std::io::Error::other)?;
+                let tcp = tokio::net::TcpStream::connect(a).await?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                handshake!(stream)
+            }
         })
     }
 
