@@ -454,9 +454,21 @@ fn recorded(rec: &ContainerRecord) -> Option<crate::daemon::sizes::ContainerSize
     })
 }
 
+/// Sizes of images already measured while answering one request: `ps -s` and `system df`
+/// list many containers on few images, and an image's size walks its layerdb entries.
+pub type ImageSizes = HashMap<String, u64>;
+
 /// (allocated bytes of the container's own storage, plus its image's for `SizeRootFs`, and
 /// Docker's content bytes changed) — see `daemon::accounting`.
 async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
+    sizes_with(d, rec, &mut ImageSizes::new()).await
+}
+
+async fn sizes_with(
+    d: &Daemon,
+    rec: &ContainerRecord,
+    image_sizes: &mut ImageSizes,
+) -> (i64, i64, i64) {
     let running = rec.state.status == Status::Running;
     let size = d
         .sizes
@@ -470,9 +482,16 @@ async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
         )
         .await
         .unwrap_or_default();
-    let image_size = strata_core::store::Digest::parse(&rec.image_id)
-        .map(|id| super::images::on_disk(d, &id))
-        .unwrap_or(0);
+    let image_size = match image_sizes.get(&rec.image_id) {
+        Some(size) => *size,
+        None => {
+            let size = strata_core::store::Digest::parse(&rec.image_id)
+                .map(|id| super::images::on_disk(d, &id))
+                .unwrap_or(0);
+            image_sizes.insert(rec.image_id.clone(), size);
+            size
+        }
+    };
     (
         size.on_disk as i64,
         image_size as i64 + size.on_disk as i64,
@@ -480,8 +499,13 @@ async fn sizes(d: &Daemon, rec: &ContainerRecord) -> (i64, i64, i64) {
     )
 }
 
-/// One `ContainerSummary` (ps, system df).
-pub async fn summary(d: &Daemon, rec: &ContainerRecord, with_size: bool) -> Value {
+/// One `ContainerSummary` (ps, system df); `image_sizes` is shared by one request's summaries.
+pub async fn summary(
+    d: &Daemon,
+    rec: &ContainerRecord,
+    with_size: bool,
+    image_sizes: &mut ImageSizes,
+) -> Value {
     let mut v = json!({
         "Id": rec.id,
         "Names": [format!("/{}", rec.name)],
@@ -498,7 +522,7 @@ pub async fn summary(d: &Daemon, rec: &ContainerRecord, with_size: bool) -> Valu
         "Mounts": mounts_json(rec),
     });
     if with_size {
-        let (rw, rootfs, changed) = sizes(d, rec).await;
+        let (rw, rootfs, changed) = sizes_with(d, rec, image_sizes).await;
         v["SizeRw"] = json!(rw);
         v["SizeRootFs"] = json!(rootfs);
         v["Strata"] = json!({ "OnDisk": rw, "ChangedContentBytes": changed });
@@ -514,6 +538,7 @@ pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json
     let mut recs: Vec<ContainerRecord> = d.containers.all().iter().map(|c| c.snapshot()).collect();
     recs.sort_by(|a, b| b.created.cmp(&a.created));
     let mut out = Vec::new();
+    let mut image_sizes = ImageSizes::new();
     for rec in recs {
         let status_filter = filters.get("status");
         if !all && status_filter.is_empty() && rec.state.status != Status::Running {
@@ -528,7 +553,7 @@ pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json
         {
             continue;
         }
-        out.push(summary(&d, &rec, with_size).await);
+        out.push(summary(&d, &rec, with_size, &mut image_sizes).await);
         if limit.is_some_and(|l| out.len() as i64 >= l) {
             break;
         }

@@ -41,9 +41,10 @@ pub async fn df(
     }
     if wants(&types, "container") {
         let mut list = Vec::new();
+        let mut image_sizes = super::containers::ImageSizes::new();
         for c in d.containers.all() {
             let rec = c.snapshot();
-            list.push(super::containers::summary(&d, &rec, true).await);
+            list.push(super::containers::summary(&d, &rec, true, &mut image_sizes).await);
         }
         out.insert("Containers".into(), json!(list));
     }
