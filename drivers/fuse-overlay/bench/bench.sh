@@ -5,7 +5,8 @@
 #   sudo drivers/fuse-overlay/bench/bench.sh [BENCH_DIR]     (default /var/tmp/strata-fo-bench)
 #
 # Needs root (mounts, drop_caches), fuse-overlayfs, python3, GNU tar. Builds our binary in
-# release mode. Environment: RUNS (repetitions per row, default 3). The data set (about 1.4 GB)
+# release mode (or takes STRATA_FUSE_OVERLAYFS=path). Environment: RUNS (repetitions per row,
+# default 3). The data set (about 1.4 GB)
 # stays in BENCH_DIR for the next run; delete it by hand.
 set -euo pipefail
 
@@ -18,8 +19,11 @@ FOVL=${FUSE_OVERLAYFS:-/usr/bin/fuse-overlayfs}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 command -v "$FOVL" >/dev/null || { echo "fuse-overlayfs not found" >&2; exit 1; }
 
-(cd "$REPO" && cargo build --release -q -p strata-fuse-overlay --bin strata-fuse-overlayfs)
-OURS="$REPO/target/release/strata-fuse-overlayfs"
+OURS=${STRATA_FUSE_OVERLAYFS:-}
+if [ -z "$OURS" ]; then
+    (cd "$REPO" && cargo build --release -q -p strata-fuse-overlay --bin strata-fuse-overlayfs)
+    OURS="$REPO/target/release/strata-fuse-overlayfs"
+fi
 
 mkdir -p "$B"
 L1=$B/l1 L2=$B/l2 TARBALL=$B/layer.tar M=$B/mnt

@@ -19,11 +19,12 @@
 //!
 //! Speed: long entry/attribute TTLs and negative entries (every change goes through us, so the
 //! kernel's caches stay right; hard-linked lower files get no attribute caching), readdirplus,
-//! FOPEN_KEEP_CACHE (page cache kept across opens), FUSE writeback cache on writable mounts,
-//! FLUSH disabled (ENOSYS), file handles that are the underlying fds (no table lookup on
+//! FOPEN_KEEP_CACHE (page cache kept across opens), FLUSH disabled (ENOSYS), file handles that are the underlying fds (no table lookup on
 //! read/write), name handling on the stack, directory fds cached per merged directory so a
 //! lookup is one fstatat per layer, 1 MiB requests, requests handled in parallel. Not done:
-//! FUSE no-open (fuse3 0.9 speaks FUSE 7.31 and reads need an fd per open here).
+//! FUSE no-open (reads need an fd per open here). The FUSE writeback cache is supported
+//! (`OverlayConfig::writeback`, `-o writeback=1` on the binary) but off by default: the
+//! kernel's dirty-page throttling of FUSE devices made bulk writes slower with it.
 
 pub mod driver;
 pub mod fs;

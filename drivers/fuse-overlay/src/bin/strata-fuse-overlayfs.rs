@@ -5,7 +5,8 @@
 //! strata-fuse-overlayfs [-f] -o lowerdir=A:B,upperdir=U,workdir=W MOUNTPOINT
 //! ```
 //!
-//! Without `upperdir` the mount is read-only. Without `-f` the command returns once the mount
+//! Without `upperdir` the mount is read-only. `-o writeback=1` turns the FUSE writeback cache
+//! on. Without `-f` the command returns once the mount
 //! is ready and keeps serving in the background (like fuse-overlayfs); it exits when the
 //! filesystem is unmounted.
 
@@ -25,6 +26,7 @@ struct Args {
     upper: Option<PathBuf>,
     work: Option<PathBuf>,
     mountpoint: PathBuf,
+    writeback: Option<bool>,
 }
 
 const USAGE: &str =
@@ -57,6 +59,7 @@ fn parse_options(opts: &[u8], args: &mut Args) -> anyhow::Result<()> {
             }
             b"upperdir" => args.upper = Some(path(value)?),
             b"workdir" => args.work = Some(path(value)?),
+            b"writeback" => args.writeback = Some(value != Some(b"0")),
             other => eprintln!(
                 "strata-fuse-overlayfs: ignoring option {}",
                 String::from_utf8_lossy(other)
@@ -73,6 +76,7 @@ fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
         upper: None,
         work: None,
         mountpoint: PathBuf::new(),
+        writeback: None,
     };
     let mut positional = Vec::new();
     let mut it = argv.into_iter();
@@ -115,7 +119,10 @@ fn serve(args: Args, ready: Option<OwnedFd>) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let upper = args.upper.zip(args.work);
-        let cfg = OverlayConfig::new(args.lowers, upper);
+        let mut cfg = OverlayConfig::new(args.lowers, upper);
+        if let Some(wb) = args.writeback {
+            cfg.writeback = wb;
+        }
         let mounted = OverlayMount::mount(cfg, &args.mountpoint).await;
         let mut mount = match mounted {
             Ok(m) => m,

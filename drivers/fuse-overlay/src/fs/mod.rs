@@ -48,7 +48,9 @@ pub struct OverlayConfig {
     /// fsync a copied-up file before it replaces the lower one, as kernel overlayfs does, so a
     /// crash never leaves a truncated copy hiding the lower file.
     pub durable_copy_up: bool,
-    /// Let the kernel cache writes (FUSE writeback cache).
+    /// Let the kernel cache writes (FUSE writeback cache). Off by default: the kernel throttles
+    /// a FUSE device's dirty pages hard (strictlimit), which made untarring 5,000 files 2.2x
+    /// slower with it than without in our measurements.
     pub writeback: bool,
 }
 
@@ -59,7 +61,7 @@ impl OverlayConfig {
             upper,
             ttl: Duration::from_secs(3600),
             durable_copy_up: true,
-            writeback: true,
+            writeback: false,
         }
     }
 
