@@ -802,3 +802,98 @@ fn tcp_needs_tls_off_loopback_and_tls_verifies_clients() {
     // The unix socket keeps working alongside.
     d.ok(&["info", "--format", "{{.Driver}}"]);
 }
+
+#[test]
+fn btrfs_build_cache_reuses_up_to_the_first_changed_step() {
+    build_cache_rule("btrfs");
+}
+
+#[test]
+fn fuse_overlay_build_cache_reuses_up_to_the_first_changed_step() {
+    build_cache_rule("fuse-overlay");
+}
+
+fn mounts_under(path: &Path) -> Vec<String> {
+    strata_core::fsutil::mounts::mounts_under(path)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mount_point.display().to_string())
+        .filter(|m| Path::new(m) != path)
+        .collect()
+}
+
+/// SIGKILL the daemon with a container running and a load half done; the next daemon must
+/// show every container with its true state, leave no mount of the old one behind, and show
+/// no half-loaded image.
+fn crash_leaves_nothing_behind(driver: &'static str) {
+    let mut d = Daemon::start(driver);
+    load_fixtures(&d);
+    d.ok(&[
+        "run", "-d", "--name", "running", "--pull", "never", "-v", "cv:/data", "bb", "sleep",
+        "1000",
+    ]);
+    // A load that is cut off: half of an archive, streamed in while the daemon dies.
+    let archive = std::fs::read(fixtures().join("three.tar")).unwrap();
+    let half = d.dir.path().join("half.tar");
+    std::fs::write(&half, &archive[..archive.len() / 2]).unwrap();
+    let mut loader = Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock().display()))
+        .args(["load", "-i", half.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(child) = d.child.as_mut() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    d.child = None;
+    let _ = loader.wait();
+    d.spawn();
+    let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert!(ps.contains("running exited"), "{ps}");
+    let data_root = d.data_root();
+    assert_eq!(
+        mounts_under(&data_root),
+        Vec::<String>::new(),
+        "mounts left after restart"
+    );
+    let images = d.ok(&["images", "--format", "{{.Repository}}"]);
+    let mut names: Vec<&str> = images.lines().collect();
+    names.sort();
+    assert_eq!(names, vec!["bb", "three"], "only complete images");
+    // Everything still works, and removing it all leaves no layer of the old daemon.
+    d.ok(&["start", "running"]);
+    d.ok(&["stop", "-t", "1", "running"]);
+    d.ok(&["rm", "running"]);
+    d.ok(&["volume", "rm", "cv"]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "three",
+            "cat",
+            "/data/layer3.txt"
+        ]),
+        "layer3\n"
+    );
+    assert_eq!(mounts_under(&data_root), Vec::<String>::new());
+}
+
+#[test]
+fn overlay2_crash_leaves_nothing_behind() {
+    crash_leaves_nothing_behind("overlay2");
+}
+
+#[test]
+fn fuse_overlay_crash_leaves_nothing_behind() {
+    crash_leaves_nothing_behind("fuse-overlay");
+}
+
+#[test]
+fn vfs_crash_leaves_nothing_behind() {
+    crash_leaves_nothing_behind("vfs");
+}
