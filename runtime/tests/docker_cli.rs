@@ -220,6 +220,47 @@ fn run_lifecycle(driver: &'static str) {
         Some(127)
     );
 
+    // cgroup limits take effect on this driver too: a memory hog is OOM-killed (137, recorded),
+    // a fork loop stops at the pids limit.
+    let hog = d.docker(&[
+        "run",
+        "--name",
+        "hog",
+        "--pull",
+        "never",
+        "--memory",
+        "32m",
+        "bb",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(hog.status.code(), Some(137), "{hog:?}");
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.OOMKilled}}", "hog"])
+            .trim(),
+        "true"
+    );
+    d.ok(&["rm", "hog"]);
+    // The count comes from a shell glob, which needs no fork once the limit is reached.
+    let procs = d.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--pids-limit",
+        "10",
+        "bb",
+        "sh",
+        "-c",
+        "(for i in $(seq 1 30); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#",
+    ]);
+    let procs: u32 = procs.trim().parse().expect("a process count");
+    assert!(
+        (2..=10).contains(&procs),
+        "{procs} processes under --pids-limit 10"
+    );
+
     // A named volume outlives its container and is seen by the next.
     d.ok(&[
         "run",
