@@ -14,6 +14,8 @@ pub mod plugin;
 pub mod registry;
 pub mod store;
 pub mod stream;
+#[cfg(any(test, feature = "test-driver"))]
+pub mod testing;
 pub mod volume;
 
 pub use error::{Error, IoContext, Result};

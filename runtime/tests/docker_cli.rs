@@ -667,86 +667,6 @@ fn plugin_drivers_work_through_the_daemon() {
     rt.shutdown_background();
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn make_certs(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=strata-test-ca",
-        ],
-    );
-    for (name, cn, ext) in [
-        (
-            "server",
-            "127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}-key.pem"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -772,7 +692,7 @@ fn tcp_needs_tls_off_loopback_and_tls_verifies_clients() {
     );
 
     let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
+    strata_core::testing::make_test_certs(certs.path());
     let c = |f: &str| certs.path().join(f).display().to_string();
     let port = free_port();
     let d = Daemon::start_with(
@@ -819,7 +739,7 @@ fn tcp_needs_tls_off_loopback_and_tls_verifies_clients() {
     );
     // A certificate the CA did not sign (the server's own, used as a client's) is refused.
     let stranger = tempfile::tempdir().unwrap();
-    make_certs(stranger.path());
+    strata_core::testing::make_test_certs(stranger.path());
     let out = Command::new("docker")
         .args(["--tlsverify", "--tlscacert", &c("ca.pem")])
         .args([
