@@ -85,29 +85,11 @@ pub fn ago(v: &Value) -> String {
         _ => None,
     };
     match t {
-        Some(t) => format!("{} ago", human_duration(chrono::Utc::now() - t)),
+        Some(t) => format!(
+            "{} ago",
+            strata_core::humanize::human_duration((chrono::Utc::now() - t).num_seconds())
+        ),
         None => "N/A".into(),
-    }
-}
-
-pub fn human_duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds().max(0);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 3600 => match s / 60 {
-            1 => "About a minute".into(),
-            m => format!("{m} minutes"),
-        },
-        s if s < 48 * 3600 => match (s + 1800) / 3600 {
-            1 => "About an hour".into(),
-            h => format!("{h} hours"),
-        },
-        s if s < 14 * 86400 => format!("{} days", s / 86400),
-        s if s < 60 * 86400 => format!("{} weeks", s / (7 * 86400)),
-        s if s < 2 * 365 * 86400 => format!("{} months", s / (30 * 86400)),
-        s => format!("{} years", s / (365 * 86400)),
     }
 }
 

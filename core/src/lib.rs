@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod error;
 pub mod fsutil;
+pub mod humanize;
 pub mod ids;
 pub mod layer;
 pub mod naive;

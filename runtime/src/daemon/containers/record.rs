@@ -123,7 +123,12 @@ impl ContainerRecord {
         let since = |t: &Option<String>| {
             t.as_deref()
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| human_duration(now.signed_duration_since(t.with_timezone(&chrono::Utc))))
+                .map(|t| {
+                    strata_core::humanize::human_duration(
+                        now.signed_duration_since(t.with_timezone(&chrono::Utc))
+                            .num_seconds(),
+                    )
+                })
                 .unwrap_or_else(|| "Less than a second".into())
         };
         match self.state.status {
@@ -137,28 +142,6 @@ impl ContainerRecord {
             Status::Removing => "Removal In Progress".into(),
             Status::Dead => "Dead".into(),
         }
-    }
-}
-
-/// Docker's units.HumanDuration.
-pub fn human_duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds().max(0);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 3600 => match s / 60 {
-            1 => "About a minute".into(),
-            m => format!("{m} minutes"),
-        },
-        s if s < 48 * 3600 => match (s + 1800) / 3600 {
-            1 => "About an hour".into(),
-            h => format!("{h} hours"),
-        },
-        s if s < 14 * 86400 => format!("{} days", s / 86400),
-        s if s < 60 * 86400 => format!("{} weeks", s / (7 * 86400)),
-        s if s < 2 * 365 * 86400 => format!("{} months", s / (30 * 86400)),
-        s => format!("{} years", s / (365 * 86400)),
     }
 }
 
@@ -210,15 +193,5 @@ mod tests {
         assert!(validate_name("a").is_err());
         assert!(validate_name("a/b").is_err());
         assert!(validate_name(&random_name()).is_ok());
-    }
-
-    #[test]
-    fn durations_read_like_docker() {
-        assert_eq!(human_duration(chrono::Duration::seconds(5)), "5 seconds");
-        assert_eq!(
-            human_duration(chrono::Duration::seconds(90)),
-            "About a minute"
-        );
-        assert_eq!(human_duration(chrono::Duration::seconds(7200)), "2 hours");
     }
 }
