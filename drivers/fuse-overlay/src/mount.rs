@@ -130,7 +130,15 @@ impl OverlayMount {
         tokio::task::spawn_blocking(move || unmount_path(&path))
             .await
             .map_err(io::Error::other)??;
-        self.wait().await
+        match self.wait().await {
+            // The mount is gone; the kernel closed the session without a DESTROY request,
+            // which fuse3 reports as an early EOF. That is a normal end after our umount2.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(path = %self.path.display(), "FUSE session ended without DESTROY: {e}");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Serves until the filesystem is unmounted (by anyone), however long that is.
