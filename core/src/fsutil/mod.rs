@@ -3,6 +3,7 @@
 
 pub mod copy;
 pub mod mounts;
+pub mod sync;
 pub mod usage;
 
 use std::io::Write;

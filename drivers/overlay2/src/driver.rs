@@ -189,6 +189,9 @@ impl Overlay2 {
         let built = self.build_layer_dir(id, &staging, &meta, parent.is_some(), quota);
         if let Err(e) = built {
             let _ = fsutil::remove_tree(&staging);
+            // It may have been renamed into place already (a failed fsync); it did not exist
+            // before (checked above, under the lock), so it is ours to remove.
+            let _ = fsutil::remove_tree(&self.layout.layer_dir(id));
             let _ = std::fs::remove_file(self.layout.link_path(&meta.link));
             return Err(e);
         }
@@ -250,11 +253,28 @@ impl Overlay2 {
                 .create(&kernel_work)
                 .ctx("create", &kernel_work)?;
         }
-        meta.write(staging)?;
+        let files = meta.write(staging)?;
         self.layout.make_link(&meta.link, id)?;
         let dest = self.layout.layer_dir(id);
         std::fs::rename(staging, &dest).ctx("rename into place", &dest)?;
-        fsutil::fsync_dir(self.layout.root())
+        // Durable before create returns: the new files, the new directories and their entries,
+        // and the rename. All fsyncs are issued at once (one flush's wait instead of one per
+        // file). A crash before they all land can leave the layer under its final name with a
+        // torn file or a missing directory: recovery checks every layer it finds
+        // (recovery::validate) and removes such a one, so torn metadata is never used. The
+        // `l/` link is not synced: recovery recreates it from `link`.
+        let mut paths: Vec<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| dest.join(n)))
+            .collect();
+        paths.push(dest.join("diff"));
+        if has_parent {
+            paths.push(dest.join("work"));
+        }
+        paths.push(dest.clone());
+        paths.push(self.layout.root().to_path_buf());
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        fsutil::sync::fsync_all(&refs)
     }
 
     fn unused_short_id(&self) -> String {

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_core::fsutil;
 use strata_core::{Error, IoContext, LayerId, Result};
 
 /// Length of the short link names, as Docker's `idLength`.
@@ -123,18 +122,25 @@ impl LayerMeta {
     }
 
     /// Writes the metadata files into the staging directory `dir` (no trailing newlines, as
-    /// Docker). `link` and `lower` go through atomic_write; each of its directory fsyncs also
-    /// makes the entries created before it durable (`committed`, which is empty, needs no
-    /// more), so `link`, written last, marks a complete layer.
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    /// Docker), without fsync: the staging directory is the temporary, its rename into place
+    /// is the atomic step, and the caller syncs everything at once afterwards (see
+    /// `Overlay2::build_layer_dir`). Returns the files written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut written = Vec::with_capacity(3);
+        let mut put = |name: &str, data: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, data).ctx("write", &path)?;
+            written.push(path);
+            Ok::<(), Error>(())
+        };
         if self.read_only {
-            let committed = dir.join("committed");
-            std::fs::File::create(&committed).ctx("create", &committed)?;
+            put("committed", b"")?;
         }
         if !self.lower.is_empty() {
-            fsutil::atomic_write(&dir.join("lower"), self.lower.join(":").as_bytes())?;
+            put("lower", self.lower.join(":").as_bytes())?;
         }
-        fsutil::atomic_write(&dir.join("link"), self.link.as_bytes())
+        put("link", self.link.as_bytes())?;
+        Ok(written)
     }
 
     /// The short name of the parent (the first entry of `lower`).
@@ -145,10 +151,12 @@ impl LayerMeta {
     }
 }
 
+/// A `lower` file exists only for a layer with a parent, so an empty one is a write a crash
+/// cut short, never a base layer.
 fn parse_lower(text: &str, file: &Path) -> Result<Vec<String>> {
     let text = text.trim();
     if text.is_empty() {
-        return Ok(Vec::new());
+        return Err(Error::Other(format!("{} is empty", file.display())));
     }
     text.split(':')
         .map(|entry| match entry.strip_prefix("l/") {
@@ -202,7 +210,8 @@ mod tests {
             ],
             read_only: true,
         };
-        meta.write(t.path()).unwrap();
+        let written = meta.write(t.path()).unwrap();
+        assert_eq!(written.len(), 3);
         assert_eq!(LayerMeta::read(t.path()).unwrap(), meta);
         let lower = std::fs::read_to_string(t.path().join("lower")).unwrap();
         assert!(!lower.ends_with('\n'));
@@ -214,6 +223,15 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("link"), new_short_id()).unwrap();
         std::fs::write(t.path().join("lower"), "l/../../etc").unwrap();
+        assert!(LayerMeta::read(t.path()).is_err());
+        // Torn writes: an empty lower, an empty or partial link.
+        std::fs::write(t.path().join("lower"), "").unwrap();
+        assert!(LayerMeta::read(t.path()).is_err());
+        std::fs::remove_file(t.path().join("lower")).unwrap();
+        assert!(LayerMeta::read(t.path()).is_ok());
+        std::fs::write(t.path().join("link"), "").unwrap();
+        assert!(LayerMeta::read(t.path()).is_err());
+        std::fs::write(t.path().join("link"), &new_short_id()[..10]).unwrap();
         assert!(LayerMeta::read(t.path()).is_err());
     }
 }

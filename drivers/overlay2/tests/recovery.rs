@@ -41,3 +41,49 @@ async fn recovers_after_a_crash() {
     d.remove(&id(2)).await.unwrap();
     d.remove(&id(1)).await.unwrap();
 }
+
+/// What a crash between the rename into place and the end of create's fsyncs can leave: a
+/// layer directory under its final name with a torn `link` or `lower`, or without `diff` or
+/// `work`. Recovery removes each such layer; sound layers and their chains stay.
+#[tokio::test]
+async fn torn_creations_are_removed() {
+    let t = TestDir::new();
+    let root = t.root();
+    {
+        let d = open(&root).await;
+        create_ro(&d, 1, None).await;
+        for n in 2..=6 {
+            create_rw(&d, n, Some(1)).await;
+        }
+        create_rw(&d, 7, None).await;
+    }
+    let layer = |n: usize| root.join(id(n).as_str());
+    std::fs::write(layer(2).join("link"), "").unwrap();
+    std::fs::write(layer(3).join("lower"), "").unwrap();
+    std::fs::remove_dir_all(layer(4).join("diff")).unwrap();
+    std::fs::remove_dir_all(layer(5).join("work")).unwrap();
+    // A lower that parses but names no layer's chain: left out, not deleted.
+    let fake = format!("l/{}", "A".repeat(26));
+    std::fs::write(layer(6).join("lower"), &fake).unwrap();
+
+    let d = open(&root).await;
+    for n in 2..=5 {
+        assert!(!layer(n).exists(), "torn layer {n} removed");
+        assert!(!d.exists(&id(n)).await.unwrap());
+    }
+    assert!(
+        layer(6).exists(),
+        "a layer with a foreign chain is kept on disk"
+    );
+    assert!(!d.exists(&id(6)).await.unwrap(), "but not used");
+    assert!(d.exists(&id(1)).await.unwrap());
+    assert!(d.exists(&id(7)).await.unwrap());
+    // The sound ones work, and a removed id can be created again.
+    create_rw(&d, 2, Some(1)).await;
+    let p = d.mount(&id(2), "").await.unwrap();
+    assert!(mounted(&p));
+    d.unmount(&id(2)).await.unwrap();
+    d.remove(&id(2)).await.unwrap();
+    d.remove(&id(7)).await.unwrap();
+    d.remove(&id(1)).await.unwrap();
+}
