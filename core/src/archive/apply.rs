@@ -32,27 +32,28 @@ use std::ffi::{CStr, OsStr};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::compression::{decompressed, HashingReader};
+use super::dircache::{CachedDir, DirCache, NewFileGroup};
+use super::filewriter::{self, FileJob, FileWriter, MAX_DEFERRED};
 use super::fsat::{self, cname, Time};
 use super::header::kind;
 use super::path_safety::{components, join, open_dir_beneath, ResolveError};
 use super::reader::{Entry, TarReader};
+use super::xattrs::{set_xattrs, XattrTarget};
 use super::{ApplyConfig, ApplyStats, WhiteoutMode};
 use crate::error::{Error, Result};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
-/// Size of the uncompressed read buffer and of each file-data chunk.
-const READ_BUF: usize = 256 * 1024;
+/// Size of the uncompressed read buffer and of each chunk of a big file's data.
+const READ_BUF: usize = 1024 * 1024;
 const DATA_CHUNK: usize = 1024 * 1024;
-/// Zero runs of this size (aligned in the file) become holes.
-const HOLE: usize = 4096;
-static ZEROS: [u8; HOLE] = [0u8; HOLE];
+/// Default ACLs override the umask for new files; with one around, creation's mode is not
+/// predictable and every file gets its explicit chmod.
+const DEFAULT_ACL_XATTR: &[u8] = b"system.posix_acl_default";
 
 pub(crate) fn apply_layer(
     dest: &Path,
@@ -65,6 +66,7 @@ pub(crate) fn apply_layer(
         READ_BUF,
         HashingReader::new(decoded),
     ));
+    let creation = Creation::probe(root.as_fd());
     let mut applier = Applier {
         root,
         dest,
@@ -72,12 +74,17 @@ pub(crate) fn apply_layer(
         best_effort_xattrs: opts.best_effort_xattrs,
         written: Written::default(),
         dir_times: BTreeMap::new(),
-        cache: None,
+        cache: DirCache::default(),
         buf: vec![0u8; DATA_CHUNK],
         content_bytes: 0,
+        writer: FileWriter::start(),
+        creation,
     };
     while let Some(entry) = tar.next_entry()? {
         applier.apply(&mut tar, &entry)?;
+    }
+    if let Some(w) = applier.writer.as_mut() {
+        w.finish()?;
     }
     applier.finish()?;
     // Bytes still in the BufReader were already hashed when they were read from below it.
@@ -98,10 +105,67 @@ struct Applier<'a> {
     written: Written,
     /// Directory times to set at the end.
     dir_times: BTreeMap<Vec<u8>, (Time, Time)>,
-    /// The last directory opened, by key: consecutive entries mostly share a parent.
-    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// Directories opened so far, by key.
+    cache: DirCache,
     buf: Vec<u8>,
     content_bytes: u64,
+    /// Finishes regular files on a second thread (`None`: in place).
+    writer: Option<FileWriter>,
+    creation: Creation,
+}
+
+/// What creating a file gives without being asked, so that chown and chmod run only when an
+/// entry wants something else (GNU tar always runs both).
+struct Creation {
+    euid: u32,
+    egid: u32,
+    /// The umask (Linux reports it in /proc/self/status); `None`: unknown, always chmod.
+    umask: Option<u32>,
+    /// A default ACL on the target, or one set by this tar: creation modes are not
+    /// predictable, always chmod.
+    default_acls: bool,
+}
+
+impl Creation {
+    fn probe(root: BorrowedFd<'_>) -> Self {
+        // SAFETY: geteuid and getegid cannot fail.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Self {
+            euid,
+            egid,
+            umask: read_umask(),
+            // An unsupported or unreadable xattr counts as "maybe": only a clear "no" lets
+            // creation's mode stand.
+            default_acls: !matches!(fsat::has_xattr(root, DEFAULT_ACL_XATTR), Ok(false)),
+        }
+    }
+
+    /// The mode to create a regular file with, and whether it still needs its chmod.
+    fn file_mode(&self, mode: u32) -> (u32, bool) {
+        let perm = mode & 0o777;
+        match self.umask {
+            Some(umask) if !self.default_acls && mode & 0o7000 == 0 && perm & umask == 0 => {
+                (perm, false)
+            }
+            _ => (0o600, true),
+        }
+    }
+
+    /// Whether a file created in a directory with `group` needs a chown to be `uid:gid`.
+    fn needs_chown(&self, uid: u32, gid: u32, group: NewFileGroup) -> bool {
+        let created_gid = match group {
+            NewFileGroup::Creator => self.egid,
+            NewFileGroup::Dir(g) => g,
+            NewFileGroup::Unknown => return true,
+        };
+        uid != self.euid || gid != created_gid
+    }
+}
+
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
 }
 
 /// The set of paths written so far, kept as 64-bit keyed hashes: a layer of a million files
@@ -137,17 +201,15 @@ fn ids(e: &Entry) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
-enum XattrTarget<'f> {
-    Fd(BorrowedFd<'f>),
-    At(BorrowedFd<'f>, &'f CStr),
-}
-
 impl Applier<'_> {
     fn path_of(&self, key: &[u8]) -> PathBuf {
         self.dest.join(OsStr::from_bytes(key))
     }
 
     fn apply(&mut self, tar: &mut TarReader<impl Read>, e: &Entry) -> Result<()> {
+        if e.xattrs.iter().any(|(n, _)| n == DEFAULT_ACL_XATTR) {
+            self.creation.default_acls = true;
+        }
         if e.path.starts_with(b"/") {
             return Err(refuse(e, "absolute names are not allowed in a layer tar"));
         }
@@ -189,7 +251,7 @@ impl Applier<'_> {
     }
 
     /// Opens the directory `comps` beneath the root. `create`: make missing directories
-    /// (0755, root-owned, as Docker does); otherwise a missing one is `None`.
+    /// (0755, owned by the caller, as Docker does); otherwise a missing one is `None`.
     fn dir(
         &mut self,
         e: &Entry,
@@ -197,11 +259,20 @@ impl Applier<'_> {
         create: bool,
         what: &str,
     ) -> Result<Option<Rc<OwnedFd>>> {
+        Ok(self.cached_dir(e, comps, create, what)?.map(|d| d.fd))
+    }
+
+    /// [`Self::dir`] with what the cache knows about the directory.
+    fn cached_dir(
+        &mut self,
+        e: &Entry,
+        comps: &[&[u8]],
+        create: bool,
+        what: &str,
+    ) -> Result<Option<CachedDir>> {
         let key = join(comps);
-        if let Some((k, fd)) = &self.cache {
-            if *k == key {
-                return Ok(Some(fd.clone()));
-            }
+        if let Some(d) = self.cache.get(&key) {
+            return Ok(Some(d));
         }
         let fd = match open_dir_beneath(self.root.as_fd(), comps) {
             Ok(fd) => fd,
@@ -210,9 +281,9 @@ impl Applier<'_> {
             Err(ResolveError::Unsafe) => return Err(unsafe_parent(e, what, &key)),
             Err(ResolveError::Io(err)) => return Err(Error::io("open", self.path_of(&key), err)),
         };
-        let fd = Rc::new(fd);
-        self.cache = Some((key, fd.clone()));
-        Ok(Some(fd))
+        let dir = CachedDir::new(fd);
+        self.cache.insert(key, dir.clone());
+        Ok(Some(dir))
     }
 
     fn create_dirs(&mut self, e: &Entry, comps: &[&[u8]], what: &str) -> Result<OwnedFd> {
@@ -286,10 +357,7 @@ impl Applier<'_> {
 
     /// `key` and everything below it is gone: drop cached fds and pending times for them.
     fn forget_tree(&mut self, key: &[u8]) {
-        let below = |k: &[u8]| k == key || (k.starts_with(key) && k.get(key.len()) == Some(&b'/'));
-        if self.cache.as_ref().is_some_and(|(k, _)| below(k)) {
-            self.cache = None;
-        }
+        self.cache.forget_tree(key);
         self.dir_times.remove(key);
         let mut prefix = key.to_vec();
         prefix.push(b'/');
@@ -305,42 +373,15 @@ impl Applier<'_> {
     }
 
     fn set_xattrs(&self, e: &Entry, key: &[u8], target: XattrTarget<'_>) -> Result<()> {
-        for (name, value) in &e.xattrs {
-            if name.starts_with(OVERLAY_XATTR_PREFIX) {
-                tracing::debug!(entry = %e.display(), "ignoring overlay xattr from layer tar");
-                continue;
-            }
-            let res = match target {
-                XattrTarget::Fd(fd) => fsat::fsetxattr(fd, name, value),
-                XattrTarget::At(dir, n) => fsat::lsetxattr_at(dir, n, name, value),
-            };
-            match res {
-                Ok(()) => {}
-                // As Docker: EPERM (xattrs not allowed here, e.g. trusted.* in a user
-                // namespace) is a warning. EOPNOTSUPP is an error (the filesystem cannot hold
-                // what the image needs) unless the caller asked for best effort.
-                Err(err)
-                    if err.raw_os_error() == Some(libc::EPERM)
-                        || (self.best_effort_xattrs
-                            && err.raw_os_error() == Some(libc::EOPNOTSUPP)) =>
-                {
-                    tracing::warn!(
-                        path = %self.path_of(key).display(),
-                        xattr = %String::from_utf8_lossy(name),
-                        error = %err,
-                        "xattr not applied; skipped"
-                    );
-                }
-                Err(err) => {
-                    // The raw OS error is kept (callers test for EOPNOTSUPP); the xattr name
-                    // rides along with the path.
-                    let mut what = self.path_of(key).into_os_string();
-                    what.push(format!(" (xattr {})", String::from_utf8_lossy(name)));
-                    return Err(Error::io("set xattr", PathBuf::from(what), err));
-                }
-            }
+        if e.xattrs.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        set_xattrs(
+            &e.xattrs,
+            self.best_effort_xattrs,
+            &|| self.path_of(key),
+            target,
+        )
     }
 
     fn regular(
@@ -352,24 +393,45 @@ impl Applier<'_> {
         key: Vec<u8>,
     ) -> Result<()> {
         let (uid, gid) = ids(e)?;
-        let pfd = self.parent(e, parent)?;
+        let pdir = self
+            .cached_dir(e, parent, true, "its parent directory")?
+            .ok_or_else(|| Error::Other("parent directory not created".into()))?;
+        let pfd = pdir.fd.as_fd();
+        let (create_mode, needs_chmod) = self.creation.file_mode(e.mode);
         let mut file = None;
-        self.create(pfd.as_fd(), name, &key, false, "create", || {
-            file = Some(fsat::create_file_at(pfd.as_fd(), name)?);
+        self.create(pfd, name, &key, false, "create", || {
+            file = Some(fsat::create_file_mode_at(pfd, name, create_mode)?);
             Ok(())
         })?;
         let file = file.ok_or_else(|| Error::Other("file not created".into()))?;
-        write_sparse(tar, &file, e.size, &mut self.buf).map_err(|err| match err {
-            DataError::Tar(t) => t,
-            DataError::Io(io) => Error::io("write", self.path_of(&key), io),
-        })?;
-        let fd = file.as_fd();
-        let p = || self.path_of(&key);
-        fsat::fchown(fd, uid, gid).map_err(|err| Error::io("chown", p(), err))?;
-        fsat::fchmod(fd, e.mode).map_err(|err| Error::io("chmod", p(), err))?;
-        self.set_xattrs(e, &key, XattrTarget::Fd(fd))?;
-        fsat::futimens(fd, e.atime.unwrap_or(e.mtime), e.mtime)
-            .map_err(|err| Error::io("set times", p(), err))?;
+        let mut job = FileJob {
+            file,
+            data: Vec::new(),
+            chown: self
+                .creation
+                .needs_chown(uid, gid, pdir.new_file_group)
+                .then_some((uid, gid)),
+            chmod: needs_chmod.then_some(e.mode),
+            xattrs: e.xattrs.clone(),
+            best_effort_xattrs: self.best_effort_xattrs,
+            times: (e.atime.unwrap_or(e.mtime), e.mtime),
+            path: self.path_of(&key),
+        };
+        match self.writer.as_mut() {
+            Some(writer) if e.size <= MAX_DEFERRED => {
+                job.data = writer.buffer();
+                job.data.resize(e.size as usize, 0);
+                tar.read_data_exact(&mut job.data)?;
+                writer.submit(job)?;
+            }
+            _ => {
+                write_sparse(tar, &job.file, e.size, &mut self.buf).map_err(|err| match err {
+                    DataError::Tar(t) => t,
+                    DataError::Io(io) => Error::io("write", self.path_of(&key), io),
+                })?;
+                filewriter::finish_metadata(&job)?;
+            }
+        }
         self.content_bytes += e.size;
         self.written.insert(&key);
         Ok(())
@@ -402,6 +464,8 @@ impl Applier<'_> {
         uid: u32,
         gid: u32,
     ) -> Result<()> {
+        // Its group and setgid bit decide new files' group: what the cache knew is stale.
+        self.cache.invalidate(key);
         let p = || self.path_of(key);
         fsat::fchown(fd, uid, gid).map_err(|err| Error::io("chown", p(), err))?;
         fsat::fchmod(fd, e.mode).map_err(|err| Error::io("chmod", p(), err))?;
@@ -679,35 +743,12 @@ fn write_sparse(
         let want = (buf.len() as u64).min(size - off) as usize;
         tar.read_data_exact(&mut buf[..want])
             .map_err(DataError::Tar)?;
-        let chunk = &buf[..want];
-        let mut i = 0;
-        while i < want {
-            let end = (i + HOLE).min(want);
-            if is_zero(&chunk[i..end]) {
-                i = end;
-                continue;
-            }
-            let mut j = end;
-            while j < want {
-                let next = (j + HOLE).min(want);
-                if is_zero(&chunk[j..next]) {
-                    break;
-                }
-                j = next;
-            }
-            file.write_all_at(&chunk[i..j], off + i as u64)
-                .map_err(DataError::Io)?;
-            data_end = off + j as u64;
-            i = j;
-        }
+        filewriter::write_sparse_chunk(file, &buf[..want], off, &mut data_end)
+            .map_err(DataError::Io)?;
         off += want as u64;
     }
     if data_end < size {
         file.set_len(size).map_err(DataError::Io)?;
     }
     Ok(())
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    block == &ZEROS[..block.len()]
 }

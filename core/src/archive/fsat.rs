@@ -64,15 +64,25 @@ pub(crate) fn open_read_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
-/// Creates a new regular file (it must not exist) for writing.
+/// Creates a new regular file (it must not exist) for writing, mode 0600.
+#[cfg(test)]
 pub(crate) fn create_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::fs::File> {
+    create_file_mode_at(dir, name, 0o600)
+}
+
+/// Creates a new regular file (it must not exist) for writing; `mode` goes through the umask.
+pub(crate) fn create_file_mode_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: u32,
+) -> io::Result<std::fs::File> {
     // SAFETY: valid fd and C string.
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
+            mode as libc::c_uint,
         )
     })?;
     // SAFETY: fresh fd.
@@ -451,6 +461,22 @@ fn xattr_value(mut get: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> io::Resu
         }
         buf.truncate(m as usize);
         return Ok(buf);
+    }
+}
+
+/// Whether an open file or directory has the xattr `name` (a filesystem without xattrs has
+/// none).
+pub(crate) fn has_xattr(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    let cn = cname(name)?;
+    // SAFETY: valid fd and C string; a NULL buffer of size 0 only asks for the size.
+    let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), cn.as_ptr(), std::ptr::null_mut(), 0) };
+    if n >= 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(err),
     }
 }
 

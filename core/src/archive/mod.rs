@@ -27,6 +27,8 @@ use crate::layer::Change;
 mod apply;
 mod changes;
 mod compression;
+mod dircache;
+mod filewriter;
 mod fsat;
 mod header;
 mod path_safety;
@@ -34,6 +36,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 mod write;
+mod xattrs;
 
 /// How whiteouts and opaque markers found in a tar are materialised in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

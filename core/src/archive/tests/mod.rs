@@ -3,6 +3,7 @@
 
 mod hostile;
 mod interop;
+mod ownership;
 mod round_trip;
 mod whiteouts;
 
