@@ -33,6 +33,7 @@ mod fsat;
 mod header;
 mod path_safety;
 mod reader;
+mod tarout;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -122,7 +123,19 @@ pub fn write_diff(
     changes: &[Change],
     parent_root: Option<&Path>,
 ) -> Result<()> {
-    write::write_diff(out, layer_root, changes, parent_root)
+    write::write_diff(tarout::Sink::Writer(out), layer_root, changes, parent_root)
+}
+
+/// [`write_diff`] that hands the tar over in owned chunks of about 1 MB, in order (nothing is
+/// copied after the file reads: a caller forwarding them to an async stream saves a pass over
+/// every byte). An error from `send` stops the diff and is returned as an I/O error.
+pub fn write_diff_chunks(
+    send: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+    layer_root: &Path,
+    changes: &[Change],
+    parent_root: Option<&Path>,
+) -> Result<()> {
+    write::write_diff(tarout::Sink::Chunks(send), layer_root, changes, parent_root)
 }
 
 /// Bytes of regular-file content the diff of `changes` carries (each inode once). Equals the

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CStr;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
@@ -30,6 +30,7 @@ use super::changes::{carried_xattrs, change_components};
 use super::fsat::{self, cname};
 use super::header::{self, kind, EntryMeta, BLOCK};
 use super::path_safety::{components, join, open_dir_beneath, ResolveError};
+use super::tarout::{Sink, TarOut};
 use crate::error::{Error, Result};
 use crate::layer::{Change, ChangeKind};
 
@@ -91,7 +92,7 @@ fn split(key: &[u8]) -> (Vec<&[u8]>, &[u8]) {
 }
 
 pub(crate) fn write_diff(
-    out: &mut dyn Write,
+    out: Sink<'_>,
     layer_root: &Path,
     changes: &[Change],
     parent_root: Option<&Path>,
@@ -201,9 +202,8 @@ pub(crate) fn write_diff(
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let mut w = BufWriter::with_capacity(OUT_BUF, out);
+    let mut w = TarOut::new(OUT_BUF, out);
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let mut buf = vec![0u8; OUT_BUF];
     let werr = |e| Error::io("write", "layer tar", e);
     for (tar_name, item) in &items {
         match item {
@@ -216,9 +216,7 @@ pub(crate) fn write_diff(
                 header::write_header(&mut w, tar_name, &meta).map_err(werr)?;
             }
             Item::Path(key, st) => {
-                write_path(
-                    &mut w, &mut dirs, layer_root, tar_name, key, st, &mut links, &mut buf,
-                )?;
+                write_path(&mut w, &mut dirs, layer_root, tar_name, key, st, &mut links)?;
             }
         }
     }
@@ -231,16 +229,14 @@ fn bytes_path(key: &[u8]) -> &Path {
     Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(key))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_path(
-    w: &mut dyn Write,
+    w: &mut TarOut<'_>,
     dirs: &mut Dirs<'_>,
     layer_root: &Path,
     tar_name: &[u8],
     key: &[u8],
     st: &libc::stat,
     links: &mut HashMap<(u64, u64), Vec<u8>>,
-    buf: &mut [u8],
 ) -> Result<()> {
     let (pcomps, name) = split(key);
     let dir = dirs.open(&pcomps)?;
@@ -303,7 +299,7 @@ fn write_path(
             header::write_header(w, tar_name, &meta).map_err(werr)?;
             // Fewer allocated blocks than bytes: the file has holes worth skipping.
             let sparse = (now.st_blocks as u64) * 512 < meta.size;
-            copy_exact(file, w, meta.size, sparse, buf, &full())?;
+            copy_exact(file, w, meta.size, sparse, &full())?;
             header::write_padding(w, meta.size).map_err(werr)?;
             return Ok(());
         }
@@ -314,13 +310,13 @@ fn write_path(
 
 /// Copies exactly `size` bytes; a file that shrank or grew since its lstat is an error (the
 /// tar would be corrupt otherwise). A file with holes (fewer blocks than its size) is read
-/// segment by segment with SEEK_DATA/SEEK_HOLE and its holes written as zeros unread.
+/// segment by segment with SEEK_DATA/SEEK_HOLE and its holes written as zeros unread. The
+/// last read asks for one byte more than is left, so that seeing the end costs no extra read.
 fn copy_exact(
     file: std::fs::File,
-    w: &mut dyn Write,
+    w: &mut TarOut<'_>,
     size: u64,
     sparse: bool,
-    buf: &mut [u8],
     path: &Path,
 ) -> Result<()> {
     let shrank = || {
@@ -329,8 +325,16 @@ fn copy_exact(
             path.display()
         ))
     };
+    let grew = || {
+        Error::Other(format!(
+            "{} grew while its layer tar was written; retry when the layer is not in use",
+            path.display()
+        ))
+    };
     let werr = |e| Error::io("write", "layer tar", e);
+    let rerr = |e| Error::io("read", path, e);
     let mut pos = 0u64;
+    let mut end_seen = false;
     while pos < size {
         let (data, hole) = if sparse {
             next_data(&file, pos, size)
@@ -340,22 +344,32 @@ fn copy_exact(
         write_zeros(w, data - pos).map_err(werr)?;
         pos = data;
         while pos < hole {
-            let want = (buf.len() as u64).min(hole - pos) as usize;
-            let n = read_full_at(&file, &mut buf[..want], pos)
-                .map_err(|e| Error::io("read", path, e))?;
-            if n < want {
+            let left = hole - pos;
+            let ask = if hole == size { left + 1 } else { left };
+            let (n, asked) = w.read_from(&file, pos, ask).map_err(rerr)?;
+            let (n, asked) = (n as u64, asked as u64);
+            if n == 0 {
                 return Err(shrank());
             }
-            w.write_all(&buf[..n]).map_err(werr)?;
-            pos += n as u64;
+            if n > left {
+                w.unread((n - left) as usize);
+                return Err(grew());
+            }
+            pos += n;
+            // All that was left, on a read that asked for one byte more: the end of the file.
+            end_seen = asked == ask && ask > left && n == left;
         }
     }
-    let mut probe = [0u8; 1];
-    if read_full_at(&file, &mut probe, size).map_err(|e| Error::io("read", path, e))? != 0 {
-        return Err(Error::Other(format!(
-            "{} grew while its layer tar was written; retry when the layer is not in use",
-            path.display()
-        )));
+    if !end_seen && w.read_from(&file, size, 1).map_err(rerr)?.0 != 0 {
+        w.unread(1);
+        return Err(grew());
+    }
+    if sparse {
+        // A hole reaches to the end of the file, so a shrink there would read as zeros.
+        let now = fsat::fstat(file.as_fd()).map_err(|e| Error::io("stat", path, e))?;
+        if (now.st_size as u64) < size {
+            return Err(shrank());
+        }
     }
     Ok(())
 }
@@ -402,21 +416,6 @@ fn write_zeros(w: &mut dyn Write, mut len: u64) -> std::io::Result<()> {
         len -= n as u64;
     }
     Ok(())
-}
-
-/// `pread` until `buf` is full or EOF.
-fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 fn marker_name(dir: &[u8], marker: &[u8]) -> Vec<u8> {
@@ -468,4 +467,40 @@ fn is_opaque(layer: &OwnedFd, parent: &OwnedFd, dir: &[u8], deleted: &[&[u8]]) -
         && names
             .iter()
             .all(|n: &std::ffi::CString| deleted.contains(CStr::to_bytes(n))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `copy_exact` of a file against the size its lstat gave: equal, grown or shrunk since;
+    /// dense and sparse, with every end-of-file position relative to the output buffer.
+    #[test]
+    fn copy_exact_sees_a_file_that_grew_or_shrank() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("f");
+        for (len, sparse) in [(0usize, false), (5000, false), (4096, false), (9000, true)] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+            std::fs::write(&path, &data).unwrap();
+            for cap in [1024usize, 4096, 8192, 1 << 20] {
+                let run = |size: u64| {
+                    let mut sink = Vec::new();
+                    let file = std::fs::File::open(&path).unwrap();
+                    let mut out = TarOut::new(cap, Sink::Writer(&mut sink));
+                    let r = copy_exact(file, &mut out, size, sparse, &path);
+                    out.flush().unwrap();
+                    (r, sink)
+                };
+                let (r, sink) = run(len as u64);
+                r.unwrap();
+                assert_eq!(sink, data, "len {len} cap {cap}");
+                if len > 0 {
+                    let err = run(len as u64 - 1).0.unwrap_err().to_string();
+                    assert!(err.contains("grew"), "len {len} cap {cap}: {err}");
+                }
+                let err = run(len as u64 + 1).0.unwrap_err().to_string();
+                assert!(err.contains("shrank"), "len {len} cap {cap}: {err}");
+            }
+        }
+    }
 }

@@ -98,9 +98,14 @@ impl Overlay2 {
         let sources =
             tokio::task::spawn_blocking(move || driver.diff_sources(&id, parent.as_ref()))
                 .await??;
-        Ok(stream::blocking_writer_stream(move |out| {
+        Ok(crate::diff_stream::chunked_stream(move |send| {
             let written = sources.changes().and_then(|changes| {
-                archive::write_diff(out, &sources.layer_root, &changes, sources.parent_root())
+                archive::write_diff_chunks(
+                    send,
+                    &sources.layer_root,
+                    &changes,
+                    sources.parent_root(),
+                )
             });
             sources.release();
             written
