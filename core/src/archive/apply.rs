@@ -64,7 +64,7 @@ pub(crate) fn apply_layer(
     let (_, decoded) = decompressed(input)?;
     let mut tar = TarReader::new(BufReader::with_capacity(
         READ_BUF,
-        HashingReader::new(decoded),
+        HashingReader::new(decoded, opts.diff_id),
     ));
     let creation = Creation::probe(root.as_fd());
     let mut applier = Applier {
@@ -420,6 +420,8 @@ impl Applier<'_> {
         match self.writer.as_mut() {
             Some(writer) if e.size <= MAX_DEFERRED => {
                 job.data = writer.buffer();
+                // A recycled buffer keeps its old bytes: only growth is zero-filled, and
+                // everything is overwritten by the read below.
                 job.data.resize(e.size as usize, 0);
                 tar.read_data_exact(&mut job.data)?;
                 writer.submit(job)?;

@@ -68,11 +68,23 @@ pub(crate) struct HashingReader<R> {
     inner: R,
     chunks: Option<SyncSender<Vec<u8>>>,
     hasher: Option<JoinHandle<Vec<u8>>>,
+    hashing: bool,
     bytes: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    /// `hash`: false only counts (no thread, no copies); [`Self::finish`] then gives an empty
+    /// digest.
+    pub fn new(inner: R, hash: bool) -> Self {
+        if !hash {
+            return Self {
+                inner,
+                chunks: None,
+                hasher: None,
+                hashing: false,
+                bytes: 0,
+            };
+        }
         let (tx, rx) = sync_channel::<Vec<u8>>(32);
         let hasher = std::thread::Builder::new()
             .name("layer-sha256".into())
@@ -89,12 +101,14 @@ impl<R: Read> HashingReader<R> {
                 inner,
                 chunks: Some(tx),
                 hasher: Some(handle),
+                hashing: true,
                 bytes: 0,
             },
             Err(_) => Self {
                 inner,
                 chunks: None,
                 hasher: None,
+                hashing: true,
                 bytes: 0,
             },
         }
@@ -112,6 +126,9 @@ impl<R: Read> HashingReader<R> {
             }
         }
         drop(self.chunks.take());
+        if !self.hashing {
+            return Ok((self.bytes, String::new()));
+        }
         let digest = self
             .hasher
             .take()
@@ -125,7 +142,7 @@ impl<R: Read> HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n > 0 {
+        if n > 0 && self.hashing {
             let tx = self
                 .chunks
                 .as_ref()
@@ -170,11 +187,15 @@ mod tests {
     #[test]
     fn hashing_reader_hashes_everything() {
         let data = vec![7u8; 5000];
-        let mut h = HashingReader::new(&data[..]);
+        let mut h = HashingReader::new(&data[..], true);
         let mut first = [0u8; 100];
         h.read_exact(&mut first).unwrap();
         let (n, id) = h.finish().unwrap();
         assert_eq!(n, 5000);
         assert_eq!(id, format!("sha256:{}", hex::encode(Sha256::digest(&data))));
+        // Counting only.
+        let mut h = HashingReader::new(&data[..], false);
+        h.read_exact(&mut first).unwrap();
+        assert_eq!(h.finish().unwrap(), (5000, String::new()));
     }
 }

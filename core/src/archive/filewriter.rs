@@ -145,7 +145,8 @@ impl FileWriter {
                             }
                         }
                     }
-                    job.data.clear();
+                    // Handed back with its length (not cleared): the next user truncates or
+                    // grows it, so only new bytes are zero-filled.
                     let _ = give_back.try_send(std::mem::take(&mut job.data));
                 }
             })
@@ -159,7 +160,8 @@ impl FileWriter {
         })
     }
 
-    /// An empty buffer to read the next file's content into (recycled from finished jobs).
+    /// A buffer to read the next file's content into (recycled from finished jobs, with
+    /// stale content: resize it to the file's size and overwrite all of it).
     pub fn buffer(&self) -> Vec<u8> {
         self.spare.try_recv().unwrap_or_default()
     }

@@ -60,7 +60,8 @@ pub struct ApplyOptions {
 pub struct ApplyStats {
     /// Bytes of the uncompressed tar stream.
     pub tar_bytes: u64,
-    /// `sha256:<hex>` of the uncompressed tar stream: the layer's diffID.
+    /// `sha256:<hex>` of the uncompressed tar stream: the layer's diffID (empty when
+    /// [`ApplyConfig::diff_id`] was false).
     pub diff_id: String,
     /// Bytes of regular-file content written (what `diff_size` reports for the same layer).
     pub content_bytes: u64,
@@ -77,6 +78,7 @@ pub fn apply_layer(dest: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Re
     let config = ApplyConfig {
         whiteouts: opts.whiteouts,
         best_effort_xattrs: false,
+        diff_id: true,
     };
     apply::apply_layer(dest, input, &config)
 }
@@ -89,6 +91,10 @@ pub struct ApplyConfig {
     /// An xattr the target filesystem does not support (EOPNOTSUPP) is skipped with a warning
     /// instead of failing the apply: Docker's `vfs.xattrs=i_want_broken_containers`.
     pub best_effort_xattrs: bool,
+    /// Compute the diffID (SHA-256 of the uncompressed stream). A caller that hashes the
+    /// stream itself (the layer store does, for every driver) sets false and saves a second
+    /// SHA-256 pass over every byte; [`ApplyStats::diff_id`] is then empty.
+    pub diff_id: bool,
 }
 
 /// [`apply_layer`] with every knob.

@@ -19,12 +19,13 @@
 //!   for a whiteout) and is refused with InvalidInput. `.whatever` is fine.
 //! - Sockets are skipped (tar cannot carry them; Docker skips them too). The root is skipped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CStr;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::mpsc::sync_channel;
 
 use super::changes::{carried_xattrs, change_components};
 use super::fsat::{self, cname};
@@ -202,27 +203,112 @@ pub(crate) fn write_diff(
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
 
+    drop(dirs);
     let mut w = TarOut::new(OUT_BUF, out);
-    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let werr = |e| Error::io("write", "layer tar", e);
-    for (tar_name, item) in &items {
-        match item {
-            Item::Marker => {
-                let meta = EntryMeta {
-                    kind: kind::REG,
-                    mode: 0o600,
-                    ..EntryMeta::default()
+    // A second thread opens what the entries need (xattr lists, symlink targets, open files
+    // with their fstat) a little ahead, in tar order; this one writes headers and content.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel::<Result<Option<Prepared>>>(PREFETCH);
+        let (items_ref, layer_ref) = (&items, &layer);
+        std::thread::Builder::new()
+            .name("layer-prefetch".into())
+            .spawn_scoped(scope, move || {
+                let mut dirs = Dirs {
+                    root: layer_ref,
+                    root_path: layer_root,
+                    last: None,
                 };
-                header::write_header(&mut w, tar_name, &meta).map_err(werr)?;
-            }
-            Item::Path(key, st) => {
-                write_path(&mut w, &mut dirs, layer_root, tar_name, key, st, &mut links)?;
+                let mut seen_links = HashSet::new();
+                for (_, item) in items_ref {
+                    let msg = match item {
+                        Item::Marker => Ok(None),
+                        Item::Path(key, st) => {
+                            prepare(&mut dirs, layer_root, key, st, &mut seen_links).map(Some)
+                        }
+                    };
+                    let failed = msg.is_err();
+                    if tx.send(msg).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("start a thread for", layer_root, e))?;
+        let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+        let stopped = || Error::Other("layer tar: the prefetch thread stopped".into());
+        for (tar_name, item) in &items {
+            let prepared = rx.recv().map_err(|_| stopped())??;
+            match (item, prepared) {
+                (Item::Marker, _) => {
+                    let meta = EntryMeta {
+                        kind: kind::REG,
+                        mode: 0o600,
+                        ..EntryMeta::default()
+                    };
+                    header::write_header(&mut w, tar_name, &meta).map_err(werr)?;
+                }
+                (Item::Path(key, st), Some(p)) => {
+                    write_path(&mut w, layer_root, tar_name, key, st, &mut links, p)?;
+                }
+                (Item::Path(..), None) => return Err(stopped()),
             }
         }
-    }
+        Ok(())
+    })?;
     w.write_all(&[0u8; 2 * BLOCK]).map_err(werr)?;
     w.flush().map_err(werr)?;
     Ok(())
+}
+
+/// Entries prepared ahead of the writer (bounds the open files in flight).
+const PREFETCH: usize = 64;
+
+/// What writing one path needs from the filesystem besides its lstat.
+struct Prepared {
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Symlink target.
+    link: Vec<u8>,
+    /// A regular file, open, with its fstat (`None` for other types and for hard links
+    /// after the first, which carry no content).
+    file: Option<(std::fs::File, libc::stat)>,
+}
+
+fn prepare(
+    dirs: &mut Dirs<'_>,
+    layer_root: &Path,
+    key: &[u8],
+    st: &libc::stat,
+    seen_links: &mut HashSet<(u64, u64)>,
+) -> Result<Prepared> {
+    let (pcomps, name) = split(key);
+    let dir = dirs.open(&pcomps)?;
+    let cn: std::ffi::CString = cname(name).map_err(|_| Error::invalid("NUL in change path"))?;
+    let full = || layer_root.join(bytes_path(key));
+    let ty = st.st_mode & libc::S_IFMT;
+    let mut prepared = Prepared {
+        xattrs: carried_xattrs(dir.as_fd(), &cn)
+            .map_err(|e| Error::io("list xattrs of", full(), e))?,
+        link: Vec::new(),
+        file: None,
+    };
+    // The same rule as write_path's: only the first path of a hard-linked inode has content.
+    if ty != libc::S_IFDIR && st.st_nlink > 1 && !seen_links.insert((st.st_dev, st.st_ino)) {
+        return Ok(prepared);
+    }
+    match ty {
+        libc::S_IFLNK => {
+            prepared.link = fsat::readlink_at(dir.as_fd(), &cn)
+                .map_err(|e| Error::io("readlink", full(), e))?;
+        }
+        libc::S_IFREG => {
+            let file =
+                fsat::open_read_at(dir.as_fd(), &cn).map_err(|e| Error::io("open", full(), e))?;
+            let now = fsat::fstat(file.as_fd()).map_err(|e| Error::io("stat", full(), e))?;
+            prepared.file = Some((file, now));
+        }
+        _ => {}
+    }
+    Ok(prepared)
 }
 
 fn bytes_path(key: &[u8]) -> &Path {
@@ -231,16 +317,13 @@ fn bytes_path(key: &[u8]) -> &Path {
 
 fn write_path(
     w: &mut TarOut<'_>,
-    dirs: &mut Dirs<'_>,
     layer_root: &Path,
     tar_name: &[u8],
     key: &[u8],
     st: &libc::stat,
     links: &mut HashMap<(u64, u64), Vec<u8>>,
+    prepared: Prepared,
 ) -> Result<()> {
-    let (pcomps, name) = split(key);
-    let dir = dirs.open(&pcomps)?;
-    let cn: std::ffi::CString = cname(name).map_err(|_| Error::invalid("NUL in change path"))?;
     let full = || layer_root.join(bytes_path(key));
     let werr = |e| Error::io("write", "layer tar", e);
     let ty = st.st_mode & libc::S_IFMT;
@@ -254,8 +337,7 @@ fn write_path(
         link: Vec::new(),
         devmajor: 0,
         devminor: 0,
-        xattrs: carried_xattrs(dir.as_fd(), &cn)
-            .map_err(|e| Error::io("list xattrs of", full(), e))?,
+        xattrs: prepared.xattrs,
     };
     if ty != libc::S_IFDIR && st.st_nlink > 1 {
         let id = (st.st_dev, st.st_ino);
@@ -271,8 +353,7 @@ fn write_path(
         libc::S_IFDIR => meta.kind = kind::DIR,
         libc::S_IFLNK => {
             meta.kind = kind::SYMLINK;
-            meta.link = fsat::readlink_at(dir.as_fd(), &cn)
-                .map_err(|e| Error::io("readlink", full(), e))?;
+            meta.link = prepared.link;
         }
         libc::S_IFCHR | libc::S_IFBLK => {
             meta.kind = if ty == libc::S_IFCHR {
@@ -286,9 +367,12 @@ fn write_path(
         libc::S_IFIFO => meta.kind = kind::FIFO,
         _ => {
             meta.size = st.st_size as u64;
-            let file =
-                fsat::open_read_at(dir.as_fd(), &cn).map_err(|e| Error::io("open", full(), e))?;
-            let now = fsat::fstat(file.as_fd()).map_err(|e| Error::io("stat", full(), e))?;
+            let (file, now) = prepared.file.ok_or_else(|| {
+                Error::Other(format!(
+                    "{} was not opened for the layer tar",
+                    full().display()
+                ))
+            })?;
             if !fsat::is_reg(&now) || now.st_ino != st.st_ino {
                 return Err(Error::Other(format!(
                     "{} was replaced while its layer tar was written; retry when the layer is \

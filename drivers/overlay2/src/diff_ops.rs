@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_core::archive::{self, ApplyOptions, WhiteoutMode};
+use strata_core::archive::{self, ApplyConfig, WhiteoutMode};
 use strata_core::stream;
 use strata_core::{Change, Error, LayerId, Result, TarStream};
 
@@ -129,12 +129,16 @@ impl Overlay2 {
             )));
         }
         let dest = self.layout().diff(id);
+        // The layer store hashes the stream for the diffID; hashing it here too would only
+        // take CPU from the apply.
         let stats = stream::with_blocking_reader(tar, move |input| {
-            archive::apply_layer(
+            archive::apply_layer_with(
                 &dest,
                 input,
-                &ApplyOptions {
+                &ApplyConfig {
                     whiteouts: WhiteoutMode::OverlayMarkers,
+                    best_effort_xattrs: false,
+                    diff_id: false,
                 },
             )
         })

@@ -146,6 +146,20 @@ fn compressed_input_and_diff_id() {
         assert_eq!(stats.diff_id, sha(&tar), "{name}");
         assert_eq!(stats.tar_bytes, tar.len() as u64, "{name}");
         assert_eq!(snapshot(&d), want, "{name}");
+        // Without the diffID (the layer store hashes the stream itself): same tree and count.
+        let d = t.path().join(format!("{name}-unhashed"));
+        std::fs::create_dir_all(&d).unwrap();
+        let config = ApplyConfig {
+            whiteouts: WhiteoutMode::Delete,
+            best_effort_xattrs: false,
+            diff_id: false,
+        };
+        let mut reader: &[u8] = &input;
+        let unhashed = apply_layer_with(&d, &mut reader, &config).unwrap();
+        assert_eq!(unhashed.diff_id, "", "{name}");
+        assert_eq!(unhashed.tar_bytes, tar.len() as u64, "{name}");
+        assert_eq!(unhashed.content_bytes, stats.content_bytes, "{name}");
+        assert_eq!(snapshot(&d), want, "{name}");
     }
 }
 

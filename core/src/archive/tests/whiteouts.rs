@@ -344,6 +344,7 @@ fn xattrs_the_filesystem_cannot_hold_fail_with_eopnotsupp() {
     let config = ApplyConfig {
         whiteouts: WhiteoutMode::Delete,
         best_effort_xattrs: true,
+        diff_id: true,
     };
     let mut input: &[u8] = &tar;
     apply_layer_with(&dest, &mut input, &config).unwrap();
