@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 const MOUNT_ROUNDS: usize = 200;
 const TAR_FILES: usize = 20_000;
 const TAR_BYTES: u64 = 300 << 20;
+/// Rounds of the tar rows (`TAR_ROUNDS=N` changes it).
 const TAR_ROUNDS: usize = 3;
 
 struct Scratch(tempfile::TempDir);
@@ -77,15 +78,26 @@ async fn main() {
         .unwrap();
     }
     let mut made = Vec::new();
-    for depth in [1usize, 100] {
+    // ROWS=tar (or ROWS=mount) runs only those rows.
+    let rows = std::env::var("ROWS").unwrap_or_else(|_| "mount tar".into());
+    let depths: &[usize] = if rows.contains("mount") {
+        &[1, 100]
+    } else {
+        &[]
+    };
+    for &depth in depths {
         made.extend(bench_mount(&d, &root, depth).await);
     }
-    bench_flush(&root);
+    if rows.contains("mount") {
+        bench_flush(&root);
+    }
     for layer in made {
         d.remove(&layer).await.unwrap();
     }
     d.cleanup().await.unwrap();
-    bench_tar(scratch.0.path()).await;
+    if rows.contains("tar") {
+        bench_tar(scratch.0.path()).await;
+    }
 }
 
 /// Creates, mounts and unmounts fresh rw layers on layer `depth` (which has `depth` layers in
@@ -321,9 +333,12 @@ enum Step {
 /// The tar rows, on a dedicated journaled ext4 (see [`Ext4Image`]). The root ext4 here has no
 /// journal, and without one ext4's inode allocator skips every inode freed in the last ~60 s
 /// one by one (find_inode_bit -> recently_deleted): a step measured right after a big delete
-/// pays for it. So nothing is deleted before the end, `sync` runs before every timed step, and
-/// the three appliers take turns at going first. `TAR_ON_BENCH_DIR=1` runs the rows on
-/// BENCH_DIR itself instead.
+/// pays for it. A journaled ext4 has no such check, so each round's trees are deleted after
+/// the round (untimed, then `sync`) and every round starts on the same, nearly empty
+/// filesystem (left to fill up, later rounds ran up to 2x slower for all three appliers).
+/// `sync` runs before every timed step, and the three appliers take turns at going first.
+/// `TAR_ON_BENCH_DIR=1` runs the rows on BENCH_DIR itself instead (nothing is deleted there
+/// until the end).
 async fn bench_tar(scratch: &Path) {
     let image = (std::env::var_os("TAR_ON_BENCH_DIR").is_none()).then(|| Ext4Image::new(scratch));
     let base = image.as_ref().map_or(scratch, |i| i.path()).to_path_buf();
@@ -348,8 +363,13 @@ async fn bench_tar(scratch: &Path) {
     let mut gnu_diff = Vec::new();
     let mut core_apply = Vec::new();
     let mut layers = Vec::new();
+    let on_image = image.is_some();
     let steps = [Step::Driver, Step::Core, Step::Gnu];
-    for round in 0..TAR_ROUNDS {
+    let rounds = std::env::var("TAR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TAR_ROUNDS);
+    for round in 0..rounds {
         let layer = id(90_000 + round);
         d.create(&layer, None, &CreateOpts::read_only())
             .await
@@ -434,8 +454,30 @@ async fn bench_tar(scratch: &Path) {
         assert!(child.wait().unwrap().success());
         gnu_diff.push(t0.elapsed());
         assert!(total > TAR_BYTES / 2);
-        layers.push(layer);
+        if on_image {
+            d.remove(&layer).await.unwrap();
+            for dir in [format!("core{round}"), format!("gnu{round}")] {
+                std::fs::remove_dir_all(base.join(dir)).unwrap();
+            }
+            sync();
+        } else {
+            layers.push(layer);
+        }
     }
+    let all = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "| (every round, ms: apply_diff {}; apply_layer {}; tar -xf {}; diff {}; tar -cf {}) | | | |",
+        all(&ours_apply),
+        all(&core_apply),
+        all(&gnu_apply),
+        all(&ours_diff),
+        all(&gnu_diff)
+    );
     let gnu_apply = median(gnu_apply);
     let rows = [
         ("apply_diff", median(ours_apply), gnu_apply, "tar -xf"),
@@ -461,6 +503,8 @@ async fn bench_tar(scratch: &Path) {
             ours.as_secs_f64() / gnu.as_secs_f64()
         );
     }
-    drop(layers); // deleted with the image
+    for layer in layers {
+        d.remove(&layer).await.unwrap();
+    }
     d.cleanup().await.unwrap();
 }
