@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, OsStr};
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -48,8 +48,7 @@ use crate::error::{Error, Result};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Size of the uncompressed read buffer and of each chunk of a big file's data.
-const READ_BUF: usize = 1024 * 1024;
+/// Size of each chunk of a big file's data (the input is read in chunks by HashingReader).
 const DATA_CHUNK: usize = 1024 * 1024;
 /// Default ACLs override the umask for new files; with one around, creation's mode is not
 /// predictable and every file gets its explicit chmod.
@@ -62,10 +61,7 @@ pub(crate) fn apply_layer(
 ) -> Result<ApplyStats> {
     let root = fsat::open_root(dest).map_err(|e| Error::io("open layer directory", dest, e))?;
     let (_, decoded) = decompressed(input)?;
-    let mut tar = TarReader::new(BufReader::with_capacity(
-        READ_BUF,
-        HashingReader::new(decoded, opts.diff_id),
-    ));
+    let mut tar = TarReader::new(HashingReader::new(decoded, opts.diff_id));
     let creation = Creation::probe(root.as_fd());
     let mut applier = Applier {
         root,
@@ -87,8 +83,8 @@ pub(crate) fn apply_layer(
         w.finish()?;
     }
     applier.finish()?;
-    // Bytes still in the BufReader were already hashed when they were read from below it.
-    let (tar_bytes, diff_id) = tar.into_inner().into_inner().finish()?;
+    // Bytes of the current chunk not read yet were hashed with it.
+    let (tar_bytes, diff_id) = tar.into_inner().finish()?;
     Ok(ApplyStats {
         tar_bytes,
         diff_id,

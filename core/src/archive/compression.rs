@@ -3,6 +3,7 @@
 
 use std::io::{self, BufReader, Read};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
@@ -62,66 +63,92 @@ pub(crate) fn decompressed<'a>(
     Ok((kind, reader))
 }
 
-/// Counts and hashes every byte read through it. The SHA-256 runs on its own thread, fed with
-/// copies of what passes, so hashing overlaps with writing files (it is ~15% of an apply).
+/// Counts and hashes every byte read through it, and buffers: it reads the input in 1 MB
+/// chunks that the SHA-256 thread hashes from the same memory (shared, not copied) while the
+/// caller copies out of them, so hashing overlaps with writing files (it is ~15% of an apply)
+/// at the cost of no extra pass over the bytes. A chunk's memory is reused once the hasher is
+/// done with it.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    chunks: Option<SyncSender<Vec<u8>>>,
+    chunk: Arc<Vec<u8>>,
+    pos: usize,
+    chunks: Option<SyncSender<Arc<Vec<u8>>>>,
     hasher: Option<JoinHandle<Vec<u8>>>,
     hashing: bool,
     bytes: u64,
 }
 
+/// Size of each chunk read from the input.
+const CHUNK: usize = 1024 * 1024;
+
 impl<R: Read> HashingReader<R> {
-    /// `hash`: false only counts (no thread, no copies); [`Self::finish`] then gives an empty
-    /// digest.
+    /// `hash`: false only counts (no thread); [`Self::finish`] then gives an empty digest.
     pub fn new(inner: R, hash: bool) -> Self {
+        let mut me = Self {
+            inner,
+            chunk: Arc::new(Vec::new()),
+            pos: 0,
+            chunks: None,
+            hasher: None,
+            hashing: hash,
+            bytes: 0,
+        };
         if !hash {
-            return Self {
-                inner,
-                chunks: None,
-                hasher: None,
-                hashing: false,
-                bytes: 0,
-            };
+            return me;
         }
-        let (tx, rx) = sync_channel::<Vec<u8>>(32);
+        let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(8);
         let hasher = std::thread::Builder::new()
             .name("layer-sha256".into())
             .spawn(move || {
                 let mut h = Sha256::new();
                 for chunk in rx {
-                    h.update(&chunk);
+                    h.update(&chunk[..]);
                 }
                 h.finalize().to_vec()
             });
         // If no thread can be started (resources exhausted), the first read reports it.
-        match hasher {
-            Ok(handle) => Self {
-                inner,
-                chunks: Some(tx),
-                hasher: Some(handle),
-                hashing: true,
-                bytes: 0,
-            },
-            Err(_) => Self {
-                inner,
-                chunks: None,
-                hasher: None,
-                hashing: true,
-                bytes: 0,
-            },
+        if let Ok(handle) = hasher {
+            me.chunks = Some(tx);
+            me.hasher = Some(handle);
         }
+        me
+    }
+
+    /// Reads the next chunk; 0 at the end of the input.
+    fn refill(&mut self) -> io::Result<usize> {
+        // The previous chunk's memory, if the hasher has let go of it.
+        let mut buf = Arc::get_mut(&mut self.chunk)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let n = loop {
+            match self.inner.read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        buf.truncate(n);
+        self.chunk = Arc::new(buf);
+        self.pos = 0;
+        if n > 0 && self.hashing {
+            let tx = self
+                .chunks
+                .as_ref()
+                .ok_or_else(|| io::Error::other("could not start the layer hashing thread"))?;
+            tx.send(Arc::clone(&self.chunk))
+                .map_err(|_| io::Error::other("layer hashing thread stopped"))?;
+        }
+        self.bytes += n as u64;
+        Ok(n)
     }
 
     /// Reads what is left to EOF (end-of-archive padding), then returns (bytes, "sha256:hex").
     pub fn finish(mut self) -> Result<(u64, String)> {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match self.read(&mut buf) {
+            match self.refill() {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("read", "layer tar", e)),
             }
         }
@@ -141,16 +168,12 @@ impl<R: Read> HashingReader<R> {
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 && self.hashing {
-            let tx = self
-                .chunks
-                .as_ref()
-                .ok_or_else(|| io::Error::other("could not start the layer hashing thread"))?;
-            tx.send(buf[..n].to_vec())
-                .map_err(|_| io::Error::other("layer hashing thread stopped"))?;
+        if self.pos == self.chunk.len() && self.refill()? == 0 {
+            return Ok(0);
         }
-        self.bytes += n as u64;
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
