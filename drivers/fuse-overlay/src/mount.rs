@@ -73,10 +73,12 @@ impl OverlayMount {
         let rt = runtime()?;
         let read_only = cfg.read_only();
         let writeback = cfg.writeback && !read_only;
+        let passthrough = cfg.passthrough && !writeback;
+        let in_place = cfg.serve_in_place;
         let path = mountpoint.to_path_buf();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
         let mount_path = path.clone();
-        let task = rt.spawn(async move {
+        let serve = async move {
             let fs = match OverlayFs::new(cfg) {
                 Ok(fs) => fs,
                 Err(e) => {
@@ -91,7 +93,9 @@ impl OverlayMount {
                 .default_permissions(true)
                 .read_only(read_only)
                 .nonempty(true)
-                .write_back(writeback);
+                .write_back(writeback)
+                .passthrough(passthrough)
+                .serve_in_place(in_place);
             let handle = match Session::new(opts).mount(fs, &mount_path).await {
                 Ok(h) => h,
                 Err(e) => {
@@ -103,7 +107,18 @@ impl OverlayMount {
             let _ = ready_tx.send(Ok(()));
             // Resolves when the kernel ends the connection (unmount).
             handle.await
-        });
+        };
+        let task = if in_place {
+            // The session owns this thread: it blocks in read(2) on /dev/fuse.
+            rt.spawn_blocking(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(serve)
+            })
+        } else {
+            rt.spawn(serve)
+        };
         match ready_rx.await {
             Ok(Ok(())) => Ok(Self {
                 path,

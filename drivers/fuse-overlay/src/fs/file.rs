@@ -2,12 +2,13 @@
 //! go straight to pread/pwrite without any table lookup. Opening for writing (or with
 //! O_TRUNC) copies the file up first.
 
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 
 use bytes::Bytes;
 use fuse3::raw::reply::{ReplyData, ReplyOpen, ReplyWrite};
 use fuse3::Errno;
 
+use super::passthrough::Passthrough;
 use super::table::Entry;
 use super::{err, sys, OverlayFs};
 
@@ -42,10 +43,48 @@ impl OverlayFs {
             Entry::Child(dir, name) => sys::with_name(name, |c| sys::openat(dir, c, oflags, 0)),
             Entry::Dir(_) => Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
         })?;
-        Ok(ReplyOpen {
-            fh: fd.into_raw_fd() as u64,
-            flags: FOPEN_KEEP_CACHE,
+        // Copied up by now if it is ever going to be (see passthrough.rs).
+        let settled = !self.has_upper || self.table().get(ino).is_ok_and(|n| n.layer == 0);
+        self.open_reply(ino, fd, settled)
+    }
+
+    /// The reply for an open (or create) of `ino` served by the underlying file `fd`;
+    /// `settled`: the file can no longer be copied up.
+    pub(super) fn open_reply(
+        &self,
+        ino: u64,
+        fd: OwnedFd,
+        settled: bool,
+    ) -> Result<ReplyOpen, Errno> {
+        Ok(match self.passthrough.get() {
+            Some(p) => {
+                let r = p.open(ino, fd, settled, FOPEN_KEEP_CACHE)?;
+                ReplyOpen {
+                    fh: r.fh,
+                    flags: r.flags,
+                    backing_id: r.backing_id,
+                }
+            }
+            None => ReplyOpen {
+                fh: fd.into_raw_fd() as u64,
+                flags: FOPEN_KEEP_CACHE,
+                backing_id: 0,
+            },
         })
+    }
+
+    /// Ends an open made by [`Self::open_reply`].
+    pub(super) fn release_handle(&self, ino: u64, fh: u64) {
+        if let Some(p) = self.passthrough.get() {
+            p.release(ino, fh);
+        }
+        sys::close(fh as RawFd);
+    }
+
+    pub(super) fn enable_passthrough(&self, backing: fuse3::raw::BackingFiles) {
+        if self.passthrough.set(Passthrough::new(backing)).is_err() {
+            tracing::warn!("FUSE passthrough enabled twice");
+        }
     }
 
     pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32) -> Result<ReplyData, Errno> {

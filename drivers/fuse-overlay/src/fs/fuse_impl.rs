@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::num::NonZeroU32;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,10 @@ use super::{err, sys, OverlayFs};
 /// Largest write the kernel may send in one request (1 MiB; the kernel caps it at its
 /// max_pages).
 const MAX_WRITE: u32 = 1 << 20;
+
+/// opendir reply flags: keep the cached listing across opens, and cache listings at all.
+const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+const FOPEN_CACHE_DIR: u32 = 1 << 3;
 
 fn owner(req: &Request) -> Owner {
     Owner {
@@ -74,6 +78,10 @@ impl Filesystem for OverlayFs {
     }
 
     async fn destroy(&self, _req: Request) {}
+
+    fn passthrough_enabled(&self, backing: fuse3::raw::BackingFiles) {
+        self.enable_passthrough(backing);
+    }
 
     async fn lookup(&self, _req: Request, parent: Inode, name: &OsStr) -> Result<ReplyEntry> {
         self.lookup_entry(parent, name)
@@ -222,13 +230,13 @@ impl Filesystem for OverlayFs {
     async fn release(
         &self,
         _req: Request,
-        _inode: Inode,
+        inode: Inode,
         fh: u64,
         _flags: u32,
         _lock_owner: u64,
         _flush: bool,
     ) -> Result<()> {
-        sys::close(fh as RawFd);
+        self.release_handle(inode, fh);
         Ok(())
     }
 
@@ -282,7 +290,14 @@ impl Filesystem for OverlayFs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, None);
-        Ok(ReplyOpen { fh, flags: 0 })
+        // The kernel may keep the listing in its page cache: every change to a directory
+        // goes through this mount, and the kernel drops a directory's cached listing itself
+        // when it creates, removes or renames an entry in it.
+        Ok(ReplyOpen {
+            fh,
+            flags: FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR,
+            backing_id: 0,
+        })
     }
 
     async fn readdir<'a>(
@@ -394,12 +409,14 @@ impl Filesystem for OverlayFs {
         flags: u32,
     ) -> Result<ReplyCreated> {
         let (entry, fd) = self.do_create(parent, name, mode, flags as i32, owner(&req))?;
+        let opened = self.open_reply(entry.attr.ino, fd, true)?;
         Ok(ReplyCreated {
             ttl: entry.ttl,
             attr: entry.attr,
             generation: 0,
-            fh: fd.into_raw_fd() as u64,
-            flags: 1 << 1,
+            fh: opened.fh,
+            flags: opened.flags,
+            backing_id: opened.backing_id,
         })
     }
 

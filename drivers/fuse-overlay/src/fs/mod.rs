@@ -13,6 +13,7 @@ mod file;
 mod fuse_impl;
 mod meta;
 mod namespace;
+mod passthrough;
 pub mod sys;
 mod table;
 
@@ -52,6 +53,14 @@ pub struct OverlayConfig {
     /// a FUSE device's dirty pages hard (strictlimit), which made untarring 5,000 files 2.2x
     /// slower with it than without in our measurements.
     pub writeback: bool,
+    /// Ask the kernel for FUSE passthrough (Linux 6.9+, root): reads, writes and mmap of open
+    /// files then go to the underlying file inside the kernel. Not with `writeback`.
+    pub passthrough: bool,
+    /// Serve each mount from a thread of its own that reads a request and answers it before
+    /// reading the next, as fuse-overlayfs does: on a small machine this beats handing every
+    /// request to a worker pool (untar of 20,000 files: 4.2-4.6 s against 5.3-6.1 s). The
+    /// cost: one slow request (a big copy-up) holds up the others on the same mount.
+    pub serve_in_place: bool,
 }
 
 impl OverlayConfig {
@@ -62,6 +71,8 @@ impl OverlayConfig {
             ttl: Duration::from_secs(3600),
             durable_copy_up: true,
             writeback: false,
+            passthrough: true,
+            serve_in_place: true,
         }
     }
 
@@ -85,6 +96,8 @@ pub struct OverlayFs {
     next_handle: AtomicU64,
     tmp_counter: AtomicU64,
     umask: u32,
+    /// Set when the kernel granted passthrough at INIT.
+    passthrough: std::sync::OnceLock<passthrough::Passthrough>,
 }
 
 fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
@@ -136,6 +149,7 @@ impl OverlayFs {
             next_handle: AtomicU64::new(1),
             tmp_counter: AtomicU64::new(0),
             umask: sys::current_umask(),
+            passthrough: std::sync::OnceLock::new(),
         };
         let root_stack = fs.root_stack()?;
         *fs.table_mut() = Table::new(root_stack);

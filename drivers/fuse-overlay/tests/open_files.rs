@@ -1,0 +1,99 @@
+//! Open files across copy-up, with FUSE passthrough in play: a lower file held open for
+//! reading while another open copies it up, writes through mmap and through passthrough
+//! opens, all seen by every later open and landing in the upper layer.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use common::*;
+
+struct Dirs {
+    tmp: tempfile::TempDir,
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = strata_core::fsutil::mounts::unmount_all_under(self.tmp.path());
+    }
+}
+
+#[test]
+fn copy_up_while_a_reader_holds_the_lower_file() {
+    let rt = runtime();
+    let d = Dirs {
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    let base = d.tmp.path();
+    mkdirs(base, &["l1/etc", "upper", "work", "mnt"]);
+    std::fs::write(base.join("l1/etc/conf"), b"lower contents\n").unwrap();
+    let m = FuseOverlay::mount(
+        &rt,
+        &[&base.join("l1")],
+        &base.join("upper"),
+        &base.join("work"),
+        &base.join("mnt"),
+    );
+    let conf = m.path.join("etc/conf");
+
+    let reader = std::fs::File::open(&conf).unwrap();
+    let mut first = [0u8; 5];
+    reader.read_exact_at(&mut first, 0).unwrap();
+    assert_eq!(&first, b"lower");
+
+    // Opening for writing copies the file up while the reader still holds it.
+    let writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&conf)
+        .unwrap();
+    writer.write_all_at(b"UPPER", 0).unwrap();
+    let mut again = [0u8; 5];
+    writer.read_exact_at(&mut again, 0).unwrap();
+    assert_eq!(&again, b"UPPER");
+
+    // mmap writes reach the file too.
+    // SAFETY: a shared mapping of a file this test owns, unmapped before the file closes.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            15,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&writer),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        std::ptr::copy_nonoverlapping(b"MMAP".as_ptr(), p.cast::<u8>().add(6), 4);
+        assert_eq!(libc::msync(p, 15, libc::MS_SYNC), 0);
+        libc::munmap(p, 15);
+    }
+    drop(reader);
+    drop(writer);
+
+    // A fresh open (now of the upper file) sees everything; so does the upper layer.
+    assert_eq!(std::fs::read(&conf).unwrap(), b"UPPER MMAPents\n");
+    let mut appender = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .unwrap();
+    appender.write_all(b"more\n").unwrap();
+    drop(appender);
+    let mut f = std::fs::File::open(&conf).unwrap();
+    f.seek(SeekFrom::Start(15)).unwrap();
+    let mut tail = String::new();
+    f.read_to_string(&mut tail).unwrap();
+    assert_eq!(tail, "more\n");
+    drop(f);
+    assert_eq!(
+        std::fs::read(base.join("upper/etc/conf")).unwrap(),
+        b"UPPER MMAPents\nmore\n"
+    );
+    assert_eq!(
+        std::fs::read(base.join("l1/etc/conf")).unwrap(),
+        b"lower contents\n"
+    );
+    m.unmount(&rt);
+    assert_no_mounts_under(base);
+}
