@@ -303,3 +303,5 @@ for drv in "${drivers[@]}"; do
   done
 done
 echo "(times: median seconds; s/M = seconds/MiB; rss for Docker = dockerd + its containerd)"
+echo "raw samples (s, in order):"
+for f in "$work"/samples/*; do [ -s "$f" ] && echo "  $(basename "$f"): $(tr '\n' ' ' <"$f")"; done

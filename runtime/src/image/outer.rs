@@ -16,7 +16,10 @@ use super::manifest::normalize;
 
 /// Entries at most this big that look like JSON (or are named like metadata) are read whole.
 const SMALL_LIMIT: u64 = 16 << 20;
-const CHUNK: usize = 256 * 1024;
+/// Layer bytes travel to the layer store in chunks of this size, at most `QUEUE` in flight:
+/// big chunks mean few thread wake-ups on the way (a 300 MB layer is ~300 hand-offs).
+const CHUNK: usize = 1024 * 1024;
+const QUEUE: usize = 8;
 
 /// Reports `(archive path, bytes read, entry size)` while a layer entry streams.
 pub type LayerBytesFn = Arc<LayerBytesCallback>;
@@ -119,7 +122,7 @@ fn pump(
             }
             continue;
         }
-        let (btx, brx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        let (btx, brx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
         let mut brx = brx;
         let body: TarStream = Box::pin(StreamReader::new(futures::stream::poll_fn(move |cx| {
             brx.poll_recv(cx)
@@ -136,9 +139,11 @@ fn pump(
         }
         let mut sent = head.len() as u64;
         let mut consumer_gone = btx.blocking_send(Ok(Bytes::from(head))).is_err();
-        let mut buf = vec![0u8; CHUNK];
         while sent < size && !consumer_gone {
-            let n = match entry.read(&mut buf) {
+            // Read straight into the chunk that is sent (no copy into a second buffer).
+            let want = CHUNK.min((size - sent).try_into().unwrap_or(CHUNK));
+            let mut chunk = Vec::with_capacity(want);
+            let n = match (&mut entry).take(want as u64).read_to_end(&mut chunk) {
                 Ok(0) => {
                     let e = truncated(&path);
                     let _ = btx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -154,9 +159,7 @@ fn pump(
             if let Some(p) = progress {
                 p(&path, sent, size);
             }
-            consumer_gone = btx
-                .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                .is_err();
+            consumer_gone = btx.blocking_send(Ok(Bytes::from(chunk))).is_err();
         }
         if consumer_gone {
             // Skipped (the layer exists): read past the rest, checking the archive is whole.
