@@ -70,9 +70,12 @@ pub(crate) fn decompressed<'a>(
 /// done with it.
 pub(crate) struct HashingReader<R> {
     inner: R,
+    /// Always CHUNK bytes long once allocated (so reuse never zeroes it again); `filled` of
+    /// them hold input.
     chunk: Arc<Vec<u8>>,
+    filled: usize,
     pos: usize,
-    chunks: Option<SyncSender<Arc<Vec<u8>>>>,
+    chunks: Option<SyncSender<(Arc<Vec<u8>>, usize)>>,
     hasher: Option<JoinHandle<Vec<u8>>>,
     hashing: bool,
     bytes: u64,
@@ -87,6 +90,7 @@ impl<R: Read> HashingReader<R> {
         let mut me = Self {
             inner,
             chunk: Arc::new(Vec::new()),
+            filled: 0,
             pos: 0,
             chunks: None,
             hasher: None,
@@ -96,13 +100,13 @@ impl<R: Read> HashingReader<R> {
         if !hash {
             return me;
         }
-        let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(8);
+        let (tx, rx) = sync_channel::<(Arc<Vec<u8>>, usize)>(8);
         let hasher = std::thread::Builder::new()
             .name("layer-sha256".into())
             .spawn(move || {
                 let mut h = Sha256::new();
-                for chunk in rx {
-                    h.update(&chunk[..]);
+                for (chunk, filled) in rx {
+                    h.update(&chunk[..filled]);
                 }
                 h.finalize().to_vec()
             });
@@ -114,29 +118,32 @@ impl<R: Read> HashingReader<R> {
         me
     }
 
-    /// Reads the next chunk; 0 at the end of the input.
+    /// Reads the next chunk, filling it whole unless the input ends first (a stream that
+    /// delivers a few KB per read must not cost a 1 MB chunk each); 0 at the end of the input.
     fn refill(&mut self) -> io::Result<usize> {
         // The previous chunk's memory, if the hasher has let go of it.
         let mut buf = Arc::get_mut(&mut self.chunk)
             .map(std::mem::take)
-            .unwrap_or_default();
-        buf.resize(CHUNK, 0);
-        let n = loop {
-            match self.inner.read(&mut buf) {
-                Ok(n) => break n,
+            .filter(|b| b.len() == CHUNK)
+            .unwrap_or_else(|| vec![0; CHUNK]);
+        let mut n = 0;
+        while n < CHUNK {
+            match self.inner.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-        };
-        buf.truncate(n);
+        }
         self.chunk = Arc::new(buf);
+        self.filled = n;
         self.pos = 0;
         if n > 0 && self.hashing {
             let tx = self
                 .chunks
                 .as_ref()
                 .ok_or_else(|| io::Error::other("could not start the layer hashing thread"))?;
-            tx.send(Arc::clone(&self.chunk))
+            tx.send((Arc::clone(&self.chunk), n))
                 .map_err(|_| io::Error::other("layer hashing thread stopped"))?;
         }
         self.bytes += n as u64;
@@ -168,10 +175,10 @@ impl<R: Read> HashingReader<R> {
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.chunk.len() && self.refill()? == 0 {
+        if self.pos == self.filled && self.refill()? == 0 {
             return Ok(0);
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
+        let n = buf.len().min(self.filled - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
@@ -182,6 +189,37 @@ impl<R: Read> Read for HashingReader<R> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Hands out at most 100 bytes per read, as a slow network stream does.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(100).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn hashing_reader_fills_whole_chunks_from_a_trickling_stream() {
+        let data: Vec<u8> = (0..3 * CHUNK + 12_345).map(|i| (i % 251) as u8).collect();
+        let mut r = HashingReader::new(Trickle(&data), true);
+        let mut first = vec![0u8; 10];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(r.filled, CHUNK, "one read fills a whole chunk");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        first.extend_from_slice(&rest);
+        assert_eq!(first, data);
+        let (bytes, digest) = r.finish().unwrap();
+        assert_eq!(bytes, data.len() as u64);
+        assert_eq!(
+            digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&data)))
+        );
+    }
 
     fn roundtrip(data: &[u8], encoded: Vec<u8>, want: Compression) {
         let mut input: &[u8] = &encoded;
