@@ -114,27 +114,6 @@ fn rename_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Dirs {
-    tmp: tempfile::TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        mkdirs(tmp.path(), &["upper", "work", "mnt"]);
-        Self { tmp }
-    }
-    fn p(&self, n: &str) -> std::path::PathBuf {
-        self.tmp.path().join(n)
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.tmp.path());
-    }
-}
-
 #[test]
 fn written_by_us_reads_the_same_under_kernel_overlay() {
     let rt = runtime();

@@ -9,24 +9,12 @@ use std::os::unix::fs::FileExt;
 
 use common::*;
 
-struct Dirs {
-    tmp: tempfile::TempDir,
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.tmp.path());
-    }
-}
-
 #[test]
 fn copy_up_while_a_reader_holds_the_lower_file() {
     let rt = runtime();
-    let d = Dirs {
-        tmp: tempfile::tempdir().unwrap(),
-    };
+    let d = Dirs::new();
     let base = d.tmp.path();
-    mkdirs(base, &["l1/etc", "upper", "work", "mnt"]);
+    mkdirs(base, &["l1/etc"]);
     std::fs::write(base.join("l1/etc/conf"), b"lower contents\n").unwrap();
     let m = FuseOverlay::mount(
         &rt,

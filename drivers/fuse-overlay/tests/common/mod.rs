@@ -239,3 +239,27 @@ pub fn assert_no_mounts_under(root: &Path) {
     let left = strata_core::fsutil::mounts::mounts_under(root).unwrap();
     assert!(left.is_empty(), "mounts left behind: {left:?}");
 }
+
+/// A temporary directory with `upper`, `work` and `mnt` in it; whatever is still mounted
+/// below it is unmounted when it goes, also when a test fails.
+pub struct Dirs {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        mkdirs(tmp.path(), &["upper", "work", "mnt"]);
+        Self { tmp }
+    }
+
+    pub fn p(&self, n: &str) -> PathBuf {
+        self.tmp.path().join(n)
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = strata_core::fsutil::mounts::unmount_all_under(self.tmp.path());
+    }
+}
