@@ -109,12 +109,25 @@ impl OverlayMount {
             handle.await
         };
         let task = if in_place {
-            // The session owns this thread: it blocks in read(2) on /dev/fuse.
-            rt.spawn_blocking(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(serve)
+            // The session owns a thread of its own (not one of the runtime's bounded blocking
+            // pool, which a host with hundreds of mounts would exhaust): it blocks in read(2)
+            // on /dev/fuse until the unmount.
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("strata-fuse-serve".into())
+                .spawn(move || {
+                    let served = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .and_then(|session_rt| session_rt.block_on(serve));
+                    let _ = done_tx.send(served);
+                })?;
+            rt.spawn(async move {
+                done_rx.await.unwrap_or_else(|_| {
+                    Err(io::Error::other(
+                        "the FUSE serving thread ended without a result",
+                    ))
+                })
             })
         } else {
             rt.spawn(serve)
