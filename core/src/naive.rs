@@ -80,9 +80,10 @@ pub async fn diff_size(pair: MountedPair) -> Result<u64> {
 /// The layer's changes as an uncompressed OCI layer tar, streamed while it is written. The
 /// pair is released when the tar is complete (or failed, or the reader went away).
 pub fn diff(pair: MountedPair) -> TarStream {
-    stream::blocking_writer_stream(move |out| {
+    stream::blocking_chunk_stream(move |send| {
         let changes = archive::naive_changes(&pair.layer, pair.parent.as_deref())?;
-        let written = archive::write_diff(out, &pair.layer, &changes, pair.parent.as_deref());
+        let written =
+            archive::write_diff_chunks(send, &pair.layer, &changes, pair.parent.as_deref());
         drop(pair);
         written
     })

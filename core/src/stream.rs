@@ -38,6 +38,27 @@ where
     Box::pin(StreamReader::new(stream))
 }
 
+/// Like [`blocking_writer_stream`], for a producer that hands over whole owned chunks (such as
+/// [`crate::archive::write_diff_chunks`]): each chunk reaches the reader as it is, with no copy
+/// through a writer's buffer. An error from `produce` reaches the reader as an I/O error.
+pub fn blocking_chunk_stream<F>(produce: F) -> TarStream
+where
+    F: FnOnce(&mut dyn FnMut(Vec<u8>) -> std::io::Result<()>) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut send = |chunk: Vec<u8>| {
+            tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader went away")
+            })
+        };
+        if let Err(e) = produce(&mut send) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    Box::pin(StreamReader::new(tokio_stream_from(rx)))
+}
+
 fn tokio_stream_from(
     mut rx: mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> {
@@ -127,5 +148,31 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn chunks_arrive_in_order_and_errors_are_not_a_clean_end() {
+        use tokio::io::AsyncReadExt;
+        let s = blocking_chunk_stream(|send| {
+            for i in 0..20u8 {
+                send(vec![i; 1000 + usize::from(i)]).map_err(|e| Error::io("send", "x", e))?;
+            }
+            Ok(())
+        });
+        let mut got = Vec::new();
+        let mut s = s;
+        s.read_to_end(&mut got).await.unwrap();
+        let want: Vec<u8> = (0..20u8)
+            .flat_map(|i| vec![i; 1000 + usize::from(i)])
+            .collect();
+        assert_eq!(got, want);
+
+        let mut s = blocking_chunk_stream(|send| {
+            send(b"partial".to_vec()).map_err(|e| Error::io("send", "x", e))?;
+            Err(Error::Other("boom".into()))
+        });
+        let mut got = Vec::new();
+        let err = s.read_to_end(&mut got).await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
     }
 }

@@ -98,7 +98,7 @@ impl Overlay2 {
         let sources =
             tokio::task::spawn_blocking(move || driver.diff_sources(&id, parent.as_ref()))
                 .await??;
-        Ok(crate::diff_stream::chunked_stream(move |send| {
+        Ok(stream::blocking_chunk_stream(move |send| {
             let written = sources.changes().and_then(|changes| {
                 archive::write_diff_chunks(
                     send,

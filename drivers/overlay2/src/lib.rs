@@ -10,7 +10,6 @@
 //! user-namespace (`userxattr`) mounts; the driver needs root in the initial namespace.
 
 mod diff_ops;
-mod diff_stream;
 mod driver;
 mod layout;
 mod mount;

@@ -322,9 +322,9 @@ impl LayerDriver for FuseOverlayDriver {
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
         let src = self.diff_source(id, parent).await?;
-        Ok(stream::blocking_writer_stream(move |out| {
+        Ok(stream::blocking_chunk_stream(move |send| {
             let changes = src.changes()?;
-            archive::write_diff(out, &src.layer_root, &changes, src.parent_root.as_deref())
+            archive::write_diff_chunks(send, &src.layer_root, &changes, src.parent_root.as_deref())
         }))
     }
 
