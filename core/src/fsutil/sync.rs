@@ -16,7 +16,7 @@ const WORKERS: usize = 8;
 type Job = (PathBuf, Sender<(PathBuf, std::io::Result<()>)>);
 
 struct Pool {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
 }
 
 fn fsync_path(path: &Path) -> std::io::Result<()> {
@@ -51,9 +51,7 @@ fn pool() -> Option<&'static Pool> {
                 started += 1;
             }
         }
-        (started > 0).then(|| Pool {
-            jobs: Mutex::new(tx),
-        })
+        (started > 0).then_some(Pool { jobs: tx })
     })
     .as_ref()
 }
@@ -67,9 +65,8 @@ pub fn fsync_all(paths: &[&Path]) -> Result<()> {
     let (reply_tx, reply_rx) = channel();
     let mut queued = 0;
     if let Some(pool) = pool() {
-        let jobs = pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
         for p in rest {
-            if jobs.send((p.to_path_buf(), reply_tx.clone())).is_err() {
+            if pool.jobs.send((p.to_path_buf(), reply_tx.clone())).is_err() {
                 break; // every worker is gone
             }
             queued += 1;

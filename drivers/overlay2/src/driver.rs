@@ -263,10 +263,7 @@ impl Overlay2 {
         // torn file or a missing directory: recovery checks every layer it finds
         // (recovery::validate) and removes such a one, so torn metadata is never used. The
         // `l/` link is not synced: recovery recreates it from `link`.
-        let mut paths: Vec<PathBuf> = files
-            .iter()
-            .filter_map(|f| f.file_name().map(|n| dest.join(n)))
-            .collect();
+        let mut paths: Vec<PathBuf> = files.iter().map(|name| dest.join(name)).collect();
         paths.push(dest.join("diff"));
         if has_parent {
             paths.push(dest.join("work"));

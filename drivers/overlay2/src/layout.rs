@@ -124,13 +124,13 @@ impl LayerMeta {
     /// Writes the metadata files into the staging directory `dir` (no trailing newlines, as
     /// Docker), without fsync: the staging directory is the temporary, its rename into place
     /// is the atomic step, and the caller syncs everything at once afterwards (see
-    /// `Overlay2::build_layer_dir`). Returns the files written.
-    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+    /// `Overlay2::build_layer_dir`). Returns the names of the files written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<&'static str>> {
         let mut written = Vec::with_capacity(3);
-        let mut put = |name: &str, data: &[u8]| {
+        let mut put = |name: &'static str, data: &[u8]| {
             let path = dir.join(name);
             std::fs::write(&path, data).ctx("write", &path)?;
-            written.push(path);
+            written.push(name);
             Ok::<(), Error>(())
         };
         if self.read_only {

@@ -76,7 +76,7 @@ impl OverlayFs {
     /// Ends an open made by [`Self::open_reply`].
     pub(super) fn release_handle(&self, ino: u64, fh: u64) {
         if let Some(p) = self.passthrough.get() {
-            p.release(ino, fh);
+            p.release(ino);
         }
         sys::close(fh as RawFd);
     }

@@ -12,8 +12,7 @@
 //! open impossible. Upper files, and every file of a read-only mount, use passthrough.
 //!
 //! File handles: the low 32 bits are the raw fd of the underlying file (so `fh as RawFd` is
-//! that fd everywhere), bits 32-62 the backing id (0: none), bit 63 marks a counted cached
-//! open.
+//! that fd everywhere), the high 32 bits the backing id (0: none).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
@@ -51,8 +50,6 @@ pub(super) struct OpenReply {
     pub flags: u32,
     pub backing_id: i32,
 }
-
-const CACHED_BIT: u64 = 1 << 63;
 
 impl Passthrough {
     pub fn new(backing: BackingFiles) -> Self {
@@ -117,8 +114,8 @@ impl Passthrough {
         }
     }
 
-    /// Ends one open made by [`Self::open`] (its handle `fh`).
-    pub fn release(&self, inode: u64, fh: u64) {
+    /// Ends one open of `inode` made by [`Self::open`].
+    pub fn release(&self, inode: u64) {
         let mut map = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
         let last = match map.get_mut(&inode) {
             Some(Mode::Passthrough { opens, .. }) | Some(Mode::Cached { opens }) => {
@@ -134,7 +131,6 @@ impl Passthrough {
                 }
             }
         }
-        debug_assert!(fh & CACHED_BIT != 0 || backing_id_of(fh) != 0);
     }
 
     fn register(&self, inode: u64, fd: BorrowedFd<'_>) -> Option<(i32, u64, u64)> {
@@ -167,7 +163,7 @@ fn passthrough_reply(fd: OwnedFd, id: i32) -> OpenReply {
 
 fn cached_reply(fd: OwnedFd, flags: u32) -> OpenReply {
     OpenReply {
-        fh: handle(fd, 0) | CACHED_BIT,
+        fh: handle(fd, 0),
         flags,
         backing_id: 0,
     }
@@ -177,8 +173,9 @@ fn handle(fd: OwnedFd, backing_id: i32) -> u64 {
     (fd.into_raw_fd() as u32 as u64) | ((backing_id as u32 as u64) << 32)
 }
 
+#[cfg(test)]
 fn backing_id_of(fh: u64) -> i32 {
-    ((fh & !CACHED_BIT) >> 32) as u32 as i32
+    (fh >> 32) as u32 as i32
 }
 
 fn identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
@@ -202,7 +199,7 @@ mod tests {
         let file = std::fs::File::open("/proc/self/stat").expect("open");
         let fd = OwnedFd::from(file);
         let raw = fd.as_raw_fd();
-        let fh = handle(fd, 7) | CACHED_BIT;
+        let fh = handle(fd, 7);
         assert_eq!(fh as std::os::fd::RawFd, raw);
         assert_eq!(backing_id_of(fh), 7);
         // SAFETY: closing the fd the handle took over.
