@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use crate::archive::{self, ApplyOptions, ApplyStats, WhiteoutMode};
+use crate::archive::{self, ApplyConfig, ApplyStats, WhiteoutMode};
 use crate::error::Result;
 use crate::layer::{Change, TarStream};
 use crate::stream;
@@ -89,12 +89,24 @@ pub fn diff(pair: MountedPair) -> TarStream {
     })
 }
 
-/// Applies a layer tar (plain, gzip or zstd) into `dest`.
+/// Applies a layer tar (plain, gzip or zstd) into `dest`, for a driver's `apply_diff`. The
+/// diffID is not computed (`ApplyStats::diff_id` is empty): the layer store hashes the stream
+/// itself, for every driver.
 pub async fn apply(dest: PathBuf, tar: TarStream, mode: WhiteoutMode) -> Result<ApplyStats> {
     stream::with_blocking_reader(tar, move |input| {
-        archive::apply_layer(&dest, input, &ApplyOptions { whiteouts: mode })
+        archive::apply_layer_with(&dest, input, &driver_apply(mode))
     })
     .await
+}
+
+/// How a driver applies a diff: the given whiteout mode, xattrs exact, no diffID (see
+/// [`apply`]).
+pub fn driver_apply(whiteouts: WhiteoutMode) -> ApplyConfig {
+    ApplyConfig {
+        whiteouts,
+        best_effort_xattrs: false,
+        diff_id: false,
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_core::archive::{self, ApplyConfig, WhiteoutMode};
+use strata_core::archive::{self, WhiteoutMode};
+use strata_core::naive;
 use strata_core::stream;
 use strata_core::{Change, Error, LayerId, Result, TarStream};
 
@@ -135,11 +136,7 @@ impl Overlay2 {
             archive::apply_layer_with(
                 &dest,
                 input,
-                &ApplyConfig {
-                    whiteouts: WhiteoutMode::OverlayMarkers,
-                    best_effort_xattrs: false,
-                    diff_id: false,
-                },
+                &naive::driver_apply(WhiteoutMode::OverlayMarkers),
             )
         })
         .await?;

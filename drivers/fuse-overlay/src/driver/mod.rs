@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use strata_core::archive::{self, ApplyOptions, WhiteoutMode};
+use strata_core::archive::{self, WhiteoutMode};
+use strata_core::naive;
 use strata_core::registry::DriverConfig;
 use strata_core::{
     fsutil, stream, Capabilities, Change, CreateOpts, Error, IoContext, LayerDriver, LayerId,
@@ -342,13 +343,7 @@ impl LayerDriver for FuseOverlayDriver {
         }
         let dest = self.inner.layout.diff(id);
         let stats = stream::with_blocking_reader(tar, move |r| {
-            archive::apply_layer(
-                &dest,
-                r,
-                &ApplyOptions {
-                    whiteouts: WhiteoutMode::OverlayMarkers,
-                },
-            )
+            archive::apply_layer_with(&dest, r, &naive::driver_apply(WhiteoutMode::OverlayMarkers))
         })
         .await?;
         Ok(stats.content_bytes)
