@@ -6,7 +6,9 @@
 #
 # Needs root (mounts, drop_caches), fuse-overlayfs, python3, GNU tar. Builds our binary in
 # release mode (or takes STRATA_FUSE_OVERLAYFS=path). Environment: RUNS (repetitions per row,
-# default 3), KINDS (which of "kernel fuse-overlayfs strata" to run). The data set (about 1.4 GB) stays in BENCH_DIR.img (a loop-mounted ext4 image)
+# default 3), KINDS (which of "kernel fuse-overlayfs strata strata-devfuse" to run; the last is
+# ours with requests on /dev/fuse instead of io_uring). The fuse module's enable_uring is
+# switched on for the run (fuse-overlayfs's libfuse does not ask for it) and restored after. The data set (about 1.4 GB) stays in BENCH_DIR.img (a loop-mounted ext4 image)
 # for the next run; delete it by hand.
 set -euo pipefail
 
@@ -36,9 +38,14 @@ if ! mountpoint -q "$B"; then
 fi
 L1=$B/l1 L2=$B/l2 TARBALL=$B/layer.tar M=$B/mnt
 
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_BEFORE=$(cat "$URING_PARAM" 2>/dev/null || true)
+[ -n "$URING_BEFORE" ] && echo Y > "$URING_PARAM"
+
 cleanup() {
     mountpoint -q "$M" && umount "$M" || true
     mountpoint -q "$B" && umount "$B" || true
+    [ -n "$URING_BEFORE" ] && echo "$URING_BEFORE" > "$URING_PARAM" || true
 }
 trap cleanup EXIT
 
@@ -91,6 +98,7 @@ mount_kind() {
         kernel) mount -t overlay overlay -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
         fuse-overlayfs) "$FOVL" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
         strata) "$OURS" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
+        strata-devfuse) "$OURS" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w,io_uring=0" "$M" ;;
     esac
 }
 
@@ -186,14 +194,14 @@ ROWS=("mount (to first stat)" "seq read 1 GiB, cold" "seq read 1 GiB, warm" "sta
       "untar 20k files" "copy-up 1 GiB, cold" "copy-up 1 GiB, cold, + syncfs" "create 10k files"
       "unlink 10k files" "delete 4k lower files (whiteouts)")
 
-printf '| %-34s | %8s | %14s | %8s | %16s | %12s |\n' "test (median of $RUNS, ms)" kernel fuse-overlayfs strata "fuse-ovl / strata" "strata / kernel"
-printf '|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------" "----------------" "----------" "------------------" "--------------"
+printf '| %-34s | %8s | %14s | %8s | %16s | %12s | %14s | %22s |\n' "test (median of $RUNS, ms)" kernel fuse-overlayfs strata "fuse-ovl / strata" "strata / kernel" "strata-devfuse" "fuse-ovl / strata-devfuse"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------" "----------------" "----------" "------------------" "--------------" "----------------" "------------------------"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2fx", a / b; else print "-" }'; }
 for r in "${ROWS[@]}"; do
     k=$(echo "${RESULT["$r|kernel"]:-}" | median)
     f=$(echo "${RESULT["$r|fuse-overlayfs"]:-}" | median)
     o=$(echo "${RESULT["$r|strata"]:-}" | median)
-    speed=$(awk -v f="$f" -v o="$o" 'BEGIN { if (o > 0 && f != "") printf "%.2fx", f / o; else print "-" }')
-    vsk=$(awk -v k="$k" -v o="$o" 'BEGIN { if (k > 0 && o != "") printf "%.2fx", o / k; else print "-" }')
-    printf '| %-34s | %8s | %14s | %8s | %16s | %12s |\n' "$r" "$k" "$f" "$o" "$speed" "$vsk"
+    dv=$(echo "${RESULT["$r|strata-devfuse"]:-}" | median)
+    printf '| %-34s | %8s | %14s | %8s | %16s | %12s | %14s | %22s |\n' "$r" "$k" "$f" "$o" \
+        "$(ratio "$f" "$o")" "$(ratio "$o" "$k")" "${dv:--}" "$(ratio "$f" "$dv")"
 done
-

@@ -75,6 +75,7 @@ impl OverlayMount {
         let writeback = cfg.writeback && !read_only;
         let passthrough = cfg.passthrough && !writeback;
         let in_place = cfg.serve_in_place;
+        let io_uring = cfg.io_uring;
         let path = mountpoint.to_path_buf();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
         let mount_path = path.clone();
@@ -95,7 +96,8 @@ impl OverlayMount {
                 .nonempty(true)
                 .write_back(writeback)
                 .passthrough(passthrough)
-                .serve_in_place(in_place);
+                .serve_in_place(in_place)
+                .io_uring(io_uring);
             let handle = match Session::new(opts).mount(fs, &mount_path).await {
                 Ok(h) => h,
                 Err(e) => {

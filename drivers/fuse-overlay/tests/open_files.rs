@@ -85,3 +85,60 @@ fn copy_up_while_a_reader_holds_the_lower_file() {
     m.unmount(&rt);
     assert_no_mounts_under(base);
 }
+
+/// Names of this process's threads that serve FUSE io_uring queues.
+fn uring_queue_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("fuse-uring-"))
+        .count()
+}
+
+/// Where the kernel offers FUSE over io_uring, a mount serves its requests through one queue
+/// per possible CPU, and the queue threads end with the mount; where it does not, the mount
+/// works through /dev/fuse alone and starts no queue.
+#[test]
+fn io_uring_queues_serve_and_end_with_the_mount() {
+    let offered = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
+        .is_ok_and(|v| v.trim() == "Y");
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let cpus = possible
+        .trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
+        .max()
+        .unwrap()
+        + 1;
+    let rt = runtime();
+    let d = Dirs::new();
+    let base = d.tmp.path();
+    mkdirs(base, &["l1/dir"]);
+    std::fs::write(base.join("l1/dir/f"), b"lower\n").unwrap();
+    let m = FuseOverlay::mount(
+        &rt,
+        &[&base.join("l1")],
+        &base.join("upper"),
+        &base.join("work"),
+        &base.join("mnt"),
+    );
+    for i in 0..200 {
+        std::fs::write(m.path.join(format!("dir/n{i}")), b"x").unwrap();
+    }
+    assert_eq!(std::fs::read(m.path.join("dir/f")).unwrap(), b"lower\n");
+    assert_eq!(std::fs::read_dir(m.path.join("dir")).unwrap().count(), 201);
+    let expected = if offered { cpus } else { 0 };
+    assert_eq!(
+        uring_queue_threads(),
+        expected,
+        "io_uring offered: {offered}"
+    );
+    m.unmount(&rt);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while uring_queue_threads() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(uring_queue_threads(), 0, "queue threads outlived the mount");
+    assert_eq!(std::fs::read(base.join("upper/dir/n7")).unwrap(), b"x");
+    assert_no_mounts_under(base);
+}

@@ -47,6 +47,7 @@ pub struct MountOptions {
     // strata patch
     pub(crate) passthrough: bool,
     pub(crate) serve_in_place: bool,
+    pub(crate) io_uring: bool,
 
     // Other FUSE mount options
     // default 40000
@@ -174,6 +175,17 @@ impl MountOptions {
     /// privileged `mount` only.
     pub fn serve_in_place(&mut self, serve_in_place: bool) -> &mut Self {
         self.serve_in_place = serve_in_place;
+
+        self
+    }
+
+    /// strata patch: serve requests over io_uring, one queue per CPU, each on a thread pinned
+    /// to its CPU (Linux 6.14+, when the fuse module's `enable_uring` parameter is on; the
+    /// session falls back to /dev/fuse otherwise). FORGET and INTERRUPT still come through
+    /// /dev/fuse. Requests of one queue run one at a time, as with `serve_in_place`; queues
+    /// run in parallel, so handlers must be thread-safe. Privileged `mount` only.
+    pub fn io_uring(&mut self, io_uring: bool) -> &mut Self {
+        self.io_uring = io_uring;
 
         self
     }

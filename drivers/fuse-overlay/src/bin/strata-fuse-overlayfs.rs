@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Without `upperdir` the mount is read-only. `-o writeback=1` turns the FUSE writeback cache
-//! on. Without `-f` the command returns once the mount
+//! on; `-o io_uring=0` keeps requests on /dev/fuse where the kernel offers FUSE over io_uring
+//! (the fuse module's `enable_uring`). Without `-f` the command returns once the mount
 //! is ready and keeps serving in the background (like fuse-overlayfs); it exits when the
 //! filesystem is unmounted.
 
@@ -27,6 +28,7 @@ struct Args {
     work: Option<PathBuf>,
     mountpoint: PathBuf,
     writeback: Option<bool>,
+    io_uring: Option<bool>,
 }
 
 const USAGE: &str =
@@ -60,6 +62,7 @@ fn parse_options(opts: &[u8], args: &mut Args) -> anyhow::Result<()> {
             b"upperdir" => args.upper = Some(path(value)?),
             b"workdir" => args.work = Some(path(value)?),
             b"writeback" => args.writeback = Some(value != Some(b"0")),
+            b"io_uring" => args.io_uring = Some(value != Some(b"0")),
             other => eprintln!(
                 "strata-fuse-overlayfs: ignoring option {}",
                 String::from_utf8_lossy(other)
@@ -77,6 +80,7 @@ fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
         work: None,
         mountpoint: PathBuf::new(),
         writeback: None,
+        io_uring: None,
     };
     let mut positional = Vec::new();
     let mut it = argv.into_iter();
@@ -122,6 +126,9 @@ fn serve(args: Args, ready: Option<OwnedFd>) -> anyhow::Result<()> {
         let mut cfg = OverlayConfig::new(args.lowers, upper);
         if let Some(wb) = args.writeback {
             cfg.writeback = wb;
+        }
+        if let Some(uring) = args.io_uring {
+            cfg.io_uring = uring;
         }
         let mounted = OverlayMount::mount(cfg, &args.mountpoint).await;
         let mut mount = match mounted {

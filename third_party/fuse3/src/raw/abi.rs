@@ -179,6 +179,8 @@ pub const FUSE_INIT_EXT: u32 = 1 << 30;
 /// strata patch: FUSE_PASSTHROUGH (1 << 37) as a bit of flags2.
 #[cfg(target_os = "linux")]
 pub const FUSE_PASSTHROUGH_FLAGS2: u32 = 1 << (37 - 32);
+/// strata patch: FUSE_OVER_IO_URING (protocol 7.42), bit 41 of the INIT flags.
+pub const FUSE_OVER_IO_URING_FLAGS2: u32 = 1 << (41 - 32);
 
 // CUSE init request/reply flags
 // use unrestricted ioctl

@@ -22,6 +22,8 @@ mod passthrough;
 pub mod reply;
 mod request;
 pub(crate) mod session;
+#[cfg(target_os = "linux")]
+mod uring;
 
 pub mod prelude {
     pub use super::Filesystem;

@@ -109,11 +109,37 @@ pub(crate) struct ResponseSender {
     send_failed: Arc<async_notify::Notify>,
     /// connection to write response
     connection: Arc<FuseConnection>,
+    /// strata patch: set on an io_uring queue's sender, which keeps replies (not
+    /// notifications, unique 0) for the queue to write into its ring entry.
+    #[cfg(target_os = "linux")]
+    capture: Option<super::uring::Capture>,
 }
 
 impl ResponseSender {
+    /// strata patch: keeps the reply for an io_uring queue; false when it is to be written to
+    /// /dev/fuse.
+    fn captured(&self, header: &fuse_out_header, parts: &[&[u8]]) -> bool {
+        #[cfg(target_os = "linux")]
+        if let Some(capture) = &self.capture
+            && header.unique != 0
+        {
+            let mut reply = capture.lock().unwrap_or_else(|p| p.into_inner());
+            reply.header = Some((header.error, header.unique));
+            reply.payload.clear();
+            for part in parts {
+                reply.payload.extend_from_slice(part);
+            }
+            return true;
+        }
+        let _ = (header, parts);
+        false
+    }
+
     /// send response with only header, no data
     pub(crate) async fn send1(&self, header: &fuse_out_header) {
+        if self.captured(header, &[]) {
+            return;
+        }
         if let Err(err) = self
             .connection
             .write_vectored::<_, &[u8]>(header.as_bytes(), None)
@@ -134,6 +160,9 @@ impl ResponseSender {
 
     /// send response with header and data
     pub(crate) async fn send2(&self, header: &fuse_out_header, data: &[u8]) {
+        if self.captured(header, &[data]) {
+            return;
+        }
         if let Err(err) = self
             .connection
             .write_vectored::<_, &[u8]>(header.as_bytes(), Some(data))
@@ -154,6 +183,9 @@ impl ResponseSender {
 
     /// send response with header and two parts of data.
     pub(crate) async fn send3(&self, header: &fuse_out_header, d1: &[u8], d2: &[u8]) {
+        if self.captured(header, &[d1, d2]) {
+            return;
+        }
         // TODO: Implement a write_vectored in FuseConnection to avoid this copy
         let mut data = Vec::with_capacity(d1.len() + d2.len());
         data.extend_from_slice(d1);
@@ -322,6 +354,11 @@ pub struct Session<FS> {
     /// strata patch: the request being served in place (`MountOptions::serve_in_place`); a
     /// Mutex only to keep the session Sync, never contended.
     inline: std::sync::Mutex<Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    /// strata patch: payload size of the io_uring queues, once INIT granted them.
+    uring_payload: Option<usize>,
+    /// strata patch: ends the io_uring queue threads with the session.
+    #[cfg(target_os = "linux")]
+    uring_stop: Option<Arc<super::uring::StopSignal>>,
 }
 
 enum ReadResult {
@@ -355,6 +392,9 @@ impl<FS> Session<FS> {
             response_sender: None,
             mount_options,
             inline: std::sync::Mutex::new(Vec::new()),
+            uring_payload: None,
+            #[cfg(target_os = "linux")]
+            uring_stop: None,
         }
     }
 
@@ -605,6 +645,8 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         self.response_sender.replace(Arc::new(ResponseSender {
             send_failed: send_failed.clone(),
             connection: fuse_write_connection,
+            #[cfg(target_os = "linux")]
+            capture: None,
         }));
 
         let dispatch_task = self.dispatch().fuse();
@@ -773,6 +815,10 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
 
         let max_write = self.init_filesystem(&fs, &fuse_connection).await?.get() as usize;
         let buffer_size = (max_write + FUSE_WRITE_IN_SIZE).max(FUSE_MIN_READ_BUFFER_SIZE);
+        #[cfg(target_os = "linux")]
+        if let Some(payload) = self.uring_payload {
+            self.start_uring(payload, &fs, &fuse_connection);
+        }
 
         let mut header_buffer = vec![0; FUSE_IN_HEADER_SIZE];
         let mut data_buffer = vec![0; buffer_size];
@@ -783,6 +829,10 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                 .await
             {
                 ReadResult::Destroy => {
+                    #[cfg(target_os = "linux")]
+                    if let Some(stop) = self.uring_stop.take() {
+                        stop.fire();
+                    }
                     fs.destroy(Request {
                         unique: 0,
                         uid: 0,
@@ -831,243 +881,342 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             let data_size = in_header.len as usize - FUSE_IN_HEADER_SIZE;
             let data_ref = &data_buffer[..data_size];
 
-            match opcode {
-                fuse_opcode::FUSE_INIT => {
-                    warn!("duplicated fuse init request");
-
-                    self.handle_init(request, data_ref, &fuse_connection, &fs)
-                        .await?;
-                }
-
-                fuse_opcode::FUSE_DESTROY => {
-                    debug!("receive fuse destroy");
-
-                    fs.destroy(request).await;
-
-                    debug!("fuse destroyed");
-
-                    return Ok(());
-                }
-
-                fuse_opcode::FUSE_LOOKUP => {
-                    self.handle_lookup(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_FORGET => {
-                    self.handle_forget(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_GETATTR => {
-                    self.handle_getattr(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_SETATTR => {
-                    self.handle_setattr(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_READLINK => {
-                    self.handle_readlink(request, in_header, &fs).await;
-                }
-
-                fuse_opcode::FUSE_SYMLINK => {
-                    self.handle_symlink(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_MKNOD => {
-                    self.handle_mknod(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_MKDIR => {
-                    self.handle_mkdir(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_UNLINK => {
-                    self.handle_unlink(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_RMDIR => {
-                    self.handle_rmdir(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_RENAME => {
-                    self.handle_rename(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_LINK => {
-                    self.handle_link(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_OPEN => {
-                    self.handle_open(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_READ => {
-                    self.handle_read(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_WRITE => {
-                    self.handle_write(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_STATFS => {
-                    self.handle_statfs(request, in_header, &fs).await;
-                }
-
-                fuse_opcode::FUSE_RELEASE => {
-                    self.handle_release(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_FSYNC => {
-                    self.handle_fsync(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_SETXATTR => {
-                    self.handle_setxattr(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_GETXATTR => {
-                    self.handle_getxattr(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_LISTXATTR => {
-                    self.handle_listxattr(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_REMOVEXATTR => {
-                    self.handle_removexattr(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_FLUSH => {
-                    self.handle_flush(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_OPENDIR => {
-                    self.handle_opendir(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_READDIR => {
-                    self.handle_readdir(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_RELEASEDIR => {
-                    self.handle_releasedir(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_FSYNCDIR => {
-                    self.handle_fsyncdir(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                #[cfg(feature = "file-lock")]
-                fuse_opcode::FUSE_GETLK => {
-                    self.handle_getlk(request, in_header, data_ref, &fs).await;
-                }
-
-                #[cfg(feature = "file-lock")]
-                fuse_opcode::FUSE_SETLK | fuse_opcode::FUSE_SETLKW => {
-                    self.handle_setlk(
-                        request,
-                        in_header,
-                        data_ref,
-                        opcode == fuse_opcode::FUSE_SETLKW,
-                        &fs,
-                    )
-                    .await;
-                }
-
-                fuse_opcode::FUSE_ACCESS => {
-                    self.handle_access(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_CREATE => {
-                    self.handle_create(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_INTERRUPT => {
-                    self.handle_interrupt(request, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_BMAP => {
-                    self.handle_bmap(request, in_header, data_ref, &fs).await;
-                }
-
-                /*fuse_opcode::FUSE_IOCTL => {
-                    let mut resp_sender = self.response_sender().clone();
-
-                    let ioctl_in = match fuse_ioctl_in::read_from_prefix(data) {
-                        Err(err) => {
-                            error!("deserialize fuse_ioctl_in failed {}", err);
-
-                             self.response_sender2.send_err(&request, libc::EINVAL.into()).await;
-
-                            continue;
-                        }
-
-                        Ok(ioctl_in) => ioctl_in,
-                    };
-
-                    let ioctl_data = (&data[FUSE_IOCTL_IN_SIZE..]).to_vec();
-
-                    let fs = fs.clone();
-                }*/
-                fuse_opcode::FUSE_POLL => {
-                    self.handle_poll(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_NOTIFY_REPLY => {
-                    self.handle_notify_reply(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_BATCH_FORGET => {
-                    self.handle_batch_forget(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_FALLOCATE => {
-                    self.handle_fallocate(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_READDIRPLUS => {
-                    self.handle_readdirplus(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                fuse_opcode::FUSE_RENAME2 => {
-                    self.handle_rename2(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_LSEEK => {
-                    self.handle_lseek(request, in_header, data_ref, &fs).await;
-                }
-
-                fuse_opcode::FUSE_COPY_FILE_RANGE => {
-                    self.handle_copy_file_range(request, in_header, data_ref, &fs)
-                        .await;
-                }
-
-                #[cfg(target_os = "macos")]
-                fuse_opcode::FUSE_SETVOLNAME => {}
-
-                #[cfg(target_os = "macos")]
-                fuse_opcode::FUSE_GETXTIMES => {}
-
-                #[cfg(target_os = "macos")]
-                fuse_opcode::FUSE_EXCHANGE => {} // fuse_opcode::CUSE_INIT => {}
-            }
-
-            // strata patch: finish a request served in place before reading the next.
-            let inline = std::mem::take(self.inline.get_mut().unwrap_or_else(|p| p.into_inner()));
-            for handler in inline {
-                handler.await;
+            if let Some(end) = self
+                .dispatch_one(request, in_header, opcode, data_ref, &fs, &fuse_connection)
+                .await
+            {
+                return end;
             }
         }
+    }
+
+    /// strata patch: starts one thread per io_uring queue (one per possible CPU). Until every
+    /// queue has registered, the kernel keeps sending requests through /dev/fuse, so a queue
+    /// that fails to start only costs the speed-up.
+    #[cfg(target_os = "linux")]
+    fn start_uring(&mut self, payload: usize, fs: &Arc<FS>, fuse_connection: &Arc<FuseConnection>) {
+        let stop = match super::uring::StopSignal::new() {
+            Ok(stop) => Arc::new(stop),
+            Err(err) => {
+                warn!("fuse io_uring not started: {}", err);
+                return;
+            }
+        };
+        self.uring_stop = Some(stop.clone());
+        for qid in 0..super::uring::possible_cpus() {
+            let capture = super::uring::Capture::default();
+            let mut options = self.mount_options.clone();
+            options.serve_in_place = true;
+            let mut worker = Session::<FS> {
+                fuse_connection: Some(fuse_connection.clone()),
+                filesystem: None,
+                response_sender: Some(Arc::new(ResponseSender {
+                    send_failed: Arc::new(async_notify::Notify::new()),
+                    connection: fuse_connection.clone(),
+                    capture: Some(capture.clone()),
+                })),
+                mount_options: options,
+                inline: std::sync::Mutex::new(Vec::new()),
+                uring_payload: None,
+                uring_stop: None,
+            };
+            let fs = fs.clone();
+            let conn = fuse_connection.clone();
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("fuse-uring-{qid}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(err) => return warn!(qid, "fuse io_uring queue: {}", err),
+                    };
+                    let dev = conn.as_fd().as_raw_fd();
+                    let queue =
+                        match super::uring::Queue::new(qid, dev, payload, stop.raw(), capture) {
+                            Ok(queue) => queue,
+                            Err(err) => {
+                                return warn!(qid, "fuse io_uring queue not registered: {}", err);
+                            }
+                        };
+                    let served = queue.run(|header, body| {
+                        let Ok(in_header) = fuse_in_header::read_from_bytes(header) else {
+                            return;
+                        };
+                        let request = Request::from(&in_header);
+                        let Ok(opcode) = fuse_opcode::try_from(in_header.opcode) else {
+                            rt.block_on(
+                                worker
+                                    .response_sender()
+                                    .send_err(&request, libc::ENOSYS.into()),
+                            );
+                            return;
+                        };
+                        rt.block_on(
+                            worker.dispatch_one(request, in_header, opcode, body, &fs, &conn),
+                        );
+                    });
+                    if let Err(err) = served {
+                        error!(qid, "fuse io_uring queue failed: {}", err);
+                    }
+                });
+            if let Err(err) = spawned {
+                warn!(qid, "fuse io_uring queue thread: {}", err);
+            }
+        }
+    }
+
+    /// strata patch: handles one request (read from /dev/fuse or taken from an io_uring queue
+    /// entry) and, served in place, runs its handler to completion. `Some` ends the session.
+    pub(crate) async fn dispatch_one(
+        &mut self,
+        request: Request,
+        in_header: fuse_in_header,
+        opcode: fuse_opcode,
+        data_ref: &[u8],
+        fs: &Arc<FS>,
+        fuse_connection: &Arc<FuseConnection>,
+    ) -> Option<IoResult<()>> {
+        match opcode {
+            fuse_opcode::FUSE_INIT => {
+                warn!("duplicated fuse init request");
+
+                if let Err(err) = self
+                    .handle_init(request, data_ref, fuse_connection, fs)
+                    .await
+                {
+                    return Some(Err(err));
+                }
+            }
+
+            fuse_opcode::FUSE_DESTROY => {
+                debug!("receive fuse destroy");
+
+                fs.destroy(request).await;
+
+                debug!("fuse destroyed");
+
+                return Some(Ok(()));
+            }
+
+            fuse_opcode::FUSE_LOOKUP => {
+                self.handle_lookup(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_FORGET => {
+                self.handle_forget(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_GETATTR => {
+                self.handle_getattr(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_SETATTR => {
+                self.handle_setattr(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_READLINK => {
+                self.handle_readlink(request, in_header, fs).await;
+            }
+
+            fuse_opcode::FUSE_SYMLINK => {
+                self.handle_symlink(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_MKNOD => {
+                self.handle_mknod(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_MKDIR => {
+                self.handle_mkdir(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_UNLINK => {
+                self.handle_unlink(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_RMDIR => {
+                self.handle_rmdir(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_RENAME => {
+                self.handle_rename(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_LINK => {
+                self.handle_link(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_OPEN => {
+                self.handle_open(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_READ => {
+                self.handle_read(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_WRITE => {
+                self.handle_write(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_STATFS => {
+                self.handle_statfs(request, in_header, fs).await;
+            }
+
+            fuse_opcode::FUSE_RELEASE => {
+                self.handle_release(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_FSYNC => {
+                self.handle_fsync(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_SETXATTR => {
+                self.handle_setxattr(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_GETXATTR => {
+                self.handle_getxattr(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_LISTXATTR => {
+                self.handle_listxattr(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_REMOVEXATTR => {
+                self.handle_removexattr(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_FLUSH => {
+                self.handle_flush(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_OPENDIR => {
+                self.handle_opendir(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_READDIR => {
+                self.handle_readdir(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_RELEASEDIR => {
+                self.handle_releasedir(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_FSYNCDIR => {
+                self.handle_fsyncdir(request, in_header, data_ref, fs).await;
+            }
+
+            #[cfg(feature = "file-lock")]
+            fuse_opcode::FUSE_GETLK => {
+                self.handle_getlk(request, in_header, data_ref, fs).await;
+            }
+
+            #[cfg(feature = "file-lock")]
+            fuse_opcode::FUSE_SETLK | fuse_opcode::FUSE_SETLKW => {
+                self.handle_setlk(
+                    request,
+                    in_header,
+                    data_ref,
+                    opcode == fuse_opcode::FUSE_SETLKW,
+                    &fs,
+                )
+                .await;
+            }
+
+            fuse_opcode::FUSE_ACCESS => {
+                self.handle_access(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_CREATE => {
+                self.handle_create(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_INTERRUPT => {
+                self.handle_interrupt(request, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_BMAP => {
+                self.handle_bmap(request, in_header, data_ref, fs).await;
+            }
+
+            /*fuse_opcode::FUSE_IOCTL => {
+                let mut resp_sender = self.response_sender().clone();
+
+                let ioctl_in = match fuse_ioctl_in::read_from_prefix(data) {
+                    Err(err) => {
+                        error!("deserialize fuse_ioctl_in failed {}", err);
+
+                         self.response_sender2.send_err(&request, libc::EINVAL.into()).await;
+
+                        continue;
+                    }
+
+                    Ok(ioctl_in) => ioctl_in,
+                };
+
+                let ioctl_data = (&data[FUSE_IOCTL_IN_SIZE..]).to_vec();
+
+                let fs = fs.clone();
+            }*/
+            fuse_opcode::FUSE_POLL => {
+                self.handle_poll(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_NOTIFY_REPLY => {
+                self.handle_notify_reply(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_BATCH_FORGET => {
+                self.handle_batch_forget(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_FALLOCATE => {
+                self.handle_fallocate(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_READDIRPLUS => {
+                self.handle_readdirplus(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            fuse_opcode::FUSE_RENAME2 => {
+                self.handle_rename2(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_LSEEK => {
+                self.handle_lseek(request, in_header, data_ref, fs).await;
+            }
+
+            fuse_opcode::FUSE_COPY_FILE_RANGE => {
+                self.handle_copy_file_range(request, in_header, data_ref, fs)
+                    .await;
+            }
+
+            #[cfg(target_os = "macos")]
+            fuse_opcode::FUSE_SETVOLNAME => {}
+
+            #[cfg(target_os = "macos")]
+            fuse_opcode::FUSE_GETXTIMES => {}
+
+            #[cfg(target_os = "macos")]
+            fuse_opcode::FUSE_EXCHANGE => {} // fuse_opcode::CUSE_INIT => {}
+        }
+
+        // strata patch: finish a request served in place before reading the next.
+        let inline = std::mem::take(self.inline.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for handler in inline {
+            handler.await;
+        }
+        None
     }
 
     #[instrument(skip(self, data, fs))]
@@ -1111,7 +1260,7 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
 
         // strata patch: flags2 follows the first four fields when the kernel sets INIT_EXT.
         #[cfg(target_os = "linux")]
-        let (reply_flags2, max_stack_depth) = {
+        let (mut reply_flags2, max_stack_depth) = {
             let flags2 = if init_in.flags & FUSE_INIT_EXT > 0 && data.len() >= 20 {
                 u32::from_ne_bytes([data[16], data[17], data[18], data[19]])
             } else {
@@ -1132,6 +1281,25 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         };
         #[cfg(not(target_os = "linux"))]
         let (reply_flags2, max_stack_depth) = (0, 0);
+
+        // strata patch: FUSE over io_uring, when asked for and the kernel offers it (the fuse
+        // module's enable_uring is on).
+        #[cfg(target_os = "linux")]
+        let over_io_uring = {
+            let flags2 = if init_in.flags & FUSE_INIT_EXT > 0 && data.len() >= 20 {
+                u32::from_ne_bytes([data[16], data[17], data[18], data[19]])
+            } else {
+                0
+            };
+            let granted = self.mount_options.io_uring && flags2 & FUSE_OVER_IO_URING_FLAGS2 > 0;
+            if granted {
+                debug!("enable FUSE_OVER_IO_URING");
+
+                reply_flags |= FUSE_INIT_EXT;
+                reply_flags2 |= FUSE_OVER_IO_URING_FLAGS2;
+            }
+            granted
+        };
 
         // TODO: most of these FUSE_* flags should be controllable by the consuming crate.
         if init_in.flags & FUSE_ASYNC_READ > 0 {
@@ -1368,12 +1536,25 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             .await
             .1
         {
+            // strata patch: unmounted before INIT was answered (the kernel no longer knows the
+            // request): an end like any other, not a failure.
+            if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV)) {
+                return Err(IoError::new(
+                    ErrorKind::UnexpectedEof,
+                    "unmounted before INIT was answered",
+                ));
+            }
             error!("write init out data to /dev/fuse failed {}", err);
 
             return Err(err);
         }
 
         debug!("fuse init done");
+
+        #[cfg(target_os = "linux")]
+        if over_io_uring {
+            self.uring_payload = Some(super::uring::payload_size(reply.max_write.get()));
+        }
 
         #[cfg(target_os = "linux")]
         if reply_flags2 & FUSE_PASSTHROUGH_FLAGS2 > 0 {
