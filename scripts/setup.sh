@@ -37,6 +37,14 @@ for m in overlay btrfs fuse loop xfs; do modprobe "$m" 2>/dev/null || true; done
 grep -qw overlay /proc/filesystems || { echo "setup: kernel has no overlayfs" >&2; exit 1; }
 grep -qw btrfs /proc/filesystems || { echo "setup: kernel has no btrfs" >&2; exit 1; }
 [ -c /dev/fuse ] || { echo "setup: /dev/fuse is missing" >&2; exit 1; }
+# FUSE over io_uring (Linux 6.14+), which the fuse-overlay driver uses when the kernel offers
+# it: off by default, a module parameter. Without it the driver serves through /dev/fuse.
+uring=/sys/module/fuse/parameters/enable_uring
+if [ -w "$uring" ]; then
+  echo Y > "$uring"
+else
+  echo "setup: this kernel has no FUSE over io_uring; fuse-overlay will use /dev/fuse"
+fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then

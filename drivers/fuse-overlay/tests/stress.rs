@@ -115,13 +115,20 @@ fn make_lowers(root: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn run(seed: u64, ops: usize) {
+    run_with(seed, ops, true)
+}
+
+/// `io_uring`: let the mount take requests over io_uring where the kernel offers it.
+fn run_with(seed: u64, ops: usize, io_uring: bool) {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let _cleanup = Cleanup(tmp.path().to_path_buf());
     let (l1, l2) = make_lowers(tmp.path());
     mkdirs(tmp.path(), &["ou", "ow", "om", "ku", "kw", "km"]);
     let p = |n: &str| tmp.path().join(n);
-    let ours = FuseOverlay::mount(&rt, &[&l2, &l1], &p("ou"), &p("ow"), &p("om"));
+    let ours = FuseOverlay::mount_with(&rt, &[&l2, &l1], &p("ou"), &p("ow"), &p("om"), |cfg| {
+        cfg.io_uring = io_uring
+    });
     // redirect_dir=on: kernel overlay renames merged directories too (we copy them up whole).
     let kernel = KernelOverlay::mount(&[&l2, &l1], &p("ku"), &p("kw"), &p("km"), "redirect_dir=on");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -176,4 +183,11 @@ fn random_operations_match_kernel_overlay_seed_1() {
 #[test]
 fn random_operations_match_kernel_overlay_seed_2() {
     run(2, 3000);
+}
+
+/// The same with every request through /dev/fuse, the path kernels without FUSE over io_uring
+/// (and INIT, FORGET and INTERRUPT on every kernel) take.
+#[test]
+fn random_operations_match_kernel_overlay_over_dev_fuse() {
+    run_with(3, 3000, false);
 }

@@ -63,10 +63,23 @@ impl FuseOverlay {
         work: &Path,
         target: &Path,
     ) -> Self {
-        let cfg = OverlayConfig::new(
+        Self::mount_with(rt, lowers, upper, work, target, |_| {})
+    }
+
+    /// As `mount`, with `adjust` applied to the configuration first.
+    pub fn mount_with(
+        rt: &tokio::runtime::Runtime,
+        lowers: &[&Path],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+        adjust: impl FnOnce(&mut OverlayConfig),
+    ) -> Self {
+        let mut cfg = OverlayConfig::new(
             lowers.iter().map(|l| l.to_path_buf()).collect(),
             Some((upper.to_path_buf(), work.to_path_buf())),
         );
+        adjust(&mut cfg);
         let mount = rt
             .block_on(OverlayMount::mount(cfg, target))
             .unwrap_or_else(|e| panic!("fuse overlay mount on {}: {e}", target.display()));
