@@ -135,10 +135,14 @@ impl OverlayMount {
             rt.spawn(serve)
         };
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Self {
-                path,
-                task: Some(task),
-            }),
+            Ok(Ok(())) => {
+                let ra_path = path.clone();
+                let _ = tokio::task::spawn_blocking(move || widen_readahead(&ra_path)).await;
+                Ok(Self {
+                    path,
+                    task: Some(task),
+                })
+            }
             Ok(Err(e)) => {
                 let _ = task.await;
                 Err(e)
@@ -200,6 +204,30 @@ impl Drop for OverlayMount {
         if self.task.is_some() {
             let _ = unmount_path(&self.path);
         }
+    }
+}
+
+/// Kernel readahead window, in KiB, for a FUSE mount: one request of the largest size the
+/// kernel sends (max_pages_limit's default of 256 pages).
+const READAHEAD_KB: u32 = 1024;
+
+/// Widens the mount's readahead from the kernel's 128 KiB to one full-size READ: a sequential
+/// read of a lower file then takes a round trip per MiB instead of per 128 KiB. INIT can only
+/// shrink the window, so this goes through the mount's bdi in sysfs, which only root may
+/// write; elsewhere the default stays.
+fn widen_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    if let Err(e) = std::fs::write(&bdi, READAHEAD_KB.to_string()) {
+        tracing::debug!(%bdi, "FUSE readahead left at the default: {e}");
     }
 }
 

@@ -103,6 +103,16 @@ impl OverlayFs {
         })
     }
 
+    /// READ into a buffer the caller owns (an io_uring queue entry): one copy, no allocation.
+    pub(super) fn do_read_into(
+        &self,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        sys::pread(fh as RawFd, buf, offset).map_err(err)
+    }
+
     pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<ReplyWrite, Errno> {
         let mut done = 0;
         while done < data.len() {

@@ -210,6 +210,17 @@ impl Filesystem for OverlayFs {
         self.do_read(fh, offset, size)
     }
 
+    fn read_into(
+        &self,
+        _req: &Request,
+        _inode: Inode,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Option<Result<usize>> {
+        Some(self.do_read_into(fh, offset, buf))
+    }
+
     async fn write(
         &self,
         _req: Request,

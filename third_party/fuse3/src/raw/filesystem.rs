@@ -26,6 +26,15 @@ pub trait Filesystem {
     #[cfg(target_os = "linux")]
     fn passthrough_enabled(&self, backing: crate::raw::BackingFiles) {}
 
+    /// strata patch: serves a READ synchronously into `buf` (exactly `size` bytes of room),
+    /// returning how many bytes were read. Used by io_uring queues to write the data straight
+    /// into the queue entry instead of through `read`'s `Bytes` and the reply copy. `None`:
+    /// not supported for this handle, `read` is called instead.
+    #[cfg(target_os = "linux")]
+    fn read_into(&self, req: &Request, inode: Inode, fh: u64, offset: u64, buf: &mut [u8]) -> Option<Result<usize>> {
+        None
+    }
+
     /// look up a directory entry by name and get its attributes.
     async fn lookup(&self, req: Request, parent: Inode, name: &OsStr) -> Result<ReplyEntry> {
         Err(libc::ENOSYS.into())

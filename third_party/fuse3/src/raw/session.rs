@@ -941,6 +941,13 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                                 return warn!(qid, "fuse io_uring queue not registered: {}", err);
                             }
                         };
+                    let direct_fs = fs.clone();
+                    let read_into = move |header: &fuse_in_header, read_in: &fuse_read_in, buf: &mut [u8]| {
+                        let request = Request::from(header);
+                        direct_fs
+                            .read_into(&request, header.nodeid, read_in.fh, read_in.offset, buf)
+                            .map(|done| done.map_err(libc::c_int::from))
+                    };
                     let served = queue.run(|header, body| {
                         let Ok(in_header) = fuse_in_header::read_from_bytes(header) else {
                             return;
@@ -957,7 +964,7 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                         rt.block_on(
                             worker.dispatch_one(request, in_header, opcode, body, &fs, &conn),
                         );
-                    });
+                    }, read_into);
                     if let Err(err) = served {
                         error!(qid, "fuse io_uring queue failed: {}", err);
                     }

@@ -286,8 +286,14 @@ impl Queue {
     }
 
     /// Serves requests until the connection ends or `stop` fires. `handle` runs a request to
-    /// completion; its reply is taken from the capture.
-    pub(crate) fn run(mut self, mut handle: impl FnMut(&[u8], &[u8])) -> io::Result<()> {
+    /// completion; its reply is taken from the capture. `read_into` may serve a READ straight
+    /// into the entry's payload (`Some(Ok(bytes))` or `Some(Err(-errno))`); `None` hands the
+    /// READ to `handle` like any other request.
+    pub(crate) fn run(
+        mut self,
+        mut handle: impl FnMut(&[u8], &[u8]),
+        mut read_into: impl FnMut(&fuse_in_header, &fuse_read_in, &mut [u8]) -> Option<Result<usize, i32>>,
+    ) -> io::Result<()> {
         let mut done = Vec::with_capacity(QUEUE_DEPTH + 1);
         loop {
             match self.ring.submit_and_wait(1) {
@@ -312,11 +318,44 @@ impl Queue {
                     };
                 }
                 let i = user_data as usize;
-                let commit_id = self.serve(i, &mut handle);
+                let commit_id = match self.serve_read_directly(i, &mut read_into) {
+                    Some(commit_id) => commit_id,
+                    None => self.serve(i, &mut handle),
+                };
                 let sqe = self.command(i, CMD_COMMIT_AND_FETCH, commit_id);
                 self.push(sqe)?;
             }
         }
+    }
+
+    /// If entry `i` holds a READ that `read_into` serves, writes the data and the reply header
+    /// into the entry and returns its commit id: the data is copied once, from the file into
+    /// the buffer the kernel copies from.
+    fn serve_read_directly(
+        &mut self,
+        i: usize,
+        read_into: &mut impl FnMut(&fuse_in_header, &fuse_read_in, &mut [u8]) -> Option<Result<usize, i32>>,
+    ) -> Option<u64> {
+        let entry = &mut self.entries[i];
+        let in_header = fuse_in_header::read_from_bytes(&entry.headers.in_out[..FUSE_IN_HEADER_SIZE]).ok()?;
+        if in_header.opcode != fuse_opcode::FUSE_READ as u32 {
+            return None;
+        }
+        let (read_in, _) = fuse_read_in::read_from_prefix(&entry.headers.op_in[..]).ok()?;
+        let room = entry.buf.len() - OP_ROOM;
+        let want = (read_in.size as usize).min(room);
+        let (error, len) = match read_into(&in_header, &read_in, &mut entry.buf[OP_ROOM..OP_ROOM + want])? {
+            Ok(n) => (0, n.min(want)),
+            Err(errno) => (errno, 0),
+        };
+        let out = fuse_out_header {
+            len: (FUSE_OUT_HEADER_SIZE + len) as u32,
+            error,
+            unique: in_header.unique,
+        };
+        entry.headers.in_out[..FUSE_OUT_HEADER_SIZE].copy_from_slice(out.as_bytes());
+        entry.headers.ent_in_out.payload_sz = len as u32;
+        Some(entry.headers.ent_in_out.commit_id)
     }
 
     /// Serves the request in entry `i` and writes its reply there; returns its commit id.
