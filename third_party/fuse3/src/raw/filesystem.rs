@@ -26,7 +26,7 @@ pub trait Filesystem {
     #[cfg(target_os = "linux")]
     fn passthrough_enabled(&self, backing: crate::raw::BackingFiles) {}
 
-    /// strata patch: serves a READ synchronously into `buf` (exactly `size` bytes of room),
+    /// strata patch: serves a READ synchronously into `buf` (as long as the size asked for),
     /// returning how many bytes were read. Used by io_uring queues to write the data straight
     /// into the queue entry instead of through `read`'s `Bytes` and the reply copy. `None`:
     /// not supported for this handle, `read` is called instead.

@@ -348,13 +348,7 @@ impl Queue {
             Ok(n) => (0, n.min(want)),
             Err(errno) => (errno, 0),
         };
-        let out = fuse_out_header {
-            len: (FUSE_OUT_HEADER_SIZE + len) as u32,
-            error,
-            unique: in_header.unique,
-        };
-        entry.headers.in_out[..FUSE_OUT_HEADER_SIZE].copy_from_slice(out.as_bytes());
-        entry.headers.ent_in_out.payload_sz = len as u32;
+        entry.set_reply(in_header.unique, error, len);
         Some(entry.headers.ent_in_out.commit_id)
     }
 
@@ -391,14 +385,21 @@ impl Queue {
         entry.buf[OP_ROOM..OP_ROOM + len].copy_from_slice(&reply.payload[..len]);
         reply.payload.clear();
         drop(reply);
+        entry.set_reply(unique, error, len);
+        commit_id
+    }
+}
+
+impl RingEntry {
+    /// Writes the reply header for a reply of `len` payload bytes already in the entry.
+    fn set_reply(&mut self, unique: u64, error: i32, len: usize) {
         let out = fuse_out_header {
             len: (FUSE_OUT_HEADER_SIZE + len) as u32,
             error,
             unique,
         };
-        entry.headers.in_out[..FUSE_OUT_HEADER_SIZE].copy_from_slice(out.as_bytes());
-        entry.headers.ent_in_out.payload_sz = len as u32;
-        commit_id
+        self.headers.in_out[..FUSE_OUT_HEADER_SIZE].copy_from_slice(out.as_bytes());
+        self.headers.ent_in_out.payload_sz = len as u32;
     }
 }
 
