@@ -1,7 +1,7 @@
-//! Serving an overlay through /dev/fuse in this process. All FUSE sessions run on one
-//! dedicated multi-threaded tokio runtime: their request handlers make blocking syscalls, which
-//! must not stall the daemon's own executor, and a process-wide runtime is never dropped from
-//! inside async code.
+//! Serving an overlay through /dev/fuse in this process. A session served in place (the
+//! default) owns a thread; otherwise sessions run on one dedicated multi-threaded tokio
+//! runtime. Either way their request handlers make blocking syscalls, which must not stall the
+//! daemon's own executor, and the process-wide runtime is never dropped from inside async code.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::Duration;
 use fuse3::raw::Session;
 use fuse3::MountOptions;
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::fs::{OverlayConfig, OverlayFs};
 
@@ -58,11 +58,17 @@ fn raise_nofile_limit() {
     }
 }
 
+/// The serving thread or task ended without reporting how (it panicked).
+fn session_vanished() -> io::Error {
+    io::Error::other("the FUSE serving task ended without a result")
+}
+
 /// A live overlay mount served by this process.
 #[derive(Debug)]
 pub struct OverlayMount {
     path: PathBuf,
-    task: Option<JoinHandle<io::Result<()>>>,
+    /// Hears the session's end; None once awaited.
+    done: Option<oneshot::Receiver<io::Result<()>>>,
 }
 
 impl OverlayMount {
@@ -70,14 +76,13 @@ impl OverlayMount {
     /// and returns once the kernel mount exists.
     pub async fn mount(cfg: OverlayConfig, mountpoint: &Path) -> io::Result<Self> {
         raise_nofile_limit();
-        let rt = runtime()?;
         let read_only = cfg.read_only();
         let writeback = cfg.writeback && !read_only;
         let passthrough = cfg.passthrough && !writeback;
         let in_place = cfg.serve_in_place;
         let io_uring = cfg.io_uring;
         let path = mountpoint.to_path_buf();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<io::Result<()>>();
         let mount_path = path.clone();
         let serve = async move {
             let fs = match OverlayFs::new(cfg) {
@@ -110,11 +115,13 @@ impl OverlayMount {
             // Resolves when the kernel ends the connection (unmount).
             handle.await
         };
-        let task = if in_place {
+        // The session's result, sent when the kernel ends the connection.
+        let (done_tx, done_rx) = oneshot::channel();
+        if in_place {
             // The session owns a thread of its own (not one of the runtime's bounded blocking
             // pool, which a host with hundreds of mounts would exhaust): it blocks in read(2)
-            // on /dev/fuse until the unmount.
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            // on /dev/fuse until the unmount. No shared runtime is needed, which keeps the
+            // standalone binary's mount short.
             std::thread::Builder::new()
                 .name("strata-fuse-serve".into())
                 .spawn(move || {
@@ -124,27 +131,23 @@ impl OverlayMount {
                         .and_then(|session_rt| session_rt.block_on(serve));
                     let _ = done_tx.send(served);
                 })?;
-            rt.spawn(async move {
-                done_rx.await.unwrap_or_else(|_| {
-                    Err(io::Error::other(
-                        "the FUSE serving thread ended without a result",
-                    ))
-                })
-            })
         } else {
-            rt.spawn(serve)
-        };
+            runtime()?.spawn(async move {
+                let _ = done_tx.send(serve.await);
+            });
+        }
         match ready_rx.await {
             Ok(Ok(())) => {
-                let ra_path = path.clone();
-                let _ = tokio::task::spawn_blocking(move || widen_readahead(&ra_path)).await;
+                // One stat and one small sysfs write, both quick once INIT is answered; run in
+                // place so that a mount needs no blocking pool either.
+                widen_readahead(&path);
                 Ok(Self {
                     path,
-                    task: Some(task),
+                    done: Some(done_rx),
                 })
             }
             Ok(Err(e)) => {
-                let _ = task.await;
+                let _ = done_rx.await;
                 Err(e)
             }
             Err(_) => Err(io::Error::other(
@@ -177,20 +180,20 @@ impl OverlayMount {
 
     /// Serves until the filesystem is unmounted (by anyone), however long that is.
     pub async fn serve(&mut self) -> io::Result<()> {
-        let Some(task) = self.task.take() else {
+        let Some(done) = self.done.take() else {
             return Ok(());
         };
-        task.await.map_err(io::Error::other)?
+        done.await.unwrap_or_else(|_| Err(session_vanished()))
     }
 
     /// Waits (bounded) until the kernel ends the session after an unmount.
     pub async fn wait(&mut self) -> io::Result<()> {
-        let Some(task) = self.task.take() else {
+        let Some(done) = self.done.take() else {
             return Ok(());
         };
-        match tokio::time::timeout(STOP_TIMEOUT, task).await {
+        match tokio::time::timeout(STOP_TIMEOUT, done).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(io::Error::other(e)),
+            Ok(Err(_)) => Err(session_vanished()),
             Err(_) => {
                 tracing::warn!(path = %self.path.display(), "FUSE session still serving open files after a detached unmount");
                 Ok(())
@@ -201,7 +204,7 @@ impl OverlayMount {
 
 impl Drop for OverlayMount {
     fn drop(&mut self) {
-        if self.task.is_some() {
+        if self.done.is_some() {
             let _ = unmount_path(&self.path);
         }
     }

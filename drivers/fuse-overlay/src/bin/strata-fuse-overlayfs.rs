@@ -179,13 +179,19 @@ fn main() -> anyhow::Result<()> {
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(wr);
-            let mut msg = Vec::new();
-            std::fs::File::from(rd).read_to_end(&mut msg)?;
-            match msg.split_first() {
-                Some((b'0', _)) => Ok(()),
-                Some((_, text)) => bail!("{}", String::from_utf8_lossy(text)),
-                None => bail!("the serving process died before the mount was ready"),
+            // "0" is the whole message on success: return on it, without waiting for the
+            // child to close its end.
+            let mut pipe = std::fs::File::from(rd);
+            let mut status = [0u8; 1];
+            if pipe.read(&mut status)? == 0 {
+                bail!("the serving process died before the mount was ready");
             }
+            if status[0] == b'0' {
+                return Ok(());
+            }
+            let mut text = Vec::new();
+            pipe.read_to_end(&mut text)?;
+            bail!("{}", String::from_utf8_lossy(&text))
         }
         nix::unistd::ForkResult::Child => {
             drop(rd);

@@ -102,6 +102,23 @@ impl Drop for MountHandle {
     }
 }
 
+/// strata patch: the io_uring queue threads, set up and waiting for INIT to be answered.
+/// Dropping this without `go` ends them.
+#[cfg(target_os = "linux")]
+struct UringStart {
+    go: Vec<std::sync::mpsc::Sender<()>>,
+}
+
+#[cfg(target_os = "linux")]
+impl UringStart {
+    /// Lets every queue register with the kernel and serve.
+    fn go(self) {
+        for queue in &self.go {
+            let _ = queue.send(());
+        }
+    }
+}
+
 /// A sender for sending response to kernel, it will send response immediately when call send method, and notify session when send failed.
 #[derive(Debug)]
 pub(crate) struct ResponseSender {
@@ -354,8 +371,6 @@ pub struct Session<FS> {
     /// strata patch: the request being served in place (`MountOptions::serve_in_place`); a
     /// Mutex only to keep the session Sync, never contended.
     inline: std::sync::Mutex<Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
-    /// strata patch: payload size of the io_uring queues, once INIT granted them.
-    uring_payload: Option<usize>,
     /// strata patch: ends the io_uring queue threads with the session.
     #[cfg(target_os = "linux")]
     uring_stop: Option<Arc<super::uring::StopSignal>>,
@@ -392,7 +407,6 @@ impl<FS> Session<FS> {
             response_sender: None,
             mount_options,
             inline: std::sync::Mutex::new(Vec::new()),
-            uring_payload: None,
             #[cfg(target_os = "linux")]
             uring_stop: None,
         }
@@ -671,8 +685,8 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
     #[instrument(level = "debug", skip(self, fs), ret, err)]
     async fn init_filesystem(
         &mut self,
-        fs: &FS,
-        fuse_connection: &FuseConnection,
+        fs: &Arc<FS>,
+        fuse_connection: &Arc<FuseConnection>,
     ) -> IoResult<NonZeroU32> {
         let header_buffer = vec![0; FUSE_IN_HEADER_SIZE];
         let data_buffer = vec![0; FUSE_MIN_READ_BUFFER_SIZE];
@@ -815,11 +829,6 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
 
         let max_write = self.init_filesystem(&fs, &fuse_connection).await?.get() as usize;
         let buffer_size = (max_write + FUSE_WRITE_IN_SIZE).max(FUSE_MIN_READ_BUFFER_SIZE);
-        #[cfg(target_os = "linux")]
-        if let Some(payload) = self.uring_payload {
-            self.start_uring(payload, &fs, &fuse_connection);
-        }
-
         let mut header_buffer = vec![0; FUSE_IN_HEADER_SIZE];
         let mut data_buffer = vec![0; buffer_size];
 
@@ -890,20 +899,30 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         }
     }
 
-    /// strata patch: starts one thread per io_uring queue (one per possible CPU). Until every
-    /// queue has registered, the kernel keeps sending requests through /dev/fuse, so a queue
-    /// that fails to start only costs the speed-up.
+    /// strata patch: prepares one thread per io_uring queue (one per possible CPU), each with
+    /// its ring and entries, before INIT is answered. Once INIT grants io_uring the kernel
+    /// holds every new request until all queues have registered, so a queue that could not be
+    /// set up would hang the mount: `None` (any queue failed, e.g. io_uring refused by seccomp
+    /// or `kernel.io_uring_disabled`) makes INIT decline io_uring and the session serve
+    /// /dev/fuse alone. The threads register when `UringStart::go` is called.
     #[cfg(target_os = "linux")]
-    fn start_uring(&mut self, payload: usize, fs: &Arc<FS>, fuse_connection: &Arc<FuseConnection>) {
+    fn prepare_uring(
+        &mut self,
+        payload: usize,
+        fs: &Arc<FS>,
+        fuse_connection: &Arc<FuseConnection>,
+    ) -> Option<UringStart> {
         let stop = match super::uring::StopSignal::new() {
             Ok(stop) => Arc::new(stop),
             Err(err) => {
-                warn!("fuse io_uring not started: {}", err);
-                return;
+                warn!("fuse io_uring not used: {}", err);
+                return None;
             }
         };
-        self.uring_stop = Some(stop.clone());
-        for qid in 0..super::uring::possible_cpus() {
+        let queues = super::uring::possible_cpus();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let mut start = UringStart { go: Vec::with_capacity(queues) };
+        for qid in 0..queues {
             let capture = super::uring::Capture::default();
             let mut options = self.mount_options.clone();
             options.serve_in_place = true;
@@ -917,30 +936,40 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                 })),
                 mount_options: options,
                 inline: std::sync::Mutex::new(Vec::new()),
-                uring_payload: None,
                 uring_stop: None,
             };
             let fs = fs.clone();
             let conn = fuse_connection.clone();
             let stop = stop.clone();
+            let ready = ready_tx.clone();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
             let spawned = std::thread::Builder::new()
                 .name(format!("fuse-uring-{qid}"))
                 .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                    // Handlers served in place only run futures to completion: no I/O
+                    // driver or timer is needed, which saves each queue a few descriptors.
+                    let prepared = tokio::runtime::Builder::new_current_thread()
                         .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(err) => return warn!(qid, "fuse io_uring queue: {}", err),
+                        .and_then(|rt| {
+                            let dev = conn.as_fd().as_raw_fd();
+                            super::uring::Queue::new(qid, dev, payload, stop.raw(), capture)
+                                .map(|queue| (rt, queue))
+                        });
+                    let (rt, queue) = match prepared {
+                        Ok(ready_queue) => {
+                            let _ = ready.send(Ok(()));
+                            ready_queue
+                        }
+                        Err(err) => {
+                            let _ = ready.send(Err(format!("queue {qid}: {err}")));
+                            return;
+                        }
                     };
-                    let dev = conn.as_fd().as_raw_fd();
-                    let queue =
-                        match super::uring::Queue::new(qid, dev, payload, stop.raw(), capture) {
-                            Ok(queue) => queue,
-                            Err(err) => {
-                                return warn!(qid, "fuse io_uring queue not registered: {}", err);
-                            }
-                        };
+                    drop(ready);
+                    // INIT declined io_uring (another queue failed) or was never answered.
+                    if go_rx.recv().is_err() {
+                        return;
+                    }
                     let direct_fs = fs.clone();
                     let read_into = move |header: &fuse_in_header, read_in: &fuse_read_in, buf: &mut [u8]| {
                         let request = Request::from(header);
@@ -966,13 +995,33 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                         );
                     }, read_into);
                     if let Err(err) = served {
+                        // After INIT the kernel cannot fall back to /dev/fuse: requests that
+                        // land on this queue's CPU wait until the mount is aborted.
                         error!(qid, "fuse io_uring queue failed: {}", err);
                     }
                 });
-            if let Err(err) = spawned {
-                warn!(qid, "fuse io_uring queue thread: {}", err);
+            match spawned {
+                Ok(_) => start.go.push(go_tx),
+                Err(err) => {
+                    let _ = ready_tx.send(Err(format!("queue {qid} thread: {err}")));
+                }
             }
         }
+        drop(ready_tx);
+        let mut failed = None;
+        for _ in 0..queues {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => failed = Some(err),
+                Err(_) => failed = Some("a queue thread ended early".to_string()),
+            }
+        }
+        if let Some(err) = failed {
+            warn!("fuse io_uring not used, serving /dev/fuse: {}", err);
+            return None;
+        }
+        self.uring_stop = Some(stop);
+        Some(start)
     }
 
     /// strata patch: handles one request (read from /dev/fuse or taken from an io_uring queue
@@ -1231,8 +1280,8 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         &mut self,
         request: Request,
         data: &[u8],
-        fuse_connection: &FuseConnection,
-        fs: &FS,
+        fuse_connection: &Arc<FuseConnection>,
+        fs: &Arc<FS>,
     ) -> IoResult<NonZeroU32> {
         let init_in = match fuse_init_in::read_from_prefix(data) {
             Err(err) => {
@@ -1514,6 +1563,20 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             Ok(reply) => reply,
         };
 
+        // strata patch: the io_uring queues are set up now, so that INIT can still decline
+        // io_uring if they cannot be.
+        #[cfg(target_os = "linux")]
+        let uring = if over_io_uring {
+            let payload = super::uring::payload_size(reply.max_write.get());
+            let prepared = self.prepare_uring(payload, fs, fuse_connection);
+            if prepared.is_none() {
+                reply_flags2 &= !FUSE_OVER_IO_URING_FLAGS2;
+            }
+            prepared
+        } else {
+            None
+        };
+
         let init_out = fuse_init_out {
             major: FUSE_KERNEL_VERSION,
             minor: FUSE_KERNEL_MINOR_VERSION,
@@ -1559,8 +1622,8 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         debug!("fuse init done");
 
         #[cfg(target_os = "linux")]
-        if over_io_uring {
-            self.uring_payload = Some(super::uring::payload_size(reply.max_write.get()));
+        if let Some(start) = uring {
+            start.go();
         }
 
         #[cfg(target_os = "linux")]

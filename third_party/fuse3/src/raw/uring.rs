@@ -181,6 +181,7 @@ pub(crate) struct Queue {
     entries: Vec<RingEntry>,
     qid: u16,
     dev: RawFd,
+    stop: RawFd,
     capture: Capture,
 }
 
@@ -195,8 +196,9 @@ fn build_ring() -> io::Result<IoUring<squeue::Entry128, cqueue::Entry>> {
 }
 
 impl Queue {
-    /// Sets up queue `qid` on the calling thread (pinned to that CPU) and registers its
-    /// entries with the kernel.
+    /// Sets up queue `qid` on the calling thread (pinned to that CPU): its ring and entries.
+    /// Nothing is registered with the kernel yet, so this may run before INIT is answered,
+    /// while the session can still decline io_uring.
     pub(crate) fn new(
         qid: usize,
         dev: RawFd,
@@ -211,6 +213,7 @@ impl Queue {
             entries: Vec::with_capacity(QUEUE_DEPTH),
             qid,
             dev,
+            stop,
             capture,
         };
         for _ in 0..QUEUE_DEPTH {
@@ -239,17 +242,23 @@ impl Queue {
             ]);
             queue.entries.push(RingEntry { headers, buf, iov });
         }
+        Ok(queue)
+    }
+
+    /// Hands every entry to the kernel (which accepts them only after INIT) and starts
+    /// watching the stop signal.
+    fn register(&mut self) -> io::Result<()> {
         for i in 0..QUEUE_DEPTH {
-            let sqe = queue.command(i, CMD_REGISTER, 0);
-            queue.push(sqe)?;
+            let sqe = self.command(i, CMD_REGISTER, 0);
+            self.push(sqe)?;
         }
-        let poll = opcode::PollAdd::new(types::Fd(stop), libc::POLLIN as u32)
+        let poll = opcode::PollAdd::new(types::Fd(self.stop), libc::POLLIN as u32)
             .build()
             .user_data(STOP)
             .into();
-        queue.push(poll)?;
-        queue.ring.submit()?;
-        Ok(queue)
+        self.push(poll)?;
+        self.ring.submit()?;
+        Ok(())
     }
 
     fn command(&mut self, entry: usize, cmd_op: u32, commit_id: u64) -> squeue::Entry128 {
@@ -285,7 +294,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Serves requests until the connection ends or `stop` fires. `handle` runs a request to
+    /// Registers the queue, then serves requests until the connection ends or `stop` fires.
+    /// Call only once INIT has been answered with io_uring granted. `handle` runs a request to
     /// completion; its reply is taken from the capture. `read_into` may serve a READ straight
     /// into the entry's payload (`Some(Ok(bytes))` or `Some(Err(-errno))`); `None` hands the
     /// READ to `handle` like any other request.
@@ -294,6 +304,7 @@ impl Queue {
         mut handle: impl FnMut(&[u8], &[u8]),
         mut read_into: impl FnMut(&fuse_in_header, &fuse_read_in, &mut [u8]) -> Option<Result<usize, i32>>,
     ) -> io::Result<()> {
+        self.register()?;
         let mut done = Vec::with_capacity(QUEUE_DEPTH + 1);
         loop {
             match self.ring.submit_and_wait(1) {
