@@ -67,14 +67,6 @@ fn refuse_io_uring() {
     }
 }
 
-fn uring_queue_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("fuse-uring-"))
-        .count()
-}
-
 /// Fails the test, instead of letting it hang, if the mount stops answering: detaches the
 /// mount and ends the process (the blocked requests die with it, and so does the session).
 fn watchdog(mountpoint: std::path::PathBuf) {
@@ -109,11 +101,7 @@ fn a_mount_where_io_uring_is_refused_serves_through_dev_fuse() {
     }
     assert_eq!(std::fs::read_dir(m.path.join("dir")).unwrap().count(), 51);
     // The queue threads that found io_uring refused have ended.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while uring_queue_threads() > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(uring_queue_threads(), 0);
+    assert_eq!(uring_queue_threads_after_settling(), 0);
     m.unmount(&rt);
     assert_eq!(std::fs::read(base.join("upper/dir/n7")).unwrap(), b"x");
     assert_no_mounts_under(base);

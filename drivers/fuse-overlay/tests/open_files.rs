@@ -87,14 +87,6 @@ fn copy_up_while_a_reader_holds_the_lower_file() {
 }
 
 /// Names of this process's threads that serve FUSE io_uring queues.
-fn uring_queue_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("fuse-uring-"))
-        .count()
-}
-
 /// Where the kernel offers FUSE over io_uring, a mount serves its requests through one queue
 /// per possible CPU, and the queue threads end with the mount; where it does not, the mount
 /// works through /dev/fuse alone and starts no queue.
@@ -134,11 +126,11 @@ fn io_uring_queues_serve_and_end_with_the_mount() {
         "io_uring offered: {offered}"
     );
     m.unmount(&rt);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while uring_queue_threads() > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(uring_queue_threads(), 0, "queue threads outlived the mount");
+    assert_eq!(
+        uring_queue_threads_after_settling(),
+        0,
+        "queue threads outlived the mount"
+    );
     assert_eq!(std::fs::read(base.join("upper/dir/n7")).unwrap(), b"x");
     assert_no_mounts_under(base);
 }

@@ -276,3 +276,22 @@ impl Drop for Dirs {
         let _ = strata_core::fsutil::mounts::unmount_all_under(self.tmp.path());
     }
 }
+
+/// How many FUSE io_uring queue threads this process runs.
+pub fn uring_queue_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("fuse-uring-"))
+        .count()
+}
+
+/// The queue thread count once it reaches zero, or after 5 s: threads end a moment after
+/// their session does.
+pub fn uring_queue_threads_after_settling() -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while uring_queue_threads() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    uring_queue_threads()
+}
