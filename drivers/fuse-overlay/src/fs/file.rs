@@ -10,7 +10,7 @@ use fuse3::Errno;
 
 use super::passthrough::Passthrough;
 use super::table::Entry;
-use super::{err, sys, OverlayFs};
+use super::{err, errno_is, sys, OverlayFs};
 
 /// Page cache content stays valid across opens: data only changes through this mount.
 const FOPEN_KEEP_CACHE: u32 = 1 << 1;
@@ -43,22 +43,52 @@ impl OverlayFs {
             Entry::Child(dir, name) => sys::with_name(name, |c| sys::openat(dir, c, oflags, 0)),
             Entry::Dir(_) => Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
         })?;
-        // Copied up by now if it is ever going to be (see passthrough.rs).
-        let settled = !self.has_upper || self.table().get(ino).is_ok_and(|n| n.layer == 0);
-        self.open_reply(ino, fd, settled)
+        // The names of a hard-linked lower file share a node that outlives copy-ups: never
+        // bound to a backing file (see passthrough.rs).
+        let may_pass = !self.has_upper
+            || self
+                .table()
+                .get(ino)
+                .is_ok_and(|n| n.layer == 0 || n.link_key.is_none());
+        match self.open_reply(ino, fd, may_pass) {
+            Err(e) if errno_is(e, libc::ESTALE) => {
+                self.give_name_new_node(ino)?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// The file `ino` names changed under its passthrough opens: its names move to a new node
+    /// id, and the kernel, told ESTALE, looks the name up again and opens that.
+    fn give_name_new_node(&self, ino: u64) -> Result<(), Errno> {
+        let _ns = self.lock_ns();
+        let mut t = self.table_mut();
+        if t.current(ino) != ino {
+            // Split already (an open of the old inode by a path that cannot look it up again,
+            // such as /proc/PID/fd): ESTALE is the answer.
+            return Ok(());
+        }
+        let new = t.split(ino)?;
+        tracing::debug!(
+            ino,
+            new,
+            "file changed under passthrough opens: new node id"
+        );
+        Ok(())
     }
 
     /// The reply for an open (or create) of `ino` served by the underlying file `fd`;
-    /// `settled`: the file can no longer be copied up.
+    /// `may_pass`: the open may use passthrough.
     pub(super) fn open_reply(
         &self,
         ino: u64,
         fd: OwnedFd,
-        settled: bool,
+        may_pass: bool,
     ) -> Result<ReplyOpen, Errno> {
         Ok(match self.passthrough.get() {
             Some(p) => {
-                let r = p.open(ino, fd, settled, FOPEN_KEEP_CACHE)?;
+                let r = p.open(ino, fd, may_pass, FOPEN_KEEP_CACHE)?;
                 ReplyOpen {
                     fh: r.fh,
                     flags: r.flags,

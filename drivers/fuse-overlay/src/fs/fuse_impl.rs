@@ -14,7 +14,7 @@ use futures::stream::{self, Stream, StreamExt};
 
 use super::dir::file_type_of_dt;
 use super::namespace::Owner;
-use super::{err, sys, OverlayFs};
+use super::{err, errno_is, sys, OverlayFs};
 
 /// Largest write the kernel may send in one request (1 MiB; the kernel caps it at its
 /// max_pages).
@@ -55,7 +55,11 @@ impl OverlayFs {
     ) -> Result<DirectoryEntry> {
         let item = &items[index];
         let is_dir = item.kind == libc::DT_DIR;
-        let ino = self.table_mut().ensure_child(parent, &item.name, is_dir);
+        let ino = {
+            let mut t = self.table_mut();
+            let ino = t.ensure_child(parent, &item.name, is_dir);
+            t.shown_ino(ino)
+        };
         Ok(DirectoryEntry {
             inode: ino,
             kind: file_type_of_dt(item.kind),
@@ -354,6 +358,7 @@ impl Filesystem for OverlayFs {
                 let (ino, name) = dots[i as usize];
                 self.do_getattr(ino, None).map(|a| {
                     Some(DirectoryEntryPlus {
+                        nodeid: ino,
                         inode: ino,
                         generation: 0,
                         kind: FileType::Directory,
@@ -368,8 +373,9 @@ impl Filesystem for OverlayFs {
                 let item = &items[(i - 2) as usize];
                 match self.lookup_entry(parent, &item.name) {
                     // Gone since the listing was made: skip it.
-                    Ok(e) if e.attr.ino == 0 => Ok(None),
+                    Ok(e) if e.nodeid == 0 => Ok(None),
                     Ok(e) => Ok(Some(DirectoryEntryPlus {
+                        nodeid: e.nodeid,
                         inode: e.attr.ino,
                         generation: 0,
                         kind: e.attr.kind,
@@ -379,7 +385,7 @@ impl Filesystem for OverlayFs {
                         entry_ttl: e.ttl,
                         attr_ttl: e.ttl,
                     })),
-                    Err(e) if i32::from(e) == libc::ENOENT => Ok(None),
+                    Err(e) if errno_is(e, libc::ENOENT) => Ok(None),
                     Err(e) => Err(e),
                 }
             };
@@ -420,8 +426,9 @@ impl Filesystem for OverlayFs {
         flags: u32,
     ) -> Result<ReplyCreated> {
         let (entry, fd) = self.do_create(parent, name, mode, flags as i32, owner(&req))?;
-        let opened = self.open_reply(entry.attr.ino, fd, true)?;
+        let opened = self.open_reply(entry.nodeid, fd, true)?;
         Ok(ReplyCreated {
+            nodeid: entry.nodeid,
             ttl: entry.ttl,
             attr: entry.attr,
             generation: 0,

@@ -45,14 +45,20 @@ fn private(name: &OsStr) -> bool {
 
 impl OverlayFs {
     pub(super) fn do_getattr(&self, ino: u64, fh: Option<u64>) -> Result<ReplyAttr, Errno> {
-        let is_dir = self.table().get(ino).map(|n| n.is_dir).unwrap_or(false);
+        let (is_dir, shown) = {
+            let t = self.table();
+            (
+                t.get(ino).map(|n| n.is_dir).unwrap_or(false),
+                t.shown_ino(ino),
+            )
+        };
         let (st, merged) = match fh {
             Some(fh) if !is_dir => (sys::fstat(fh as RawFd).map_err(err)?, false),
             _ => self.stat_node(ino)?,
         };
         Ok(ReplyAttr {
             ttl: self.ttl_for(&st),
-            attr: self.attr(ino, &st, merged),
+            attr: self.attr(shown, &st, merged),
         })
     }
 

@@ -111,6 +111,11 @@ fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
     sys::open_dir(libc::AT_FDCWD, &c)
 }
 
+/// Whether `e` is the error `code` (an `Errno` converts to the negated code).
+pub(crate) fn errno_is(e: Errno, code: i32) -> bool {
+    io::Error::from(e).raw_os_error() == Some(code)
+}
+
 pub(crate) fn err(e: io::Error) -> Errno {
     Errno::from(sys::errno(&e))
 }
@@ -226,6 +231,7 @@ impl OverlayFs {
         }
     }
 
+    /// Attributes as the kernel sees them; `ino` is the inode number stat shows.
     fn attr(&self, ino: u64, st: &libc::stat, merged_dir: bool) -> FileAttr {
         let kind = file_type(st.st_mode);
         FileAttr {
@@ -246,16 +252,25 @@ impl OverlayFs {
         }
     }
 
-    fn entry_reply(&self, ino: u64, st: &libc::stat, merged_dir: bool) -> ReplyEntry {
+    /// The entry of node `nodeid`, which shows inode number `shown_ino`.
+    fn entry_reply(
+        &self,
+        nodeid: u64,
+        shown_ino: u64,
+        st: &libc::stat,
+        merged_dir: bool,
+    ) -> ReplyEntry {
         ReplyEntry {
+            nodeid,
             ttl: self.ttl_for(st),
-            attr: self.attr(ino, st, merged_dir),
+            attr: self.attr(shown_ino, st, merged_dir),
             generation: 0,
         }
     }
 
     fn negative_entry(&self) -> ReplyEntry {
         ReplyEntry {
+            nodeid: 0,
             ttl: self.cfg.ttl,
             attr: FileAttr {
                 ino: 0,
@@ -383,7 +398,7 @@ impl OverlayFs {
     /// The merged stack of directory `ino`, resolved again if needed.
     fn dir_stack(&self, ino: u64) -> Result<DirStack, Errno> {
         match self.table().dirs(ino) {
-            Err(e) if i32::from(e) == libc::ESTALE => {}
+            Err(e) if errno_is(e, libc::ESTALE) => {}
             other => return other,
         }
         self.refresh(ino)?;
@@ -396,7 +411,7 @@ impl OverlayFs {
             let t = self.table();
             match t.entry(ino) {
                 Ok(e) => return f(e).map_err(err),
-                Err(e) if i32::from(e) == libc::ESTALE => {}
+                Err(e) if errno_is(e, libc::ESTALE) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -425,17 +440,17 @@ impl OverlayFs {
             match t.child(parent, name) {
                 Some(ino) if t.get(ino).is_ok_and(|n| n.is_fresh()) => {
                     t.add_lookup(ino);
-                    Some(ino)
+                    Some((ino, t.shown_ino(ino)))
                 }
                 _ => None,
             }
         };
-        if let Some(ino) = known {
+        if let Some((ino, shown)) = known {
             match self.stat_node(ino) {
-                Ok((st, merged)) => return Ok(self.entry_reply(ino, &st, merged)),
+                Ok((st, merged)) => return Ok(self.entry_reply(ino, shown, &st, merged)),
                 Err(e) => {
                     self.table_mut().forget(ino, 1);
-                    if i32::from(e) != libc::ENOENT {
+                    if !errno_is(e, libc::ENOENT) {
                         return Err(e);
                     }
                 }
@@ -453,7 +468,8 @@ impl OverlayFs {
         let link = link_key(f.layer, &f.st);
         let ino = t.set_child(parent, name, f.layer, is_dir, f.dirs.map(Arc::new), link);
         t.add_lookup(ino);
-        Ok(self.entry_reply(ino, &f.st, merged))
+        let shown = t.shown_ino(ino);
+        Ok(self.entry_reply(ino, shown, &f.st, merged))
     }
 
     fn new_handle(&self) -> u64 {

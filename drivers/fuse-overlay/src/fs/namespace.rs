@@ -107,7 +107,8 @@ impl OverlayFs {
         let mut t = self.table_mut();
         let ino = t.set_child(parent, name, 0, is_dir, dirs, None);
         t.add_lookup(ino);
-        Ok((self.entry_reply(ino, &st, false), made))
+        let shown = t.shown_ino(ino);
+        Ok((self.entry_reply(ino, shown, &st, false), made))
     }
 
     pub(super) fn do_create(
@@ -174,6 +175,8 @@ impl OverlayFs {
     ) -> Result<ReplyEntry, Errno> {
         self.check_writable()?;
         let _ns = self.lock_ns();
+        // The new name belongs to the node that serves `ino` now (it may have been split).
+        let ino = self.table().current(ino);
         self.copy_up(ino, true)?;
         let (src_parent, src_name) = {
             let t = self.table();
@@ -206,7 +209,8 @@ impl OverlayFs {
         t.add_alias(ino, new_parent, new_name);
         t.relink(ino, Some((0, st.st_ino)));
         t.add_lookup(ino);
-        Ok(self.entry_reply(ino, &st, false))
+        let shown = t.shown_ino(ino);
+        Ok(self.entry_reply(ino, shown, &st, false))
     }
 
     pub(super) fn do_unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {

@@ -7,9 +7,15 @@
 //! inode is in one mode at a time, chosen by its first open and kept until its last release:
 //! passthrough (one backing id shared by all its opens) or cached (served by the daemon).
 //!
-//! A file of a lower layer is opened cached on a writable mount: a later open for writing
-//! copies it up, and a passthrough open still bound to the lower file would make that second
-//! open impossible. Upper files, and every file of a read-only mount, use passthrough.
+//! Files of lower layers use passthrough too, bound to the lower file. When such a file is
+//! copied up while the kernel still has it open bound to the lower file, the next open would
+//! need a second backing file on that inode. [`Passthrough::open`] then answers ESTALE, and
+//! the filesystem gives the name a new node id (`Table::split`) before it passes that
+//! ESTALE on: the kernel's open retries once with a fresh lookup (LOOKUP_REVAL), which
+//! finds the new node, a new kernel inode without a backing file, and opens that. The open
+//! files keep reading the lower file, as open files do across a copy-up in kernel overlayfs.
+//! Only lower files with several names stay cached (served by the daemon): their names share
+//! one node, kept across copy-ups.
 //!
 //! File handles: the low 32 bits are the raw fd of the underlying file (so `fh as RawFd` is
 //! that fd everywhere), the high 32 bits the backing id (0: none).
@@ -61,8 +67,9 @@ impl Passthrough {
     }
 
     /// The reply for an open of `inode` whose underlying file is `fd`. `may_pass` says the
-    /// file can no longer be copied up (it is in the upper layer, or the mount is read-only);
-    /// `keep_cache` the page cache may outlive the open (the file cannot change under it).
+    /// open may use passthrough; `keep_cache` the page cache may outlive the open (the file
+    /// cannot change under it). ESTALE: the inode's passthrough opens are bound to another
+    /// file (it was copied up since), so this open needs a new inode.
     pub fn open(
         &self,
         inode: u64,
@@ -79,10 +86,7 @@ impl Passthrough {
                 opens,
             }) => {
                 if identity(fd.as_fd()) != Some((*dev, *ino)) {
-                    // Only a copy-up could change the file under a passthrough open, and
-                    // files that may be copied up are never opened passthrough.
-                    tracing::warn!(inode, "open of a file whose passthrough backing changed");
-                    return Err(libc::EBUSY.into());
+                    return Err(libc::ESTALE.into());
                 }
                 *opens += 1;
                 let id = *id;

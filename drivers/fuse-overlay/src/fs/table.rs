@@ -1,8 +1,9 @@
 //! The node table. A node is a name in the merged tree (kernel overlay without `index` also
 //! treats names this way: copying up one name of a lower hard link breaks the link). Node ids
-//! double as the inode numbers the kernel reports (fuse3 sends `attr.ino` as the node id), so
-//! they must be stable while mounted: a node stays in the table, keeping its id, until its name
-//! is removed, even after the kernel forgets it. Hard links made through the mount share one
+//! double as the inode numbers stat shows, so they must be stable while mounted: a node stays
+//! in the table, keeping its id, until its name is removed, even after the kernel forgets it.
+//! A node split off an older one (a new kernel inode for the same file, see `Table::split`)
+//! keeps showing the older one's number. Hard links made through the mount share one
 //! node (the kernel then keeps one page cache for both names).
 
 use std::collections::HashMap;
@@ -44,6 +45,12 @@ pub struct Node {
     pub stale: bool,
     /// (layer, inode) of a hard-linked file: every name of it shares this node.
     pub link_key: Option<(u8, u64)>,
+    /// The inode number stat shows: the node id, except for a node split off an older one
+    /// (see [`Table::split`]), which keeps showing the older one's.
+    pub shown_ino: u64,
+    /// Set on a node that was split: its names now belong to this newer node, and every use
+    /// of the old id (by files the kernel still has open) is served by the newer one.
+    pub moved_to: Option<u64>,
 }
 
 impl Node {
@@ -92,6 +99,8 @@ impl Table {
                 unlinked: false,
                 stale: false,
                 link_key: None,
+                shown_ino: ROOT,
+                moved_to: None,
             },
         );
         Self {
@@ -101,12 +110,85 @@ impl Table {
         }
     }
 
+    /// The node `ino` names, following splits (see [`Table::split`]).
     pub fn get(&self, ino: u64) -> Result<&Node, Errno> {
-        self.nodes.get(&ino).ok_or_else(enoent)
+        self.nodes.get(&self.current(ino)).ok_or_else(enoent)
     }
 
     pub fn get_mut(&mut self, ino: u64) -> Result<&mut Node, Errno> {
+        let ino = self.current(ino);
         self.nodes.get_mut(&ino).ok_or_else(enoent)
+    }
+
+    /// The node id that serves `ino` now: itself, or the node it was split into.
+    pub fn current(&self, mut ino: u64) -> u64 {
+        for _ in 0..16 {
+            match self.nodes.get(&ino).and_then(|n| n.moved_to) {
+                Some(next) => ino = next,
+                None => break,
+            }
+        }
+        ino
+    }
+
+    /// The inode number stat shows for `ino`.
+    pub fn shown_ino(&self, ino: u64) -> u64 {
+        self.get(ino).map(|n| n.shown_ino).unwrap_or(ino)
+    }
+
+    /// Gives the names of non-directory node `ino` to a new node id and returns it; `ino`
+    /// lives on, for the kernel's open files of it, as an alias of the new node. The kernel
+    /// makes a new inode for the new id at its next lookup. This is how a file whose
+    /// underlying file changed (a copy-up) while the kernel has it open through passthrough
+    /// bound to the old one gets a kernel inode of its own (see passthrough.rs); it keeps
+    /// showing the same inode number.
+    pub fn split(&mut self, ino: u64) -> Result<u64, Errno> {
+        let ino = self.current(ino);
+        let next = self.next;
+        let old = self.nodes.get_mut(&ino).ok_or_else(enoent)?;
+        if old.is_dir {
+            return Err(libc::EISDIR.into());
+        }
+        let new = Node {
+            parent: old.parent,
+            name: old.name.clone(),
+            aliases: std::mem::take(&mut old.aliases),
+            nlookup: 0,
+            layer: old.layer,
+            is_dir: false,
+            dirs: None,
+            children: HashMap::new(),
+            unlinked: old.unlinked,
+            stale: old.stale,
+            link_key: old.link_key.take(),
+            shown_ino: old.shown_ino,
+            moved_to: None,
+        };
+        old.moved_to = Some(next);
+        let remove_now = old.nlookup == 0;
+        self.next += 1;
+        let names: Vec<(u64, OsString)> = std::iter::once((new.parent, new.name.clone()))
+            .chain(new.aliases.iter().cloned())
+            .collect();
+        if let Some(k) = new.link_key {
+            self.links.insert(k, next);
+        }
+        self.nodes.insert(next, new);
+        for (parent, name) in names {
+            if let Some(slot) = self
+                .nodes
+                .get_mut(&parent)
+                .and_then(|p| p.children.get_mut(&name))
+            {
+                if *slot == ino {
+                    *slot = next;
+                }
+            }
+        }
+        if remove_now {
+            self.nodes.remove(&ino);
+        }
+        Ok(next)
     }
 
     /// The merged stack of a fresh directory node.
@@ -185,6 +267,8 @@ impl Table {
                 unlinked: false,
                 stale: true,
                 link_key: None,
+                shown_ino: ino,
+                moved_to: None,
             },
         );
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -287,7 +371,7 @@ impl Table {
         if node.nlookup > 0 {
             return;
         }
-        if node.unlinked {
+        if node.unlinked || node.moved_to.is_some() {
             self.remove_node(ino);
         } else if node.is_dir {
             node.dirs = None;

@@ -185,6 +185,7 @@ where
                     .unwrap_or_else(|| inode_name_manager.insert_name(name));
 
                 Ok(ReplyEntry {
+                    nodeid: inode,
                     ttl: entry.ttl,
                     attr: (inode, entry.attr).into(),
                     generation: 0,
@@ -298,6 +299,7 @@ where
                     .unwrap_or_else(|| inode_name_manager.insert_name(name));
 
                 Ok(ReplyEntry {
+                    nodeid: inode,
                     ttl: entry.ttl,
                     attr: (inode, entry.attr).into(),
                     generation: 0,
@@ -341,6 +343,7 @@ where
                     .unwrap_or_else(|| inode_name_manager.insert_name(name));
 
                 Ok(ReplyEntry {
+                    nodeid: inode,
                     ttl: entry.ttl,
                     attr: (inode, entry.attr).into(),
                     generation: 0,
@@ -384,6 +387,7 @@ where
                     .unwrap_or_else(|| inode_name_manager.insert_name(name));
 
                 Ok(ReplyEntry {
+                    nodeid: inode,
                     ttl: entry.ttl,
                     attr: (inode, entry.attr).into(),
                     generation: 0,
@@ -524,6 +528,7 @@ where
             .unwrap_or_else(|| inode_name_manager.insert_name(name));
 
         Ok(ReplyEntry {
+            nodeid: inode,
             ttl: entry.ttl,
             attr: (inode, entry.attr).into(),
             generation: 0,
@@ -917,6 +922,7 @@ where
                     .unwrap_or_else(|| inode_name_manager.insert_name(name));
 
                 Ok(ReplyCreated {
+                    nodeid: inode,
                     ttl: created.ttl,
                     attr: (inode, created.attr).into(),
                     generation: 0,
@@ -1080,6 +1086,7 @@ where
             };
 
             entry_list.push(Ok(DirectoryEntryPlus {
+                nodeid: inode,
                 inode,
                 generation: 0,
                 kind: entry.kind,

@@ -93,6 +93,9 @@ pub struct ReplyInit {
 #[derive(Debug, Clone, Ord, PartialOrd, Eq, PartialEq, Hash)]
 /// entry reply.
 pub struct ReplyEntry {
+    /// strata patch: the node id the kernel addresses this entry by. `attr.ino` is only what
+    /// stat shows, so two node ids (two kernel inodes) may show one inode number.
+    pub nodeid: u64,
     /// the attribute TTL.
     pub ttl: Duration,
     /// the attribute.
@@ -106,7 +109,7 @@ impl From<ReplyEntry> for fuse_entry_out {
         let attr = entry.attr;
 
         fuse_entry_out {
-            nodeid: attr.ino,
+            nodeid: entry.nodeid,
             generation: entry.generation,
             entry_valid: entry.ttl.as_secs(),
             attr_valid: entry.ttl.as_secs(),
@@ -302,6 +305,8 @@ impl From<ReplyLock> for fuse_lk_out {
 #[derive(Debug, Copy, Clone, Ord, PartialOrd, Eq, PartialEq, Hash)]
 /// crate reply.
 pub struct ReplyCreated {
+    /// strata patch: as [`ReplyEntry::nodeid`].
+    pub nodeid: u64,
     /// the attribute TTL.
     pub ttl: Duration,
     /// the attribute of file.
@@ -321,7 +326,7 @@ impl From<ReplyCreated> for (fuse_entry_out, fuse_open_out) {
         let attr = created.attr;
 
         let entry_out = fuse_entry_out {
-            nodeid: attr.ino,
+            nodeid: created.nodeid,
             generation: created.generation,
             entry_valid: created.ttl.as_secs(),
             attr_valid: created.ttl.as_secs(),
@@ -380,6 +385,8 @@ impl From<ReplyPoll> for fuse_poll_out {
 #[derive(Debug, Clone, Ord, PartialOrd, Eq, PartialEq, Hash)]
 /// directory entry with attribute
 pub struct DirectoryEntryPlus {
+    /// strata patch: as [`ReplyEntry::nodeid`].
+    pub nodeid: u64,
     /// the entry inode.
     pub inode: u64,
     /// the entry generation.

@@ -4094,7 +4094,7 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
 
                 let dir_entry = fuse_direntplus {
                     entry_out: fuse_entry_out {
-                        nodeid: attr.ino,
+                        nodeid: entry.nodeid,
                         generation: entry.generation,
                         entry_valid: entry.entry_ttl.as_secs(),
                         attr_valid: entry.attr_ttl.as_secs(),
