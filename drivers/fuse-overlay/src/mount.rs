@@ -81,6 +81,7 @@ impl OverlayMount {
         let passthrough = cfg.passthrough && !writeback;
         let in_place = cfg.serve_in_place;
         let io_uring = cfg.io_uring;
+        let poll = cfg.poll;
         let path = mountpoint.to_path_buf();
         let (ready_tx, ready_rx) = oneshot::channel::<io::Result<()>>();
         let mount_path = path.clone();
@@ -97,12 +98,14 @@ impl OverlayMount {
             opts.fs_name("strata-fuse-overlay")
                 .allow_other(true)
                 .default_permissions(true)
+                .handle_killpriv_v2(true)
                 .read_only(read_only)
                 .nonempty(true)
                 .write_back(writeback)
                 .passthrough(passthrough)
                 .serve_in_place(in_place)
-                .io_uring(io_uring);
+                .io_uring(io_uring)
+                .io_uring_poll(poll);
             let handle = match Session::new(opts).mount(fs, &mount_path).await {
                 Ok(h) => h,
                 Err(e) => {

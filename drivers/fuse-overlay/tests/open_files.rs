@@ -97,7 +97,8 @@ fn copy_up_under_a_lower_reader_keeps_the_inode_number() {
     let d = Dirs::new();
     let base = d.tmp.path();
     mkdirs(base, &["l1/dir"]);
-    let lower: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    // Large enough to be served through passthrough (small lower files use the page cache).
+    let lower: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(base.join("l1/dir/data"), &lower).unwrap();
     let m = FuseOverlay::mount(
         &rt,

@@ -42,7 +42,7 @@ pub use mount_options::MountOptions;
 use nix::sys::stat::mode_t;
 use raw::abi::{
     FATTR_ATIME, FATTR_ATIME_NOW, FATTR_CTIME, FATTR_GID, FATTR_LOCKOWNER, FATTR_MODE, FATTR_MTIME,
-    FATTR_MTIME_NOW, FATTR_SIZE, FATTR_UID, fuse_setattr_in,
+    FATTR_KILL_SUIDGID, FATTR_MTIME_NOW, FATTR_SIZE, FATTR_UID, fuse_setattr_in,
 };
 #[cfg(target_os = "macos")]
 use raw::abi::{FATTR_BKUPTIME, FATTR_CHGTIME, FATTR_CRTIME, FATTR_FLAGS};
@@ -127,6 +127,9 @@ pub struct SetAttr {
     pub bkuptime: Option<Timestamp>,
     #[cfg(target_os = "macos")]
     pub flags: Option<u32>,
+    /// strata patch: FATTR_KILL_SUIDGID (see `MountOptions::handle_killpriv_v2`): clear suid,
+    /// and sgid if group-executable, along with this change.
+    pub kill_suidgid: bool,
 }
 
 /// Helper for constructing Timestamps from fuse_setattr_in, which sign-casts
@@ -144,6 +147,8 @@ impl From<&fuse_setattr_in> for SetAttr {
         if setattr_in.valid & FATTR_MODE > 0 {
             set_attr.mode = Some(setattr_in.mode as mode_t);
         }
+
+        set_attr.kill_suidgid = setattr_in.valid & FATTR_KILL_SUIDGID > 0;
 
         if setattr_in.valid & FATTR_UID > 0 {
             set_attr.uid = Some(setattr_in.uid);

@@ -42,12 +42,16 @@ pub struct MountOptions {
     pub(crate) no_open_support: bool,
     pub(crate) no_open_dir_support: bool,
     pub(crate) handle_killpriv: bool,
+    /// strata patch
+    pub(crate) handle_killpriv_v2: bool,
     pub(crate) write_back: bool,
     pub(crate) force_readdir_plus: bool,
     // strata patch
     pub(crate) passthrough: bool,
     pub(crate) serve_in_place: bool,
     pub(crate) io_uring: bool,
+    /// strata patch
+    pub(crate) io_uring_poll: std::time::Duration,
 
     // Other FUSE mount options
     // default 40000
@@ -152,6 +156,17 @@ impl MountOptions {
         self
     }
 
+    /// strata patch: ask for FUSE_HANDLE_KILLPRIV_V2: the filesystem kills suid/sgid (and
+    /// file capabilities) on write, chown and truncate where the kernel flags it
+    /// (`SetAttr::kill_suidgid`, the write flag FUSE_WRITE_KILL_SUIDGID,
+    /// `Filesystem::open_ext`); the kernel then stops probing `security.capability` before
+    /// every write and refreshing attributes before every chown.
+    pub fn handle_killpriv_v2(&mut self, handle_killpriv_v2: bool) -> &mut Self {
+        self.handle_killpriv_v2 = handle_killpriv_v2;
+
+        self
+    }
+
     /// try to set the `FUSE_WRITEBACK_CACHE` enable write back cache for buffered writes, default
     /// is disable.
     ///
@@ -186,6 +201,15 @@ impl MountOptions {
     /// run in parallel, so handlers must be thread-safe. Privileged `mount` only.
     pub fn io_uring(&mut self, io_uring: bool) -> &mut Self {
         self.io_uring = io_uring;
+
+        self
+    }
+
+    /// strata patch: after each request, an io_uring queue thread looks for the next one for
+    /// up to `window` (yielding the CPU between looks) before it sleeps. Zero (the default)
+    /// sleeps at once. See `Queue::poll_for` for why this pays.
+    pub fn io_uring_poll(&mut self, window: std::time::Duration) -> &mut Self {
+        self.io_uring_poll = window;
 
         self
     }

@@ -7,7 +7,8 @@
 //!
 //! Without `upperdir` the mount is read-only. `-o writeback=1` turns the FUSE writeback cache
 //! on; `-o io_uring=0` keeps requests on /dev/fuse where the kernel offers FUSE over io_uring
-//! (the fuse module's `enable_uring`). Without `-f` the command returns once the mount
+//! (the fuse module's `enable_uring`); `-o poll_us=N` sets how long an io_uring queue looks for
+//! the next request before it sleeps (default 50, 0 sleeps at once). Without `-f` the command returns once the mount
 //! is ready and keeps serving in the background (like fuse-overlayfs); it exits when the
 //! filesystem is unmounted.
 
@@ -29,6 +30,7 @@ struct Args {
     mountpoint: PathBuf,
     writeback: Option<bool>,
     io_uring: Option<bool>,
+    poll_us: Option<u64>,
 }
 
 const USAGE: &str =
@@ -63,6 +65,14 @@ fn parse_options(opts: &[u8], args: &mut Args) -> anyhow::Result<()> {
             b"workdir" => args.work = Some(path(value)?),
             b"writeback" => args.writeback = Some(value != Some(b"0")),
             b"io_uring" => args.io_uring = Some(value != Some(b"0")),
+            b"poll_us" => {
+                let v = value.context("poll_us needs a value")?;
+                let us = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .context("poll_us takes microseconds")?;
+                args.poll_us = Some(us);
+            }
             other => eprintln!(
                 "strata-fuse-overlayfs: ignoring option {}",
                 String::from_utf8_lossy(other)
@@ -81,6 +91,7 @@ fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
         mountpoint: PathBuf::new(),
         writeback: None,
         io_uring: None,
+        poll_us: None,
     };
     let mut positional = Vec::new();
     let mut it = argv.into_iter();
@@ -129,6 +140,9 @@ fn serve(args: Args, ready: Option<OwnedFd>) -> anyhow::Result<()> {
         }
         if let Some(uring) = args.io_uring {
             cfg.io_uring = uring;
+        }
+        if let Some(us) = args.poll_us {
+            cfg.poll = std::time::Duration::from_micros(us);
         }
         let mounted = OverlayMount::mount(cfg, &args.mountpoint).await;
         let mut mount = match mounted {

@@ -13,6 +13,7 @@ use fuse3::{Inode, Result};
 use futures::stream::{self, Stream, StreamExt};
 
 use super::dir::file_type_of_dt;
+use super::killpriv::Caller;
 use super::namespace::Owner;
 use super::{err, errno_is, sys, OverlayFs};
 
@@ -23,6 +24,13 @@ const MAX_WRITE: u32 = 1 << 20;
 /// opendir reply flags: keep the cached listing across opens, and cache listings at all.
 const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 const FOPEN_CACHE_DIR: u32 = 1 << 3;
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        gid: req.gid,
+        pid: req.pid,
+    }
+}
 
 fn owner(req: &Request) -> Owner {
     Owner {
@@ -114,12 +122,13 @@ impl Filesystem for OverlayFs {
 
     async fn setattr(
         &self,
-        _req: Request,
+        req: Request,
         inode: Inode,
         fh: Option<u64>,
         set_attr: SetAttr,
     ) -> Result<ReplyAttr> {
-        self.do_setattr(inode, fh, &set_attr)
+        let kill = set_attr.kill_suidgid.then(|| caller(&req));
+        self.do_setattr(inode, fh, &set_attr, kill)
     }
 
     async fn readlink(&self, _req: Request, inode: Inode) -> Result<ReplyData> {
@@ -200,7 +209,11 @@ impl Filesystem for OverlayFs {
     }
 
     async fn open(&self, _req: Request, inode: Inode, flags: u32) -> Result<ReplyOpen> {
-        self.do_open(inode, flags)
+        self.do_open(inode, flags, None)
+    }
+
+    async fn open_kill_suidgid(&self, req: Request, inode: Inode, flags: u32) -> Result<ReplyOpen> {
+        self.do_open(inode, flags, Some(caller(&req)))
     }
 
     async fn read(
@@ -227,15 +240,16 @@ impl Filesystem for OverlayFs {
 
     async fn write(
         &self,
-        _req: Request,
+        req: Request,
         _inode: Inode,
         fh: u64,
         offset: u64,
         data: &[u8],
-        _write_flags: u32,
+        write_flags: u32,
         _flags: u32,
     ) -> Result<ReplyWrite> {
-        self.do_write(fh, offset, data)
+        let kill = write_flags & fuse3::raw::flags::FUSE_WRITE_KILL_SUIDGID != 0;
+        self.do_write(fh, offset, data, kill.then(|| caller(&req)))
     }
 
     async fn statfs(&self, _req: Request, _inode: Inode) -> Result<ReplyStatFs> {
@@ -426,7 +440,9 @@ impl Filesystem for OverlayFs {
         flags: u32,
     ) -> Result<ReplyCreated> {
         let (entry, fd) = self.do_create(parent, name, mode, flags as i32, owner(&req))?;
-        let opened = self.open_reply(entry.nodeid, fd, true)?;
+        // A new set-ID file is served by us, to clear the bits on writes (see killpriv.rs).
+        let may_pass = !super::killpriv::has_setid_bits(mode);
+        let opened = self.open_reply(entry.nodeid, fd, may_pass)?;
         Ok(ReplyCreated {
             nodeid: entry.nodeid,
             ttl: entry.ttl,

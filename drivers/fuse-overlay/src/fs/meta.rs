@@ -10,6 +10,7 @@ use bytes::Bytes;
 use fuse3::raw::reply::{ReplyAttr, ReplyStatFs, ReplyXAttr};
 use fuse3::{Errno, SetAttr};
 
+use super::killpriv::{self, Caller};
 use super::table::Entry;
 use super::{err, sys, OverlayFs, PRIVATE_XATTR_PREFIX};
 
@@ -67,6 +68,7 @@ impl OverlayFs {
         ino: u64,
         fh: Option<u64>,
         set: &SetAttr,
+        kill_suidgid: Option<Caller>,
     ) -> Result<ReplyAttr, Errno> {
         self.check_writable()?;
         {
@@ -102,6 +104,12 @@ impl OverlayFs {
                     with_at(e, |d, n| {
                         sys::utimensat(d, n, set.atime.map(ts), set.mtime.map(ts))
                     })?;
+                }
+                // A truncate the kernel flagged (see killpriv.rs). It flags every chown too,
+                // whoever the caller: the underlying filesystem clears the bits on our chown
+                // by the rules for a privileged caller, which is who chowns.
+                if let (Some(caller), Some(_), Entry::Child(d, n)) = (kill_suidgid, set.size, e) {
+                    sys::with_name(n, |c| killpriv::clear_at(d, c, caller))?;
                 }
                 Ok(())
             })?;

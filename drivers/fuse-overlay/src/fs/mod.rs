@@ -11,6 +11,7 @@ mod copyup;
 mod dir;
 mod file;
 mod fuse_impl;
+mod killpriv;
 mod meta;
 mod namespace;
 mod passthrough;
@@ -65,6 +66,11 @@ pub struct OverlayConfig {
     /// module's `enable_uring` on): one queue per CPU, each served by a thread pinned to it,
     /// so a request and its answer never wake another CPU. Falls back to /dev/fuse.
     pub io_uring: bool,
+    /// How long an io_uring queue thread looks for the next request (yielding the CPU between
+    /// looks) before it sleeps. A sleeping queue lets the scheduler move the requester to the
+    /// idle CPU at every reply; polling briefly keeps it where it is (fuse3's
+    /// `Queue::poll_for`). Zero sleeps at once.
+    pub poll: Duration,
 }
 
 impl OverlayConfig {
@@ -78,6 +84,7 @@ impl OverlayConfig {
             passthrough: true,
             serve_in_place: true,
             io_uring: true,
+            poll: Duration::from_micros(50),
         }
     }
 

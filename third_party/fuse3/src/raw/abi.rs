@@ -59,6 +59,8 @@ pub const FATTR_ATIME_NOW: u32 = 1 << 7;
 pub const FATTR_MTIME_NOW: u32 = 1 << 8;
 pub const FATTR_LOCKOWNER: u32 = 1 << 9;
 pub const FATTR_CTIME: u32 = 1 << 10;
+/// strata patch
+pub const FATTR_KILL_SUIDGID: u32 = 1 << 11;
 
 #[cfg(target_os = "macos")]
 pub const FATTR_CRTIME: u32 = 1 << 28;
@@ -135,6 +137,13 @@ pub const FUSE_PARALLEL_DIROPS: u32 = 1 << 18;
 
 /// fs handles killing suid/sgid/cap on write/chown/trunc
 pub const FUSE_HANDLE_KILLPRIV: u32 = 1 << 19;
+/// strata patch: the filesystem kills suid/sgid on write, chown and truncate when the kernel
+/// says so (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID).
+pub const FUSE_HANDLE_KILLPRIV_V2: u32 = 1 << 28;
+/// strata patch: in `fuse_write_in.write_flags`.
+pub const FUSE_WRITE_KILL_SUIDGID: u32 = 1 << 2;
+/// strata patch: in `fuse_open_in.open_flags`.
+pub const FUSE_OPEN_KILL_SUIDGID: u32 = 1 << 0;
 
 // if enable this, means use default_permissions
 /// filesystem supports posix acls
@@ -671,7 +680,8 @@ pub struct fuse_setattr_in {
 #[repr(C)]
 pub struct fuse_open_in {
     pub flags: u32,
-    pub(crate) _unused: u32,
+    /// strata patch: FUSE_OPEN_KILL_SUIDGID (was unused).
+    pub open_flags: u32,
 }
 
 #[derive(Debug, FromBytes, KnownLayout, Immutable)]

@@ -166,6 +166,14 @@ pub trait Filesystem {
         Err(libc::ENOSYS.into())
     }
 
+    /// strata patch: an open the kernel flags FUSE_OPEN_KILL_SUIDGID (with
+    /// `MountOptions::handle_killpriv_v2`: an `O_TRUNC` open by a caller without CAP_FSETID);
+    /// the filesystem clears suid, and sgid if group-executable, as it truncates. Every other
+    /// open goes to [`Filesystem::open`]. A filesystem that asks for killpriv v2 implements it.
+    async fn open_kill_suidgid(&self, req: Request, inode: Inode, flags: u32) -> Result<ReplyOpen> {
+        Err(libc::ENOSYS.into())
+    }
+
     /// read data. Read should send exactly the number of bytes requested except on EOF or error,
     /// otherwise the rest of the data will be substituted with zeroes. An exception to this is
     /// when the file has been opened in `direct_io` mode, in which case the return value of the

@@ -10,6 +10,8 @@ pub use crate::raw::abi::FUSE_POLL_SCHEDULE_NOTIFY;
 pub use crate::raw::abi::FUSE_READ_LOCKOWNER;
 pub use crate::raw::abi::FUSE_WRITE_CACHE;
 pub use crate::raw::abi::FUSE_WRITE_LOCKOWNER;
+/// strata patch
+pub use crate::raw::abi::FUSE_WRITE_KILL_SUIDGID;
 
 /// strata patch: open reply flag; reads, writes and mmap go to the backing file named by the
 /// reply's `backing_id` inside the kernel.

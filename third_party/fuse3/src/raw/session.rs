@@ -942,6 +942,7 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             let conn = fuse_connection.clone();
             let stop = stop.clone();
             let ready = ready_tx.clone();
+            let poll = self.mount_options.io_uring_poll;
             let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
             let spawned = std::thread::Builder::new()
                 .name(format!("fuse-uring-{qid}"))
@@ -977,7 +978,7 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                             .read_into(&request, header.nodeid, read_in.fh, read_in.offset, buf)
                             .map(|done| done.map_err(libc::c_int::from))
                     };
-                    let served = queue.run(|header, body| {
+                    let served = queue.run(poll, |header, body| {
                         let Ok(in_header) = fuse_in_header::read_from_bytes(header) else {
                             return;
                         };
@@ -1479,6 +1480,13 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             debug!("enable FUSE_HANDLE_KILLPRIV");
 
             reply_flags |= FUSE_HANDLE_KILLPRIV;
+        }
+
+        // strata patch
+        if init_in.flags & FUSE_HANDLE_KILLPRIV_V2 > 0 && self.mount_options.handle_killpriv_v2 {
+            debug!("enable FUSE_HANDLE_KILLPRIV_V2");
+
+            reply_flags |= FUSE_HANDLE_KILLPRIV_V2;
         }
 
         if init_in.flags & FUSE_POSIX_ACL > 0 && self.mount_options.default_permissions {
@@ -2424,7 +2432,14 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                 request.unique, in_header.nodeid, open_in.flags
             );
 
-            let opened = match fs.open(request, in_header.nodeid, open_in.flags).await {
+            // strata patch: opens flagged FUSE_OPEN_KILL_SUIDGID go to open_kill_suidgid.
+            let opened = if open_in.open_flags & FUSE_OPEN_KILL_SUIDGID != 0 {
+                fs.open_kill_suidgid(request, in_header.nodeid, open_in.flags)
+                    .await
+            } else {
+                fs.open(request, in_header.nodeid, open_in.flags).await
+            };
+            let opened = match opened {
                 Err(err) => {
                     resp_sender.send_err(&request, err).await;
                     return;

@@ -27,6 +27,8 @@ const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
 /// Requests one queue holds at a time: one being served, one waiting.
 const QUEUE_DEPTH: usize = 2;
+/// io_uring_enter flag: wait for (or here: collect) completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Room in front of the payload for the opcode's header, so the two read as one request body.
 const OP_ROOM: usize = 128;
 /// `user_data` of the poll on the stop eventfd.
@@ -301,12 +303,16 @@ impl Queue {
     /// READ to `handle` like any other request.
     pub(crate) fn run(
         mut self,
+        poll: std::time::Duration,
         mut handle: impl FnMut(&[u8], &[u8]),
         mut read_into: impl FnMut(&fuse_in_header, &fuse_read_in, &mut [u8]) -> Option<Result<usize, i32>>,
     ) -> io::Result<()> {
         self.register()?;
         let mut done = Vec::with_capacity(QUEUE_DEPTH + 1);
         loop {
+            if !poll.is_zero() {
+                self.poll_for(poll)?;
+            }
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -336,6 +342,38 @@ impl Queue {
                 let sqe = self.command(i, CMD_COMMIT_AND_FETCH, commit_id);
                 self.push(sqe)?;
             }
+        }
+    }
+
+    /// Submits what is pending, then looks for the next request for up to `window` before the
+    /// caller goes to sleep on the ring, yielding the CPU between looks to anything else that
+    /// wants it. Why: a request's reply wakes the requester while this thread still runs on
+    /// the requester's CPU, so the scheduler moves the requester to an idle CPU, and its next
+    /// request lands on that CPU's queue: every round trip then costs a migration and the
+    /// wake-up of an idle CPU (a halted vCPU in a VM). A queue thread that stays runnable for a
+    /// moment keeps its CPU from looking idle, so the requester stays where it is. Untarring
+    /// 1,000 files: 135 ms polling 30 us against 200 ms without, for the same CPU time in the
+    /// daemon (the polling costs what the sleeps and wake-ups no longer do).
+    fn poll_for(&mut self, window: std::time::Duration) -> io::Result<()> {
+        self.ring.submit()?;
+        let start = std::time::Instant::now();
+        loop {
+            // With deferred task work, completions are only posted when the thread asks the
+            // ring for events.
+            // SAFETY: no argument is passed.
+            match unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
+            } {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+            if !self.ring.completion().is_empty() || start.elapsed() >= window {
+                return Ok(());
+            }
+            std::thread::yield_now();
         }
     }
 
