@@ -8,8 +8,9 @@
 # release mode (or takes STRATA_FUSE_OVERLAYFS=path). Environment: RUNS (repetitions per row,
 # default 3), KINDS (which of "kernel fuse-overlayfs strata strata-devfuse" to run; the last is
 # ours with requests on /dev/fuse instead of io_uring). The fuse module's enable_uring is
-# switched on for the run (fuse-overlayfs's libfuse does not ask for it) and restored after. The data set (about 1.4 GB) stays in BENCH_DIR.img (a loop-mounted ext4 image)
-# for the next run; delete it by hand.
+# switched on for the run (fuse-overlayfs's libfuse does not ask for it) and restored after. The
+# data set (about 1.4 GB, plus 100 one-file layers for the deep-stack mount row) stays in
+# BENCH_DIR.img (a loop-mounted ext4 image) for the next run; delete it by hand.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -84,6 +85,15 @@ EOF
     tar -C "$L1" -cf "$TARBALL" --exclude=./big.bin .
     touch "$B/.ready"
 fi
+# 100 small lower layers, for the mount time of a deep stack (one directory and file each)
+DEEP=$B/deep
+if [ ! -f "$DEEP/.ready" ]; then
+    rm -rf "$DEEP"
+    for i in $(seq -w 0 99); do mkdir -p "$DEEP/l$i/dir$i"; echo "$i" > "$DEEP/l$i/dir$i/f"; done
+    touch "$DEEP/.ready"
+fi
+DEEP_LOWERS=$(for i in $(seq -w 99 -1 0); do printf '%s:' "$DEEP/l$i"; done)
+DEEP_LOWERS=${DEEP_LOWERS%:}
 
 # stamp VAR: microseconds now, into VAR. A builtin: no process is spawned inside a timed span
 # (a `date` or a `$(...)` subshell costs about a millisecond here, the size of the mount row).
@@ -96,12 +106,14 @@ fresh_upper() {
     rm -rf "$B/u" "$B/w" && mkdir -p "$B/u" "$B/w" "$M"
 }
 
+# mount_kind KIND [LOWERS]: LOWERS defaults to the two-layer data set
 mount_kind() {
+    local lowers=${2:-$L2:$L1}
     case $1 in
-        kernel) mount -t overlay overlay -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
-        fuse-overlayfs) "$FOVL" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
-        strata) "$OURS" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w" "$M" ;;
-        strata-devfuse) "$OURS" -o "lowerdir=$L2:$L1,upperdir=$B/u,workdir=$B/w,io_uring=0" "$M" ;;
+        kernel) mount -t overlay overlay -o "lowerdir=$lowers,upperdir=$B/u,workdir=$B/w" "$M" ;;
+        fuse-overlayfs) "$FOVL" -o "lowerdir=$lowers,upperdir=$B/u,workdir=$B/w" "$M" ;;
+        strata) "$OURS" -o "lowerdir=$lowers,upperdir=$B/u,workdir=$B/w" "$M" ;;
+        strata-devfuse) "$OURS" -o "lowerdir=$lowers,upperdir=$B/u,workdir=$B/w,io_uring=0" "$M" ;;
     esac
 }
 
@@ -127,6 +139,10 @@ for run in $(seq 1 "$RUNS"); do
         fresh_upper
         stamp s; mount_kind "$k"; [ -e "$M/d001/f001" ]; stamp e
         record "mount (to first stat)" "$k" "$(ms "$s" "$e")"
+        unmount_all
+        fresh_upper
+        stamp s; mount_kind "$k" "$DEEP_LOWERS"; [ -e "$M/dir00/f" ]; stamp e
+        record "mount, 100 lowers (to first stat)" "$k" "$(ms "$s" "$e")"
         unmount_all
 
         # cold and warm sequential read of the 1 GiB lower file
@@ -193,7 +209,7 @@ EOF
     done
 done
 
-ROWS=("mount (to first stat)" "seq read 1 GiB, cold" "seq read 1 GiB, warm" "stat walk 20k files, cold"
+ROWS=("mount (to first stat)" "mount, 100 lowers (to first stat)" "seq read 1 GiB, cold" "seq read 1 GiB, warm" "stat walk 20k files, cold"
       "stat walk 20k files, warm" "read all small files, cold" "read all small files, warm"
       "untar 20k files" "copy-up 1 GiB, cold" "copy-up 1 GiB, cold, + syncfs" "create 10k files"
       "unlink 10k files" "delete 4k lower files (whiteouts)")

@@ -75,6 +75,18 @@ impl OverlayMount {
     /// Mounts the overlay described by `cfg` on `mountpoint` (as root, through /dev/fuse)
     /// and returns once the kernel mount exists.
     pub async fn mount(cfg: OverlayConfig, mountpoint: &Path) -> io::Result<Self> {
+        Self::mount_notify(cfg, mountpoint, || {}).await
+    }
+
+    /// As [`Self::mount`]; `on_mounted` runs on the serving thread as soon as mount(2) has
+    /// succeeded, before the kernel's INIT is answered and before this returns. The standalone
+    /// binary tells its waiting parent from there: the mount's first users then queue on INIT
+    /// while it is answered instead of waiting for the whole start-up.
+    pub async fn mount_notify(
+        cfg: OverlayConfig,
+        mountpoint: &Path,
+        on_mounted: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Self> {
         raise_nofile_limit();
         let read_only = cfg.read_only();
         let writeback = cfg.writeback && !read_only;
@@ -114,6 +126,7 @@ impl OverlayMount {
                     return Err(io::Error::other(msg));
                 }
             };
+            on_mounted();
             let _ = ready_tx.send(Ok(()));
             // Resolves when the kernel ends the connection (unmount).
             handle.await

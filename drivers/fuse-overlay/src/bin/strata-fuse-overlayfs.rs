@@ -144,20 +144,29 @@ fn serve(args: Args, ready: Option<OwnedFd>) -> anyhow::Result<()> {
         if let Some(us) = args.poll_us {
             cfg.poll = std::time::Duration::from_micros(us);
         }
-        let mounted = OverlayMount::mount(cfg, &args.mountpoint).await;
+        // The parent hears "0" as soon as the kernel mount exists (from the serving thread),
+        // or "1" and the error.
+        let daemonized = ready.is_some();
+        let ready = std::sync::Arc::new(std::sync::Mutex::new(ready.map(std::fs::File::from)));
+        let tell_parent = ready.clone();
+        let on_mounted = move || {
+            let taken = tell_parent.lock().ok().and_then(|mut r| r.take());
+            if let Some(mut f) = taken {
+                let _ = f.write_all(b"0");
+            }
+        };
+        let mounted = OverlayMount::mount_notify(cfg, &args.mountpoint, on_mounted).await;
         let mut mount = match mounted {
             Ok(m) => m,
             Err(e) => {
-                if let Some(fd) = ready {
-                    let mut f = std::fs::File::from(fd);
+                let taken = ready.lock().ok().and_then(|mut r| r.take());
+                if let Some(mut f) = taken {
                     let _ = write!(f, "1mount {}: {e}", args.mountpoint.display());
                 }
                 bail!("mount {}: {e}", args.mountpoint.display());
             }
         };
-        if let Some(fd) = ready {
-            let mut f = std::fs::File::from(fd);
-            f.write_all(b"0")?;
+        if daemonized {
             detach_stdio();
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -309,10 +309,14 @@ impl Queue {
     ) -> io::Result<()> {
         self.register()?;
         let mut done = Vec::with_capacity(QUEUE_DEPTH + 1);
+        // Nothing to poll for before the first request: right after registering, the mount's
+        // first users (and whoever mounted) need the CPU more.
+        let mut served = false;
         loop {
-            if !poll.is_zero() {
+            if served && !poll.is_zero() {
                 self.poll_for(poll)?;
             }
+            served = true;
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
