@@ -198,7 +198,8 @@ fn build_ring() -> io::Result<IoUring<squeue::Entry128, cqueue::Entry>> {
 }
 
 impl Queue {
-    /// Sets up queue `qid` on the calling thread (pinned to that CPU): its ring and entries.
+    /// Sets up queue `qid` on the calling thread (pinned to that CPU once it registers): its
+    /// ring and entries.
     /// Nothing is registered with the kernel yet, so this may run before INIT is answered,
     /// while the session can still decline io_uring.
     pub(crate) fn new(
@@ -208,7 +209,6 @@ impl Queue {
         stop: RawFd,
         capture: Capture,
     ) -> io::Result<Self> {
-        pin_to_cpu(qid);
         let qid = u16::try_from(qid).map_err(|_| io::Error::other("too many fuse queues"))?;
         let mut queue = Self {
             ring: build_ring()?,
@@ -308,6 +308,10 @@ impl Queue {
         mut read_into: impl FnMut(&fuse_in_header, &fuse_read_in, &mut [u8]) -> Option<Result<usize, i32>>,
     ) -> io::Result<()> {
         self.register()?;
+        // Pinned only once registered: the kernel holds every request of the mount until all
+        // queues have registered, and a thread pinned first would wait for its CPU (busy, say,
+        // with writeback) before it could.
+        pin_to_cpu(usize::from(self.qid));
         let mut done = Vec::with_capacity(QUEUE_DEPTH + 1);
         // Nothing to poll for before the first request: right after registering, the mount's
         // first users (and whoever mounted) need the CPU more.
