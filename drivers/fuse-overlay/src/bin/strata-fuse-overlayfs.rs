@@ -8,7 +8,9 @@
 //! Without `upperdir` the mount is read-only. `-o writeback=1` turns the FUSE writeback cache
 //! on; `-o io_uring=0` keeps requests on /dev/fuse where the kernel offers FUSE over io_uring
 //! (the fuse module's `enable_uring`); `-o poll_us=N` sets how long an io_uring queue looks for
-//! the next request before it sleeps (default 50, 0 sleeps at once). Without `-f` the command returns once the mount
+//! the next request before it sleeps (default 50, 0 sleeps at once); `-o durable_copy_up=0`
+//! lets a copy-up return before the copy is on disk (as fuse-overlayfs does; by default it is
+//! fsynced first, as kernel overlayfs does). Without `-f` the command returns once the mount
 //! is ready and keeps serving in the background (like fuse-overlayfs); it exits when the
 //! filesystem is unmounted.
 
@@ -31,6 +33,7 @@ struct Args {
     writeback: Option<bool>,
     io_uring: Option<bool>,
     poll_us: Option<u64>,
+    durable_copy_up: Option<bool>,
 }
 
 const USAGE: &str =
@@ -65,6 +68,7 @@ fn parse_options(opts: &[u8], args: &mut Args) -> anyhow::Result<()> {
             b"workdir" => args.work = Some(path(value)?),
             b"writeback" => args.writeback = Some(value != Some(b"0")),
             b"io_uring" => args.io_uring = Some(value != Some(b"0")),
+            b"durable_copy_up" => args.durable_copy_up = Some(value != Some(b"0")),
             b"poll_us" => {
                 let v = value.context("poll_us needs a value")?;
                 let us = std::str::from_utf8(v)
@@ -92,6 +96,7 @@ fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
         writeback: None,
         io_uring: None,
         poll_us: None,
+        durable_copy_up: None,
     };
     let mut positional = Vec::new();
     let mut it = argv.into_iter();
@@ -140,6 +145,9 @@ fn serve(args: Args, ready: Option<OwnedFd>) -> anyhow::Result<()> {
         }
         if let Some(uring) = args.io_uring {
             cfg.io_uring = uring;
+        }
+        if let Some(durable) = args.durable_copy_up {
+            cfg.durable_copy_up = durable;
         }
         if let Some(us) = args.poll_us {
             cfg.poll = std::time::Duration::from_micros(us);
