@@ -155,7 +155,8 @@ impl OverlayMount {
         match ready_rx.await {
             Ok(Ok(())) => {
                 // One stat and one small sysfs write, both quick once INIT is answered; run in
-                // place so that a mount needs no blocking pool either.
+                // place so that a mount needs no blocking pool either. The stat must wait for
+                // INIT: answering it sets the readahead to at most what INIT asked for.
                 widen_readahead(&path);
                 Ok(Self {
                     path,
