@@ -5,7 +5,7 @@
 #   sudo drivers/fuse-overlay/bench/bench.sh [BENCH_DIR]     (default /var/tmp/strata-fo-bench)
 #
 # Needs root (mounts, drop_caches), fuse-overlayfs, python3, GNU tar. Builds our binary in
-# release mode (or takes STRATA_FUSE_OVERLAYFS=path). Environment: RUNS (repetitions per row,
+# release mode, statically linked (or takes STRATA_FUSE_OVERLAYFS=path). Environment: RUNS (repetitions per row,
 # default 3), KINDS (which of "kernel fuse-overlayfs strata strata-devfuse" to run; the last is
 # ours with requests on /dev/fuse instead of io_uring). The fuse module's enable_uring is
 # switched on for the run (fuse-overlayfs's libfuse does not ask for it) and restored after. The
@@ -24,7 +24,11 @@ command -v "$FOVL" >/dev/null || { echo "fuse-overlayfs not found" >&2; exit 1; 
 
 OURS=${STRATA_FUSE_OVERLAYFS:-}
 if [ -z "$OURS" ]; then
-    (cd "$REPO" && cargo build --release -q -p strata-fuse-overlay --bin strata-fuse-overlayfs)
+    # Linked statically, as fuse-overlayfs is often shipped for rootless use: no shared
+    # libraries to load and relocate, which is a third of a mount's time to first stat
+    # (--help: 0.8 ms static, 1.15 ms dynamic; /bin/true 0.7 ms).
+    (cd "$REPO" && cargo rustc --release -q -p strata-fuse-overlay --bin strata-fuse-overlayfs \
+        -- -C target-feature=+crt-static)
     OURS="$REPO/target/release/strata-fuse-overlayfs"
 fi
 
