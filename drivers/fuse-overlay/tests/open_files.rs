@@ -164,6 +164,43 @@ fn copy_up_under_a_lower_reader_keeps_the_inode_number() {
     assert_no_mounts_under(base);
 }
 
+/// A copy-up larger than the chunks a durable copy is written back in (32 MiB) keeps every
+/// byte.
+#[test]
+fn copy_up_of_a_large_file_keeps_every_byte() {
+    let rt = runtime();
+    let d = Dirs::new();
+    let base = d.tmp.path();
+    mkdirs(base, &["l1"]);
+    let size = 70 << 20;
+    let lower: Vec<u8> = (0..size as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(base.join("l1/big"), &lower).unwrap();
+    let m = FuseOverlay::mount(
+        &rt,
+        &[&base.join("l1")],
+        &base.join("upper"),
+        &base.join("work"),
+        &base.join("mnt"),
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path.join("big"))
+        .unwrap();
+    f.write_all(b"tail").unwrap();
+    drop(f);
+    m.unmount(&rt);
+    let upper = std::fs::read(base.join("upper/big")).unwrap();
+    assert_eq!(upper.len(), size + 4);
+    assert!(
+        upper[..size] == lower[..],
+        "copied-up bytes differ from the lower file"
+    );
+    assert_eq!(&upper[size..], b"tail");
+    assert_no_mounts_under(base);
+}
+
 /// Names of this process's threads that serve FUSE io_uring queues.
 /// Where the kernel offers FUSE over io_uring, a mount serves its requests through one queue
 /// per possible CPU, and the queue threads end with the mount; where it does not, the mount
