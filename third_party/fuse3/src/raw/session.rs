@@ -109,6 +109,18 @@ struct UringStart {
     go: Vec<std::sync::mpsc::Sender<()>>,
 }
 
+/// strata patch: io_uring queue threads started (see `Session::start_uring`), not yet known
+/// to be ready. Dropped unused, its threads end without touching the kernel.
+#[cfg(target_os = "linux")]
+struct PendingUring {
+    payload: usize,
+    queues: usize,
+    start: UringStart,
+    /// A Mutex only to keep the session Sync, never contended.
+    ready: std::sync::Mutex<std::sync::mpsc::Receiver<Result<(), String>>>,
+    stop: Arc<super::uring::StopSignal>,
+}
+
 #[cfg(target_os = "linux")]
 impl UringStart {
     /// Lets every queue register with the kernel and serve.
@@ -374,6 +386,9 @@ pub struct Session<FS> {
     /// strata patch: ends the io_uring queue threads with the session.
     #[cfg(target_os = "linux")]
     uring_stop: Option<Arc<super::uring::StopSignal>>,
+    /// strata patch: queues started before mount(2), for INIT to use.
+    #[cfg(target_os = "linux")]
+    uring_early: Option<PendingUring>,
 }
 
 enum ReadResult {
@@ -409,6 +424,8 @@ impl<FS> Session<FS> {
             inline: std::sync::Mutex::new(Vec::new()),
             #[cfg(target_os = "linux")]
             uring_stop: None,
+            #[cfg(target_os = "linux")]
+            uring_early: None,
         }
     }
 
@@ -557,6 +574,16 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         let notify = Arc::new(async_notify::Notify::new());
         let fuse_connection = FuseConnection::new(notify.clone())?;
         fuse_connection.read_in_place(self.mount_options.serve_in_place);
+        let fuse_connection = Arc::new(fuse_connection);
+        let fs = Arc::new(fs);
+
+        // strata patch: the io_uring queues set up while the kernel mounts (payloads for the
+        // most the kernel asks for unless the filesystem's max_write is larger, which INIT
+        // then finds out).
+        if self.mount_options.io_uring && super::uring::offered() {
+            let payload = super::uring::payload_size(0);
+            self.uring_early = self.start_uring(payload, &fs, &fuse_connection);
+        }
 
         let fd = fuse_connection.as_fd().as_raw_fd();
 
@@ -582,9 +609,9 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             return Err(err.into());
         }
 
-        self.fuse_connection.replace(Arc::new(fuse_connection));
+        self.fuse_connection.replace(fuse_connection);
 
-        self.filesystem.replace(Arc::new(fs));
+        self.filesystem.replace(fs);
 
         debug!("mount {:?} success", mount_path);
 
@@ -899,19 +926,17 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         }
     }
 
-    /// strata patch: prepares one thread per io_uring queue (one per possible CPU), each with
-    /// its ring and entries, before INIT is answered. Once INIT grants io_uring the kernel
-    /// holds every new request until all queues have registered, so a queue that could not be
-    /// set up would hang the mount: `None` (any queue failed, e.g. io_uring refused by seccomp
-    /// or `kernel.io_uring_disabled`) makes INIT decline io_uring and the session serve
-    /// /dev/fuse alone. The threads register when `UringStart::go` is called.
+    /// strata patch: starts one thread per io_uring queue (one per possible CPU), each setting
+    /// up its ring and entries (payloads of `payload` bytes), and returns without waiting for
+    /// them: the privileged mount starts them before mount(2), so that they are ready by the
+    /// time INIT arrives. See `finish_uring`.
     #[cfg(target_os = "linux")]
-    fn prepare_uring(
+    fn start_uring(
         &mut self,
         payload: usize,
         fs: &Arc<FS>,
         fuse_connection: &Arc<FuseConnection>,
-    ) -> Option<UringStart> {
+    ) -> Option<PendingUring> {
         let stop = match super::uring::StopSignal::new() {
             Ok(stop) => Arc::new(stop),
             Err(err) => {
@@ -937,6 +962,7 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
                 mount_options: options,
                 inline: std::sync::Mutex::new(Vec::new()),
                 uring_stop: None,
+                uring_early: None,
             };
             let fs = fs.clone();
             let conn = fuse_connection.clone();
@@ -1009,6 +1035,31 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
             }
         }
         drop(ready_tx);
+        Some(PendingUring {
+            payload,
+            queues,
+            start,
+            ready: std::sync::Mutex::new(ready_rx),
+            stop,
+        })
+    }
+
+    /// strata patch: waits until every queue of `pending` is set up. Once INIT grants
+    /// io_uring the kernel holds every new request until all queues have registered, so a
+    /// queue that could not be set up would hang the mount: `None` (any queue failed, e.g.
+    /// io_uring refused by seccomp or `kernel.io_uring_disabled`) makes INIT decline io_uring
+    /// and the session serve /dev/fuse alone. The threads register when `UringStart::go` is
+    /// called.
+    #[cfg(target_os = "linux")]
+    fn finish_uring(&mut self, pending: PendingUring) -> Option<UringStart> {
+        let PendingUring {
+            queues,
+            start,
+            ready,
+            stop,
+            ..
+        } = pending;
+        let ready_rx = ready.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut failed = None;
         for _ in 0..queues {
             match ready_rx.recv() {
@@ -1576,12 +1627,18 @@ impl<FS: Filesystem + Send + Sync + 'static> Session<FS> {
         #[cfg(target_os = "linux")]
         let uring = if over_io_uring {
             let payload = super::uring::payload_size(reply.max_write.get());
-            let prepared = self.prepare_uring(payload, fs, fuse_connection);
+            // The queues started before mount(2) do if their entries are large enough.
+            let pending = match self.uring_early.take() {
+                Some(early) if early.payload >= payload => Some(early),
+                _ => self.start_uring(payload, fs, fuse_connection),
+            };
+            let prepared = pending.and_then(|p| self.finish_uring(p));
             if prepared.is_none() {
                 reply_flags2 &= !FUSE_OVER_IO_URING_FLAGS2;
             }
             prepared
         } else {
+            self.uring_early = None;
             None
         };
 

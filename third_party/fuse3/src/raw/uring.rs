@@ -126,6 +126,12 @@ pub(crate) fn possible_cpus() -> usize {
         .map_or(1, |last| last + 1)
 }
 
+/// Whether the kernel offers FUSE over io_uring (the fuse module's `enable_uring`), so that
+/// queues are worth starting before INIT says so.
+pub(crate) fn offered() -> bool {
+    std::fs::read("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.starts_with(b"Y"))
+}
+
 /// Payload room the kernel requires: max(8 KiB, max_write, max_pages pages).
 pub(crate) fn payload_size(max_write: u32) -> usize {
     let max_pages = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
