@@ -14,10 +14,10 @@
 //! is ready and keeps serving in the background (like fuse-overlayfs); it exits when the
 //! filesystem is unmounted.
 //!
-//! Linked statically and with whole-program optimisation it starts faster (no shared
-//! libraries to load and relocate, fewer pages to touch), as the benchmark builds it:
-//! `CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 cargo rustc --release
-//! -p strata-fuse-overlay --bin strata-fuse-overlayfs -- -C target-feature=+crt-static`.
+//! Linked statically it starts faster (no shared libraries to load and relocate), as the
+//! benchmark builds it: `cargo rustc --release -p strata-fuse-overlay --bin
+//! strata-fuse-overlayfs -- -C target-feature=+crt-static` (not with LTO on top: static glibc
+//! and fat LTO gave a binary that crashed on its first write).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
