@@ -16,13 +16,7 @@ fn copy_up_while_a_reader_holds_the_lower_file() {
     let base = d.tmp.path();
     mkdirs(base, &["l1/etc"]);
     std::fs::write(base.join("l1/etc/conf"), b"lower contents\n").unwrap();
-    let m = FuseOverlay::mount(
-        &rt,
-        &[&base.join("l1")],
-        &base.join("upper"),
-        &base.join("work"),
-        &base.join("mnt"),
-    );
+    let m = FuseOverlay::mount_l1(&rt, base);
     let conf = m.path.join("etc/conf");
 
     let reader = std::fs::File::open(&conf).unwrap();
@@ -100,13 +94,7 @@ fn copy_up_under_a_lower_reader_keeps_the_inode_number() {
     // Large enough to be served through passthrough (small lower files use the page cache).
     let lower: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(base.join("l1/dir/data"), &lower).unwrap();
-    let m = FuseOverlay::mount(
-        &rt,
-        &[&base.join("l1")],
-        &base.join("upper"),
-        &base.join("work"),
-        &base.join("mnt"),
-    );
+    let m = FuseOverlay::mount_l1(&rt, base);
     let path = m.path.join("dir/data");
     let ino = std::fs::metadata(&path).unwrap().ino();
 
@@ -177,13 +165,7 @@ fn copy_up_of_a_large_file_keeps_every_byte() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(base.join("l1/big"), &lower).unwrap();
-    let m = FuseOverlay::mount(
-        &rt,
-        &[&base.join("l1")],
-        &base.join("upper"),
-        &base.join("work"),
-        &base.join("mnt"),
-    );
+    let m = FuseOverlay::mount_l1(&rt, base);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(m.path.join("big"))
@@ -222,13 +204,7 @@ fn io_uring_queues_serve_and_end_with_the_mount() {
     let base = d.tmp.path();
     mkdirs(base, &["l1/dir"]);
     std::fs::write(base.join("l1/dir/f"), b"lower\n").unwrap();
-    let m = FuseOverlay::mount(
-        &rt,
-        &[&base.join("l1")],
-        &base.join("upper"),
-        &base.join("work"),
-        &base.join("mnt"),
-    );
+    let m = FuseOverlay::mount_l1(&rt, base);
     for i in 0..200 {
         std::fs::write(m.path.join(format!("dir/n{i}")), b"x").unwrap();
     }

@@ -66,6 +66,18 @@ impl FuseOverlay {
         Self::mount_with(rt, lowers, upper, work, target, |_| {})
     }
 
+    /// The usual test layout: `base/l1` as the one lower layer, `base/upper`, `base/work`,
+    /// mounted on `base/mnt`.
+    pub fn mount_l1(rt: &tokio::runtime::Runtime, base: &Path) -> Self {
+        Self::mount(
+            rt,
+            &[&base.join("l1")],
+            &base.join("upper"),
+            &base.join("work"),
+            &base.join("mnt"),
+        )
+    }
+
     /// As `mount`, with `adjust` applied to the configuration first.
     pub fn mount_with(
         rt: &tokio::runtime::Runtime,
