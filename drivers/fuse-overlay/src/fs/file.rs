@@ -62,8 +62,8 @@ impl OverlayFs {
         if let Some(caller) = kill_suidgid {
             killpriv::clear_fd(fd.as_raw_fd(), caller).map_err(err)?;
         }
-        let st = sys::fstat(fd.as_raw_fd()).map_err(err)?;
         let may_pass = !self.has_upper || {
+            let st = sys::fstat(fd.as_raw_fd()).map_err(err)?;
             let (upper, hard_linked) = self
                 .table()
                 .get(ino)

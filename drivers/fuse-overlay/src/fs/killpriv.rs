@@ -64,15 +64,10 @@ fn bits_to_clear(st: &libc::stat, caller: Caller) -> u32 {
 
 /// Clears the bits on the file open as `fd`.
 pub(super) fn clear_fd(fd: RawFd, caller: Caller) -> io::Result<()> {
-    let st = sys::fstat(fd)?;
-    let bits = bits_to_clear(&st, caller);
-    if bits == 0 {
-        return Ok(());
-    }
-    sys::fchmodat(fd, sys::empty(), st.st_mode & 0o7777 & !bits)
+    clear_at(fd, sys::empty(), caller)
 }
 
-/// Clears the bits on the entry `name` of directory `dir`.
+/// Clears the bits on the entry `name` of directory `dir` (`dir` itself if `name` is empty).
 pub(super) fn clear_at(dir: RawFd, name: &std::ffi::CStr, caller: Caller) -> io::Result<()> {
     let st = sys::fstatat(dir, name)?;
     let bits = bits_to_clear(&st, caller);
