@@ -107,7 +107,8 @@ pub struct Capabilities {
     pub native_diff: bool,
     /// The `size=` storage option is honoured on read-write layers.
     pub quota: bool,
-    /// Two diffs of the same layer give the same bytes (Docker's ReproducesExactDiffs).
+    /// Two diffs of the same layer give the same bytes. Not Docker's ReproducesExactDiffs, which
+    /// promises the applied tar back byte for byte: the plugin server always answers that no.
     pub reproducible_diff: bool,
     /// The driver needs to run as root (mounts, ioctls).
     pub requires_root: bool,

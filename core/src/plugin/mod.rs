@@ -19,4 +19,6 @@ pub use transport::{PluginAddr, Timeouts, Transport};
 pub use volume_client::VolumeDriverPlugin;
 
 #[cfg(test)]
+mod docker_wire_tests;
+#[cfg(test)]
 mod tests;

@@ -1,7 +1,6 @@
 //! `serve`: any `LayerDriver` or `VolumeDriver` as a plugin speaking Docker's protocols on a
 //! unix socket. A driver author writes the trait implementation; this gives them the plugin.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -182,7 +181,10 @@ async fn body<T: DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("malformed request: {e}")))
+    // A Go client encodes a nil request as `null`.
+    serde_json::from_slice::<Option<T>>(&bytes)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Error::invalid(format!("malformed request: {e}")))
 }
 
 fn graph_err(e: Error) -> Response<Body> {
@@ -238,6 +240,15 @@ async fn route(server: &Arc<PluginServer>, req: Request<Incoming>) -> Response<B
     not_found(&path)
 }
 
+/// `POST /GraphDriver.ApplyDiff?id=ID&parent=PARENT`: the body is the tar itself.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ApplyDiffQuery {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    parent: String,
+}
+
 fn ids(r: &GraphRequest) -> Result<(LayerId, Option<LayerId>)> {
     let id = LayerId::new(r.id.clone())?;
     let parent = (!r.parent.is_empty())
@@ -275,19 +286,11 @@ async fn graph(
         return Ok(json(&GraphReply::default()));
     }
     if endpoint == "ApplyDiff" {
-        let query: HashMap<String, String> = req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let id = LayerId::new(query.get("id").cloned().unwrap_or_default())?;
-        let parent = query
-            .get("parent")
-            .filter(|p| !p.is_empty())
-            .map(|p| LayerId::new(p.clone()))
+        let query: ApplyDiffQuery = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+            .map_err(|e| Error::invalid(format!("ApplyDiff: malformed query: {e}")))?;
+        let id = LayerId::new(query.id)?;
+        let parent = (!query.parent.is_empty())
+            .then(|| LayerId::new(query.parent))
             .transpose()?;
         let stream = req
             .into_body()
@@ -341,8 +344,12 @@ async fn graph(
         "Cleanup" => driver.cleanup().await?,
         "Capabilities" => {
             let caps = driver.capabilities();
+            // Docker reads ReproducesExactDiffs as "Diff of an applied layer gives back the
+            // very bytes that were applied" and then keeps no tar-split record, so `docker
+            // save` fails its digest check. No Strata driver keeps the applied tar's headers,
+            // so the answer is no; our own "two diffs agree" travels under `Strata`.
             reply.capabilities = Some(WireCapabilities {
-                reproduces_exact_diffs: caps.reproducible_diff,
+                reproduces_exact_diffs: false,
                 strata: Some(caps),
             });
         }

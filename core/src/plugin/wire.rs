@@ -5,14 +5,25 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Go encodes a nil slice or map as `null` (Docker sends `"Opts": null` to Init when the engine
+/// has no storage options), and a plugin written in Go may answer `null` where we keep a value:
+/// every field that is not an `Option` reads `null` as its empty default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// The media type Docker's plugin client sends.
 pub const MEDIA_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ActivateReply {
-    #[serde(rename = "Implements", default)]
+    #[serde(rename = "Implements", default, deserialize_with = "null_as_default")]
     pub implements: Vec<String>,
 }
 
@@ -27,30 +38,42 @@ pub struct IdMap {
 #[serde(rename_all = "PascalCase")]
 pub struct InitRequest {
     pub home: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub opts: Vec<String>,
-    #[serde(rename = "UIDMaps", default)]
+    #[serde(rename = "UIDMaps", default, deserialize_with = "null_as_default")]
     pub uid_maps: Vec<IdMap>,
-    #[serde(rename = "GIDMaps", default)]
+    #[serde(rename = "GIDMaps", default, deserialize_with = "null_as_default")]
     pub gid_maps: Vec<IdMap>,
 }
 
 /// The request of every GraphDriver endpoint but Init and ApplyDiff.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GraphRequest {
-    #[serde(rename = "ID", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "ID",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
-    #[serde(rename = "Parent", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Parent",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub parent: String,
     #[serde(
         rename = "MountLabel",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub mount_label: String,
     #[serde(
         rename = "StorageOpt",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub storage_opt: BTreeMap<String, String>,
@@ -84,7 +107,11 @@ pub struct WireUsage {
 /// Docker, read by our client).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WireCapabilities {
-    #[serde(rename = "ReproducesExactDiffs", default)]
+    #[serde(
+        rename = "ReproducesExactDiffs",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub reproduces_exact_diffs: bool,
     #[serde(rename = "Strata", default, skip_serializing_if = "Option::is_none")]
     pub strata: Option<crate::layer::Capabilities>,
@@ -93,21 +120,52 @@ pub struct WireCapabilities {
 /// The reply of every GraphDriver endpoint but Diff (whose body is the tar itself).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GraphReply {
-    #[serde(rename = "Err", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Err",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub err: String,
-    #[serde(rename = "Dir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Dir",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub dir: String,
-    #[serde(rename = "Exists", default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "Exists",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub exists: bool,
-    #[serde(rename = "Status", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Status",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub status: Vec<[String; 2]>,
-    #[serde(rename = "Changes", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Changes",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub changes: Vec<WireChange>,
-    #[serde(rename = "Size", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Size",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub size: u64,
     #[serde(
         rename = "Metadata",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub metadata: BTreeMap<String, String>,
@@ -128,11 +186,21 @@ fn is_zero(n: &u64) -> bool {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VolumeRequest {
-    #[serde(rename = "Name", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Name",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
     #[serde(rename = "Opts", default, skip_serializing_if = "Option::is_none")]
     pub opts: Option<BTreeMap<String, String>>,
-    #[serde(rename = "ID", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "ID",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
 }
 
@@ -143,32 +211,45 @@ pub struct WireVolume {
     #[serde(
         rename = "Mountpoint",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub mountpoint: String,
     #[serde(
         rename = "CreatedAt",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub created_at: String,
-    #[serde(rename = "Status", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Status",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub status: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WireVolumeCapabilities {
-    #[serde(rename = "Scope", default)]
+    #[serde(rename = "Scope", default, deserialize_with = "null_as_default")]
     pub scope: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VolumeReply {
-    #[serde(rename = "Err", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Err",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub err: String,
     #[serde(
         rename = "Mountpoint",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub mountpoint: String,

@@ -88,3 +88,5 @@ pub fn make_test_certs(dir: &Path) {
         );
     }
 }
+
+pub mod dockerd;
