@@ -238,6 +238,34 @@ mod tests {
     }
 
     #[test]
+    fn locate_agrees_with_resolve_in_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::write(root.join("a/b/c/f"), "f").unwrap();
+        symlink("/a/b", root.join("abs")).unwrap();
+        symlink("../../../../a", root.join("a/b/up")).unwrap();
+        symlink("c/../../b/./c", root.join("a/b/rel")).unwrap();
+        symlink("/", root.join("a/slash")).unwrap();
+        let scoped = ScopedDir::open(root).unwrap();
+        for path in [
+            "/abs/c/f",
+            "/a/b/up/b/rel/f",
+            "/a/slash/a/slash/abs/../b/c",
+            "/../../a/b/rel",
+            "/abs/up/slash",
+        ] {
+            let kernel = fd_path(&scoped.open_in_root(path, OFlag::O_PATH).unwrap());
+            let at = scoped.locate(path, (0, 0)).unwrap();
+            let ours = match &at.name {
+                Some(n) => fd_path(&at.parent).join(n.to_str().unwrap()),
+                None => fd_path(&at.parent),
+            };
+            assert_eq!(ours, kernel, "{path}");
+        }
+    }
+
+    #[test]
     fn a_file_in_the_middle_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f"), "x").unwrap();
