@@ -6,7 +6,10 @@
 
 mod context;
 mod copy;
+mod dirfd;
 mod dockerfile;
+mod owner;
+mod scope;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -308,7 +311,7 @@ async fn step(
         "RUN" => run_step(d, stage, ins, opts, out).await?,
         "COPY" | "ADD" => {
             let (paths, words) = sources.unwrap_or_default();
-            copy_step(d, stage, ins, &paths, &words).await?
+            copy_step(d, stage, ins, ctx, &paths, &words).await?
         }
         _ => {
             let text = match ins.keyword.as_str() {
@@ -504,12 +507,13 @@ async fn copy_step(
     d: &Daemon,
     stage: &Stage,
     ins: &Instruction,
-    sources: &[PathBuf],
+    ctx: &Arc<Context>,
+    sources: &[String],
     words: &[String],
 ) -> Result<Digest> {
     let dest = words.last().cloned().unwrap_or_default();
     let owner = match ins.flags.iter().find(|(k, _)| k == "chown") {
-        Some((_, v)) => Some(resolve_owner(d, stage, v).await?),
+        Some((_, v)) => Some(owner::resolve(d, stage.image.as_ref(), v).await?),
         None => None,
     };
     let scratch_id = LayerId::random().to_string();
@@ -529,6 +533,7 @@ async fn copy_step(
         let root = d.driver.mount(&rw.mount_id, "").await?;
         let copied = {
             let root = root.clone();
+            let ctx = ctx.clone();
             let sources = sources.to_vec();
             let workdir = stage.str_field("WorkingDir");
             let workdir = if workdir.is_empty() {
@@ -540,6 +545,7 @@ async fn copy_step(
             tokio::task::spawn_blocking(move || {
                 copy::copy_into(&copy::CopyRequest {
                     root: &root,
+                    context: &ctx,
                     sources: &sources,
                     dest: &dest,
                     workdir: &workdir,
@@ -567,60 +573,4 @@ async fn copy_step(
         tracing::warn!("removing the COPY scratch layer failed: {e}");
     }
     result
-}
-
-/// `--chown=user:group` with names looked up in the image's /etc/passwd and /etc/group.
-async fn resolve_owner(d: &Daemon, stage: &Stage, spec: &str) -> Result<(u32, u32)> {
-    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
-    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        let text = std::fs::read_to_string(file).ok()?;
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&name)).then(|| {
-                (
-                    f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
-                    f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0),
-                )
-            })
-        })
-    };
-    let numeric = |s: &str| s.parse::<u32>().ok();
-    let needs_lookup = numeric(user).is_none() || (!group.is_empty() && numeric(group).is_none());
-    let (passwd, groupf) = if needs_lookup {
-        // Names come from the image being built: read them through a mount of its top layer.
-        let Some(img) = &stage.image else {
-            return Err(Error::invalid(format!(
-                "--chown={spec}: names need an image with /etc/passwd"
-            )));
-        };
-        let top = d.images.get(img)?.top_layer();
-        let cache = top.and_then(|t| d.layers.get(&t)).map(|l| l.cache_id);
-        match cache {
-            Some(layer) => {
-                let root = d.driver.mount(&layer, "").await?;
-                let p = root.join("etc/passwd").display().to_string();
-                let g = root.join("etc/group").display().to_string();
-                let users = (
-                    lookup(&p, user),
-                    (!group.is_empty()).then(|| lookup(&g, group)).flatten(),
-                );
-                d.driver.unmount(&layer).await?;
-                users
-            }
-            None => (None, None),
-        }
-    } else {
-        (None, None)
-    };
-    let uid = numeric(user)
-        .or(passwd.map(|p| p.0))
-        .ok_or_else(|| Error::invalid(format!("--chown={spec}: unknown user {user}")))?;
-    let gid = if group.is_empty() {
-        passwd.map(|p| p.1).unwrap_or(uid)
-    } else {
-        numeric(group)
-            .or(groupf.map(|g| g.0))
-            .ok_or_else(|| Error::invalid(format!("--chown={spec}: unknown group {group}")))?
-    };
-    Ok((uid, gid))
 }
