@@ -22,8 +22,8 @@ fn fixtures() -> PathBuf {
     dir
 }
 
-/// The daemon under test: this crate's, or `STRATA_STRATAD` (helpers sharing one target
-/// directory overwrite each other's `stratad`: a private copy keeps a run honest).
+/// The daemon under test: this crate's, or `STRATA_STRATAD` (to run these tests against
+/// another build, e.g. an older commit's, to see them fail there).
 fn stratad() -> PathBuf {
     std::env::var_os("STRATA_STRATAD")
         .map(PathBuf::from)
