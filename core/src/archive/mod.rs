@@ -32,7 +32,7 @@ mod dircache;
 mod filewriter;
 mod fsat;
 mod header;
-mod limits;
+pub(crate) mod limits;
 mod path_safety;
 mod reader;
 mod tarout;
