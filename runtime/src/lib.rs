@@ -6,4 +6,6 @@ pub mod build;
 pub mod cgroups;
 pub mod container;
 pub mod daemon;
+#[cfg(test)]
+mod fuzz;
 pub mod image;

@@ -15,7 +15,8 @@
 //! - `changes.rs`: what counts as a change, which xattrs travel (user.*, security.capability,
 //!   trusted.* but never trusted.overlay.*).
 //!
-//! Module map: `reader.rs`/`header.rs` parse and write tar headers, `compression.rs` detects
+//! Module map: `reader.rs`/`header.rs` parse and write tar headers, `limits.rs` caps the
+//! extension headers (PAX, GNU long names) of one entry, `compression.rs` detects
 //! gzip/zstd and hashes the uncompressed stream, `fsat.rs` wraps the `*at` syscalls.
 
 use std::io::{Read, Write};
@@ -31,6 +32,7 @@ mod dircache;
 mod filewriter;
 mod fsat;
 mod header;
+pub(crate) mod limits;
 mod path_safety;
 mod reader;
 mod tarout;
@@ -38,6 +40,8 @@ mod tarout;
 mod tests;
 mod write;
 mod xattrs;
+
+pub use limits::ExtensionLimit;
 
 /// How whiteouts and opaque markers found in a tar are materialised in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,14 +3,16 @@
 //! `tar::Archive` so that we see exactly what the stream holds: a missing end-of-archive
 //! marker, a short data block or a bad checksum is an error, never a silently shorter layer.
 
+//!
+//! Extension headers are capped per file entry (bytes and count, see `limits.rs`) and parsed
+//! in one pass: each record is looked at once, a repeated xattr name is found by hash.
+
+use std::collections::HashMap;
 use std::io::{self, Read};
 
 use super::header::{kind, BLOCK};
+use super::limits::ExtensionBudget;
 use crate::error::{Error, Result};
-
-/// PAX and GNU long-name payloads above this are refused (a hostile header could otherwise ask
-/// for gigabytes of memory). Names are at most PATH_MAX-ish and xattr values at most 64 KiB.
-const MAX_META_BYTES: u64 = 16 << 20;
 
 /// One file entry, with every extension header folded in.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +67,8 @@ struct Pending {
     mtime: Option<(i64, u32)>,
     atime: Option<(i64, u32)>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Index in `xattrs` of each name, so a repeated name replaces its value in O(1).
+    xattr_slots: HashMap<Vec<u8>, usize>,
 }
 
 impl<R: Read> TarReader<R> {
@@ -86,6 +90,7 @@ impl<R: Read> TarReader<R> {
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         self.skip_rest()?;
         let mut pending = Pending::default();
+        let mut budget = ExtensionBudget::default();
         let mut block = [0u8; BLOCK];
         loop {
             let at = self.offset;
@@ -103,9 +108,7 @@ impl<R: Read> TarReader<R> {
                 kind::PAX | b'g' | b'L' | b'K' => {
                     // A PAX size applies to the next file entry, never to extension headers.
                     let size = header_size;
-                    if size > MAX_META_BYTES {
-                        return Err(corrupt(at, format!("extension header of {size} bytes")));
-                    }
+                    budget.charge(size).map_err(|e| corrupt(at, e))?;
                     let data = self.read_meta(size)?;
                     match typeflag {
                         kind::PAX => parse_pax(&data, &mut pending).map_err(|w| corrupt(at, w))?,
@@ -433,8 +436,14 @@ fn apply_pax(key: &[u8], value: &[u8], p: &mut Pending) -> std::result::Result<(
             if name.is_empty() {
                 return Err("empty xattr name".into());
             }
-            p.xattrs.retain(|(n, _)| n != name);
-            p.xattrs.push((name.to_vec(), value.to_vec()));
+            // The last record for a name wins, as in Go's and GNU tar's readers.
+            match p.xattr_slots.get(name) {
+                Some(&slot) => p.xattrs[slot].1 = value.to_vec(),
+                None => {
+                    p.xattr_slots.insert(name.to_vec(), p.xattrs.len());
+                    p.xattrs.push((name.to_vec(), value.to_vec()));
+                }
+            }
         }
         // ctime, charset, comment, uname, gname, LIBARCHIVE.* ...: nothing to apply.
         _ => {}
@@ -473,6 +482,10 @@ fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
         Some((-secs - 1, 1_000_000_000 - nanos))
     }
 }
+
+#[cfg(test)]
+#[path = "reader_limits_tests.rs"]
+mod limits_tests;
 
 #[cfg(test)]
 mod tests {

@@ -12,13 +12,12 @@ use std::io::{Read, Write};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
+use crate::archive::limits::ExtensionBudget;
 use crate::error::{Error, Result};
 
 const BLOCK: usize = 512;
 const RAW: u8 = 0x02;
 const FILE: u8 = 0x01;
-/// PAX and GNU long-name records above this are kept as raw bytes but not parsed.
-const MAX_META: u64 = 1 << 20;
 const RAW_FLUSH: usize = 1 << 20;
 
 enum State {
@@ -29,13 +28,15 @@ enum State {
     /// File content (not kept), then `padding` raw bytes.
     Content { remaining: u64, padding: u64 },
     /// A PAX (`x`) or GNU long name (`L`) body: kept verbatim and parsed for the next name.
+    /// Its size passed the [`ExtensionBudget`], so `buf` stays within the per-entry cap.
     Meta {
         remaining: u64,
         padding: u64,
         kind: u8,
         buf: Vec<u8>,
     },
-    /// Past something we could not parse: everything else is raw.
+    /// Past something we could not parse, or extension headers over the archive reader's
+    /// per-entry caps (the apply refuses that layer): everything else is raw.
     Opaque,
 }
 
@@ -46,6 +47,8 @@ pub struct Recorder {
     header: Vec<u8>,
     raw: Vec<u8>,
     next_name: Option<Vec<u8>>,
+    /// Extension headers since the last file entry, capped as the archive reader caps them.
+    budget: ExtensionBudget,
     files: u64,
     error: Option<std::io::Error>,
 }
@@ -64,6 +67,7 @@ impl Recorder {
             header: Vec::with_capacity(BLOCK),
             raw: Vec::new(),
             next_name: None,
+            budget: ExtensionBudget::default(),
             files: 0,
             error: None,
         }
@@ -109,14 +113,10 @@ impl Recorder {
                 } => {
                     let take = (*remaining).min(data.len() as u64) as usize;
                     self.raw.extend_from_slice(&data[..take]);
-                    if (buf.len() as u64) < MAX_META {
-                        buf.extend_from_slice(&data[..take]);
-                    }
+                    buf.extend_from_slice(&data[..take]);
                     *remaining -= take as u64;
                     if *remaining == 0 {
-                        let name = if buf.len() as u64 >= MAX_META {
-                            None
-                        } else if *kind == b'x' {
+                        let name = if *kind == b'x' {
                             pax_path(buf)
                         } else {
                             Some(buf.split(|b| *b == 0).next().unwrap_or(&[]).to_vec())
@@ -147,6 +147,14 @@ impl Recorder {
         };
         let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
         let kind = h[156];
+        if matches!(kind, b'x' | b'g' | b'L' | b'K') {
+            if self.budget.charge(size).is_err() {
+                self.state = State::Opaque;
+                return;
+            }
+        } else {
+            self.budget = ExtensionBudget::default();
+        }
         match kind {
             b'0' | 0 | b'7' => {
                 let name = self.next_name.take().unwrap_or_else(|| header_name(&h));
@@ -443,5 +451,47 @@ mod tests {
     fn pax_path_is_parsed() {
         let body = b"28 path=some/very/long/name\n13 mtime=1.5\n";
         assert_eq!(pax_path(body).unwrap(), b"some/very/long/name".to_vec());
+    }
+
+    /// Guards that the recorder holds the archive reader's per-entry caps on extension headers
+    /// (`archive::limits`): three chained 400 KiB PAX headers (each under the old 1 MiB
+    /// per-header limit) put it in opaque mode, so it neither buffers nor parses them, and the
+    /// bytes still reassemble exactly. On HEAD 3af0184 this test failed: the recorder parsed
+    /// all three (buffering each) and recorded the entry after them as a file.
+    #[test]
+    fn chained_extension_headers_over_the_cap_are_kept_raw_not_parsed() {
+        let mut b = tar::Builder::new(Vec::new());
+        let value = vec![b'v'; 400 << 10];
+        for i in 0..3 {
+            let key = format!("SCHILY.xattr.user.{i}=");
+            // `LEN KEY=VALUE\n`, LEN counting its own six digits.
+            let len = key.len() + value.len() + 2 + 6;
+            let mut body = format!("{len} {key}").into_bytes();
+            body.extend_from_slice(&value);
+            body.push(b'\n');
+            assert_eq!(body.len(), len);
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            b.append(&h, &body[..]).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"hello"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut rec = Recorder::new();
+        rec.feed(&tar);
+        let encoded = rec.finish().unwrap();
+        let mut segments = Segments::new(&encoded[..]);
+        let mut raw = Vec::new();
+        while let Some(seg) = segments.next_segment().unwrap() {
+            match seg {
+                Segment::Raw(bytes) => raw.extend_from_slice(&bytes),
+                Segment::File { name, .. } => panic!("parsed past the cap: file {name:?}"),
+            }
+        }
+        assert_eq!(raw, tar);
     }
 }

@@ -26,11 +26,11 @@ use crate::daemon::Daemon;
 
 type Params = Query<HashMap<String, String>>;
 
-fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     q.get(key).map(String::as_str)
 }
 
-fn int_param(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
+pub(super) fn int_param(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
     match param(q, key).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
@@ -378,7 +378,7 @@ pub async fn logs(
 }
 
 /// `since`/`until`: unix seconds (with optional fraction), as the CLI sends them.
-fn parse_time(v: Option<&str>) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+pub(super) fn parse_time(v: Option<&str>) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
     let Some(v) = v.filter(|v| !v.is_empty() && *v != "0") else {
         return Ok(None);
     };
@@ -386,7 +386,9 @@ fn parse_time(v: Option<&str>) -> ApiResult<Option<chrono::DateTime<chrono::Utc>
     let secs: i64 = secs
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid time {v:?}")))?;
-    let nanos: u32 = format!("{frac:0<9}")[..9].parse().unwrap_or(0);
+    // The first nine characters (not bytes: a client may send any UTF-8), zero-padded.
+    let nine: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let nanos: u32 = nine.parse().unwrap_or(0);
     Ok(chrono::DateTime::from_timestamp(secs, nanos))
 }
 

@@ -6,6 +6,8 @@ pub mod containers;
 pub mod df;
 pub mod error;
 pub mod filters;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod host;
 pub mod images;
 pub mod stream;

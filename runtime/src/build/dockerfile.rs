@@ -180,6 +180,10 @@ pub fn substitute(s: &str, vars: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
+#[path = "dockerfile_fuzz.rs"]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

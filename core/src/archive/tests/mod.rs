@@ -1,6 +1,7 @@
 //! End-to-end tests of the archive: diff, apply, round trips, whiteouts and hostile tars.
 //! They run as root (chown, mknod, trusted.* xattrs). This file holds the shared helpers.
 
+mod fuzz;
 mod hostile;
 mod interop;
 mod ownership;
