@@ -3,12 +3,13 @@
 //! Why by hand and not youki's libcgroups or cgroups-rs: we need five controllers (memory,
 //! cpu, cpuacct, pids, v1 devices), their limits and two counters (OOM kills, cpu usage). That
 //! is a few dozen lines per controller. Both libraries take oci-spec's `LinuxResources` as
-//! input (so we would build OCI types only to hand them over) and bring systemd/D-Bus and
-//! eBPF device code we do not use; their value is breadth we do not need yet. Writing the files
-//! ourselves keeps every write visible, each controller function takes its directory so it is
-//! unit-tested against a temp dir, and every error names the exact file. If we later need
-//! the systemd driver or v2 device filtering, libcgroups is the one to adopt (its
-//! `CgroupManager` shape matches this module's).
+//! input (so we would build OCI types only to hand them over) and bring systemd/D-Bus code we
+//! do not use; their value is breadth we do not need yet. Writing the files ourselves keeps
+//! every write visible, each controller function takes its directory so it is unit-tested
+//! against a temp dir, and every error names the exact file. The v2 device filter is a
+//! hand-assembled eBPF program of a few instructions per rule (`devices_ebpf.rs`), as runc's
+//! is, rather than an eBPF toolchain. If we later need the systemd driver, libcgroups is the
+//! one to adopt (its `CgroupManager` shape matches this module's).
 //!
 //! Layout: one directory per container, `<hierarchy>/<parent>/<name>` (Docker's cgroupfs driver
 //! uses parent `docker`; ours defaults to `strata`). On v1 the directory exists in every
