@@ -31,9 +31,21 @@ pub(crate) fn program(mode: &SeccompMode, caps: u64) -> Result<Option<Vec<libc::
     compile::compile(&resolved).map(Some)
 }
 
-/// Checks a client's profile without building it (at create time, for a 400).
+/// Checks that a client's profile parses and applies here (cheap: no BPF is built).
 pub fn validate(mode: &SeccompMode) -> Result<()> {
-    program(mode, super::caps::default_mask()).map(drop)
+    if let SeccompMode::Profile(json) = mode {
+        Profile::parse(json)?.resolve(&profile::Host::detect(), super::caps::default_mask())?;
+    }
+    Ok(())
+}
+
+/// Builds a client's profile once to find what only libseccomp refuses (unknown actions or
+/// operators), so a create request gets its 400 then rather than a failed start.
+pub fn check_builds(mode: &SeccompMode) -> Result<()> {
+    match mode {
+        SeccompMode::Profile(_) => program(mode, super::caps::default_mask()).map(drop),
+        _ => Ok(()),
+    }
 }
 
 /// Installs the filter in the calling process (the child: raw syscall, no allocation). Needs

@@ -221,8 +221,8 @@ pub fn unsupported_field(req: &CreateConfig) -> Option<&'static str> {
             health.is_some_and(|t| !t.is_empty() && t != ["NONE"]),
         ),
     ];
-    let h = req.host_config.as_ref().map(|h| &h.unsupported);
-    let h = h.cloned().unwrap_or_default();
+    let none = UnsupportedHostConfig::default();
+    let h = req.host_config.as_ref().map_or(&none, |h| &h.unsupported);
     let restart = h.restart_policy.as_ref();
     let log = h.log_config.as_ref();
     let host = [
@@ -370,6 +370,7 @@ pub fn security(host: &HostConfig) -> Result<(SecuritySpec, bool)> {
         spec.device_rules.push(rule.parse::<DeviceRule>()?);
     }
     spec.validate()?;
+    crate::container::seccomp::check_builds(&spec.seccomp)?;
     Ok((spec, no_new_privileges))
 }
 
