@@ -92,9 +92,9 @@ async fn a_client_profile_is_enforced() {
     assert!(!sb.rootfs.join("made").exists());
 }
 
-/// Guards the filter install without no_new_privs (Docker's default through the API): it
-/// goes in while CAP_SYS_ADMIN is still there, and the container still switches user. Failed
-/// on HEAD: Seccomp was 0.
+/// Guards the filter install without no_new_privs (`no-new-privileges=false`, Docker's
+/// default): it goes in while CAP_SYS_ADMIN is still there, and the container still switches
+/// user. Failed on HEAD: Seccomp was 0.
 #[tokio::test]
 async fn without_no_new_privs_the_filter_is_installed_before_the_capability_cut() {
     let sb = Sandbox::new();
@@ -139,7 +139,7 @@ async fn privileged_gets_everything() {
     );
     let sb = Sandbox::new();
     let mut spec = sb.sh(&format!(
-        "{STATUS_SCRIPT}; head -c1 /dev/loop0 && echo loop-ok; \
+        "{STATUS_SCRIPT}; head -c1 /dev/loop0 > /dev/null && echo loop-ok; \
          grep ' /sys ' /proc/mounts; echo timer_list=$(wc -c < /proc/timer_list)"
     ));
     spec.security.privileged = true;
@@ -177,7 +177,7 @@ async fn mknod_of_a_disk_is_useless_and_the_cgroup2_dir_has_the_program() {
     let sb = Sandbox::new();
     let (st, out, err) = run(
         &sb,
-        sb.sh("mknod /dev/sda b 8 0 && echo made; head -c1 /dev/sda; echo rc=$?"),
+        sb.sh("mknod /dev/sda b 8 0 && echo made; head -c1 /dev/sda > /dev/null; echo rc=$?"),
     )
     .await;
     assert_eq!(st.code, 0, "{out}\n{err}");
@@ -288,8 +288,10 @@ fn cgroup2_device_program_denies_what_the_allowlist_does_not_name() {
 async fn device_and_device_cgroup_rule_allow_what_they_name() {
     let (disk, major, _) = loop0();
     let sb = Sandbox::new();
-    let mut spec = sb.sh("ls -l /dev/xloop; head -c1 /dev/xloop; echo read=$?; \
-         echo x > /dev/xloop; echo write=$?");
+    let mut spec = sb.sh(
+        "ls -l /dev/xloop; head -c1 /dev/xloop > /dev/null; echo read=$?; \
+         echo x > /dev/xloop; echo write=$?",
+    );
     spec.security.devices.push(DeviceMapping {
         host_path: disk.clone(),
         container_path: "/dev/xloop".into(),
@@ -303,7 +305,7 @@ async fn device_and_device_cgroup_rule_allow_what_they_name() {
 
     let sb = Sandbox::new();
     let mut spec = sb.sh(&format!(
-        "mknod /dev/l b {major} 0 && head -c1 /dev/l; echo rc=$?"
+        "mknod /dev/l b {major} 0 && head -c1 /dev/l > /dev/null; echo rc=$?"
     ));
     spec.security
         .device_rules
@@ -400,8 +402,12 @@ fn security_options_are_read_as_docker_sends_them() {
         json!({"SecurityOpt": [format!("seccomp={profile}")]}),
     ))
     .unwrap();
-    assert!(!nnp);
+    assert!(nnp, "no_new_privs is on unless turned off");
     assert_eq!(sec.seccomp, SeccompMode::Profile(profile.into()));
+    for off in ["no-new-privileges=false", "no-new-privileges:false"] {
+        let (_, nnp) = security(&host(json!({ "SecurityOpt": [off] }))).unwrap();
+        assert!(!nnp, "{off}");
+    }
     for bad in [
         json!({"CapAdd": ["CAP_NOPE"]}),
         json!({"SecurityOpt": ["seccomp={not json"]}),
@@ -417,9 +423,9 @@ fn security_options_are_read_as_docker_sends_them() {
 
 /// Guards the whole path from the stock docker CLI to the container: the CLI's flags reach
 /// the daemon (a seccomp profile file is sent as its JSON content), the daemon's defaults are
-/// Docker's (no_new_privs off unless asked), and refusals come back as the CLI's errors.
-/// Failed on HEAD: `--cap-drop ALL` left CapEff a80425fb, Seccomp was 0, `--restart always`
-/// was accepted.
+/// Docker's but for no_new_privs, on unless `no-new-privileges=false`, and refusals come back
+/// as the CLI's errors. Failed on HEAD: `--cap-drop ALL` left CapEff a80425fb, Seccomp was 0,
+/// no_new_privs was off, `--restart always` was accepted.
 #[test]
 fn docker_cli_flags_reach_the_container() {
     let d = common::daemon::StrataDaemon::start("overlay2");
@@ -433,14 +439,19 @@ fn docker_cli_flags_reach_the_container() {
     let status = "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status";
     assert_eq!(
         run(&[], status),
-        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t0\nSeccomp:\t2\n"
+        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"
     );
     assert_eq!(
         run(
-            &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"],
+            &[
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges=false"
+            ],
             status
         ),
-        "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+        "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n"
     );
     let privileged = run(&["--privileged"], status);
     assert!(
@@ -464,7 +475,10 @@ fn docker_cli_flags_reach_the_container() {
     let (disk, _, _) = loop0();
     let device = format!("{}:/dev/xloop:r", disk.display());
     assert_eq!(
-        run(&["--device", &device], "head -c1 /dev/xloop; echo rc=$?"),
+        run(
+            &["--device", &device],
+            "head -c1 /dev/xloop > /dev/null; echo rc=$?"
+        ),
         "rc=0\n"
     );
 

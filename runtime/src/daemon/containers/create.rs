@@ -318,7 +318,7 @@ fn security_opt_parts(opt: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The container's security settings and whether no_new_privs is asked for, from
+/// The container's security settings and whether no_new_privs is set, from
 /// `--privileged`, `--cap-add/--cap-drop`, `--security-opt`, `--device`,
 /// `--device-cgroup-rule`. Anything it cannot honour is a 400.
 pub fn security(host: &HostConfig) -> Result<(SecuritySpec, bool)> {
@@ -328,7 +328,9 @@ pub fn security(host: &HostConfig) -> Result<(SecuritySpec, bool)> {
         cap_drop: host.cap_drop.clone().unwrap_or_default(),
         ..SecuritySpec::default()
     };
-    let mut no_new_privileges = false;
+    // Safer than Docker: no_new_privs unless `no-new-privileges=false` (setuid programs and
+    // file capabilities cannot raise privileges; Docker sets it only when asked).
+    let mut no_new_privileges = true;
     for opt in host.security_opt.iter().flatten() {
         let invalid = || Error::invalid(format!("invalid --security-opt: {opt:?}"));
         match security_opt_parts(opt) {

@@ -460,8 +460,7 @@ fn build_spec(
         .filter_map(|h| h.split_once(':').map(|(n, ip)| format!("{ip}\t{n}")))
         .collect();
     spec.init = b(hc, "Init");
-    // Capabilities, seccomp, devices, no_new_privs (off unless asked, as Docker: setuid
-    // programs keep working).
+    // Capabilities, seccomp, devices, no_new_privs (on unless `no-new-privileges=false`).
     super::create::apply_security(hc, &mut spec)?;
     spec.mounts = mounts;
     let memory = i(hc, "Memory");
