@@ -7,6 +7,7 @@ packages=(
   build-essential pkg-config clang libclang-dev
   btrfs-progs libbtrfsutil-dev xfsprogs e2fsprogs util-linux
   fuse3 libfuse3-dev fuse-overlayfs
+  libseccomp-dev
   busybox-static iproute2 procps kmod tar gzip zstd curl jq openssl
 )
 missing=()

@@ -13,6 +13,11 @@ pub const CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
 /// Controllers only v1 has as files: the device allowlist (v2 does it with eBPF).
 pub const V1_ONLY_CONTROLLERS: [&str; 1] = ["devices"];
 
+/// On a hybrid host (v1 controllers plus a cgroup2 tree, often at /sys/fs/cgroup/unified),
+/// the v1 layout lists the cgroup2 tree under this name: containers get a directory there too,
+/// so the eBPF device filter can be attached to them as on a pure v2 host.
+pub const UNIFIED: &str = "unified";
+
 /// cgroup v1 (legacy or hybrid hierarchy) or v2 (unified hierarchy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersion {
@@ -78,7 +83,8 @@ impl Layout {
 }
 
 /// Parses the v1 cgroup mounts out of a mountinfo text: the super options after ` - cgroup X `
-/// list the controllers of each hierarchy. The first mount of a controller wins.
+/// list the controllers of each hierarchy. The first mount of a controller wins. A cgroup2
+/// mount is listed as [`UNIFIED`].
 fn v1_mounts(mountinfo: &str) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     for line in mountinfo.lines() {
@@ -86,13 +92,19 @@ fn v1_mounts(mountinfo: &str) -> BTreeMap<String, PathBuf> {
             continue;
         };
         let mut right = right.split(' ');
-        if right.next() != Some("cgroup") {
-            continue;
-        }
-        let super_opts = right.nth(1).unwrap_or("");
+        let fstype = right.next();
         let Some(mount_point) = left.split(' ').nth(4) else {
             continue;
         };
+        if fstype == Some("cgroup2") {
+            out.entry(UNIFIED.to_string())
+                .or_insert_with(|| PathBuf::from(mount_point));
+            continue;
+        }
+        if fstype != Some("cgroup") {
+            continue;
+        }
+        let super_opts = right.nth(1).unwrap_or("");
         for opt in super_opts.split(',') {
             if CONTROLLERS.contains(&opt) || V1_ONLY_CONTROLLERS.contains(&opt) {
                 out.entry(opt.to_string())
@@ -124,7 +136,8 @@ mod tests {
         assert_eq!(m["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
         assert_eq!(m["pids"], PathBuf::from("/sys/fs/cgroup/pids"));
         assert_eq!(m["devices"], PathBuf::from("/sys/fs/cgroup/devices"));
-        assert_eq!(m.len(), 5);
+        assert_eq!(m[UNIFIED], PathBuf::from("/sys/fs/cgroup/unified"));
+        assert_eq!(m.len(), 6);
     }
 
     #[test]

@@ -3,21 +3,25 @@
 //! Why by hand and not youki's libcgroups or cgroups-rs: we need five controllers (memory,
 //! cpu, cpuacct, pids, v1 devices), their limits and two counters (OOM kills, cpu usage). That
 //! is a few dozen lines per controller. Both libraries take oci-spec's `LinuxResources` as
-//! input (so we would build OCI types only to hand them over) and bring systemd/D-Bus and
-//! eBPF device code we do not use; their value is breadth we do not need yet. Writing the files
-//! ourselves keeps every write visible, each controller function takes its directory so it is
-//! unit-tested against a temp dir, and every error names the exact file. If we later need
-//! the systemd driver or v2 device filtering, libcgroups is the one to adopt (its
-//! `CgroupManager` shape matches this module's).
+//! input (so we would build OCI types only to hand them over) and bring systemd/D-Bus code we
+//! do not use; their value is breadth we do not need yet. Writing the files ourselves keeps
+//! every write visible, each controller function takes its directory so it is unit-tested
+//! against a temp dir, and every error names the exact file. The v2 device filter is a
+//! hand-assembled eBPF program of a few instructions per rule (`devices_ebpf.rs`), as runc's
+//! is, rather than an eBPF toolchain. If we later need the systemd driver, libcgroups is the
+//! one to adopt (its `CgroupManager` shape matches this module's).
 //!
 //! Layout: one directory per container, `<hierarchy>/<parent>/<name>` (Docker's cgroupfs driver
 //! uses parent `docker`; ours defaults to `strata`). On v1 the directory exists in every
 //! hierarchy of [`CONTROLLERS`]; on v2 there is one directory and the controllers are enabled in
 //! `cgroup.subtree_control` of its ancestors. One file per controller: [`memory`], [`cpu`],
-//! [`pids`], [`devices`] (v1 only).
+//! [`pids`], [`devices`] (the v1 files) and [`devices_ebpf`] (the same rules on v2). On a hybrid
+//! host the container also gets a directory in the cgroup2 tree ([`UNIFIED`]), where the eBPF
+//! device filter is attached as well: both filters must allow an access.
 
 pub mod cpu;
 pub mod devices;
+pub mod devices_ebpf;
 mod files;
 pub mod layout;
 pub mod memory;
@@ -30,7 +34,10 @@ use std::time::{Duration, Instant};
 use strata_core::{Error, IoContext, Result};
 
 pub use cpu::CpuLimits;
-pub use layout::{cgroup_version, CgroupVersion, Layout, CONTROLLERS, V1_ONLY_CONTROLLERS};
+pub use devices::DeviceRule;
+pub use layout::{
+    cgroup_version, CgroupVersion, Layout, CONTROLLERS, UNIFIED, V1_ONLY_CONTROLLERS,
+};
 pub use memory::MemoryLimits;
 
 /// The cgroup driver name `info` reports: we write cgroupfs directly, no systemd.
@@ -93,16 +100,22 @@ impl Cgroup {
     pub fn open(layout: &Layout, parent: &str, name: &str) -> Result<Cgroup> {
         let relative = relative_path(parent, name)?;
         let dirs = match layout {
-            Layout::V1(mounts) => CONTROLLERS
-                .iter()
-                .chain(&V1_ONLY_CONTROLLERS)
-                .map(|c| {
-                    let root = mounts.get(*c).ok_or_else(|| {
-                        Error::unsupported(format!("cgroup v1 controller {c} is not mounted"))
-                    })?;
-                    Ok((c.to_string(), root.join(&relative)))
-                })
-                .collect::<Result<_>>()?,
+            Layout::V1(mounts) => {
+                let mut dirs: BTreeMap<String, PathBuf> = CONTROLLERS
+                    .iter()
+                    .chain(&V1_ONLY_CONTROLLERS)
+                    .map(|c| {
+                        let root = mounts.get(*c).ok_or_else(|| {
+                            Error::unsupported(format!("cgroup v1 controller {c} is not mounted"))
+                        })?;
+                        Ok((c.to_string(), root.join(&relative)))
+                    })
+                    .collect::<Result<_>>()?;
+                if let Some(unified) = mounts.get(UNIFIED) {
+                    dirs.insert(UNIFIED.to_string(), unified.join(&relative));
+                }
+                dirs
+            }
             Layout::V2(root) => CONTROLLERS
                 .iter()
                 .map(|c| (c.to_string(), root.join(&relative)))
@@ -138,9 +151,38 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The cgroup2 directory that takes the eBPF device filter: the one directory on v2, the
+    /// [`UNIFIED`] one on a hybrid host.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        match self.version {
+            CgroupVersion::V2 => self.dir("memory"),
+            CgroupVersion::V1 => self.dir(UNIFIED),
+        }
+    }
+
+    /// Replaces the device allowlist (created with Docker's defaults) by `rules`: the v1
+    /// devices files and, where there is a cgroup2 directory, an eBPF program attached to it.
+    /// On a hybrid host a failed eBPF attach is only a warning (the v1 controller enforces the
+    /// same rules); on v2 it is the only filter, so it is an error.
+    pub fn restrict_devices(&self, rules: &[DeviceRule]) -> Result<()> {
+        if let Some(dir) = self.dirs.get("devices") {
+            devices::apply_v1(dir, rules)?;
+        }
+        let Some(dir) = self.unified_dir() else {
+            return Ok(());
+        };
+        match devices_ebpf::attach(dir, rules) {
+            Err(e) if self.version == CgroupVersion::V1 => {
+                tracing::warn!("device filter not attached in the cgroup2 tree: {e}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
     fn apply(&self, r: &Resources) -> Result<()> {
         if let Some(dir) = self.dirs.get("devices") {
-            devices::apply_v1(dir)?;
+            devices::apply_v1(dir, &devices::default_rules())?;
         }
         memory::apply(self.version, &self.dirs["memory"], &r.memory)?;
         cpu::apply(self.version, &self.dirs["cpu"], &r.cpu)?;

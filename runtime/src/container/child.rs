@@ -116,6 +116,12 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<Infallible, ChildError> {
         check(r as _, Stage::Stdio)?;
     }
     unsafe { libc::umask(0o022) };
+    // As runc: without no_new_privs, installing the filter needs CAP_SYS_ADMIN, so it goes in
+    // before the capabilities are cut (the profile must then allow the few syscalls left);
+    // with it, as late as possible.
+    if !plan.no_new_privileges {
+        install_seccomp(plan)?;
+    }
     switch_user(plan)?;
     check(unsafe { libc::chdir(plan.cwd.as_ptr()) } as _, Stage::Chdir)?;
     if plan.no_new_privileges {
@@ -125,6 +131,10 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<Infallible, ChildError> {
         )?;
     }
     reset_signals();
+    if plan.no_new_privileges {
+        // Before the init fork, so the init is filtered too.
+        install_seccomp(plan)?;
+    }
     if plan.init {
         init::become_init_and_fork(plan.error_fd, plan.console_socket.is_some())?;
     }
@@ -139,6 +149,17 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<Infallible, ChildError> {
         )
     };
     exec(plan)
+}
+
+fn install_seccomp(plan: &ChildPlan) -> Result<(), ChildError> {
+    let Some(filter) = &plan.seccomp else {
+        return Ok(());
+    };
+    super::seccomp::install(filter).map_err(|errno| ChildError {
+        stage: Stage::Seccomp as u32,
+        index: 0,
+        errno,
+    })
 }
 
 fn wait_for_go(fd: i32) -> Result<(), ChildError> {
@@ -322,6 +343,19 @@ fn run_step(step: &Step) -> Result<(), i32> {
                     )
                 })
             }
+        }
+        Step::Mknod {
+            path,
+            mode,
+            rdev,
+            uid,
+            gid,
+        } => {
+            unsafe { libc::unlink(path.as_ptr()) };
+            ok(unsafe { libc::mknod(path.as_ptr(), *mode, *rdev) })?;
+            ok(unsafe { libc::chown(path.as_ptr(), *uid, *gid) })?;
+            // mknod applies the umask; the host node's permissions are wanted.
+            ok(unsafe { libc::chmod(path.as_ptr(), *mode & 0o7777) })
         }
         Step::ReadOnlyPath { path } => {
             if stat_is_dir(path.as_ptr())?.is_none() {

@@ -14,33 +14,10 @@ use super::etc_files;
 use super::io::{cloexec_pipe, make_stdio, ParentIo};
 use super::plan::{cpath, cstring, exec_candidates, ChildError, ChildPlan, PlanParts, Stage, Step};
 use super::scoped_path::{Leaf, ScopedRoot};
+use super::security;
 use super::spec::{ContainerSpec, MountKind, Network, DEFAULT_PATH};
 use super::user::{self, ResolvedUser};
 use crate::cgroups::{Cgroup, CgroupVersion, Layout};
-
-/// Docker's masked paths (moby `oci/defaults.go`, plus powercap from later releases).
-const MASKED_PATHS: [&str; 11] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's read-only paths.
-const READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
 
 /// Device nodes bound from the host into the container's /dev tmpfs.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -88,8 +65,9 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
         spec.cwd.as_str()
     };
     root.ensure(cwd, Leaf::Dir)?;
+    let security = spec.security.prepare()?;
     let (parent_io, child_io) = make_stdio(spec.tty, spec.stdin)?;
-    let steps = mount_steps(spec, &root, &etc)?;
+    let steps = mount_steps(spec, &root, &etc, &security.nodes)?;
     let (sync_r, sync_w) = cloexec_pipe()?;
     let (err_r, err_w) = cloexec_pipe()?;
 
@@ -117,13 +95,14 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
             loopback_up: spec.network == Network::None,
             hostname: cstring(&spec.hostname)?,
             steps,
-            keep_caps: caps::default_mask(),
+            keep_caps: security.caps,
             last_cap: caps::last_cap(),
             uid: user.uid,
             gid: user.gid,
             groups: user.additional_gids.clone(),
             cwd: cstring(cwd)?,
             no_new_privileges: spec.no_new_privileges,
+            seccomp: security.seccomp,
             init: spec.init,
             exec_candidates: exec_candidates(&spec.args[0], path_var)?,
         },
@@ -132,6 +111,10 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
     )?;
 
     let cgroup = Cgroup::create(layout, &spec.cgroup_parent, &spec.id, &spec.resources)?;
+    if let Err(e) = cgroup.restrict_devices(&security.device_rules) {
+        remove_cgroup(&cgroup);
+        return Err(e.into());
+    }
     let pid = match clone_child(spec.network, &plan) {
         Ok(pid) => pid,
         Err(e) => {
@@ -220,6 +203,7 @@ fn mount_steps(
     spec: &ContainerSpec,
     root: &ScopedRoot,
     etc: &[(std::path::PathBuf, &'static str)],
+    nodes: &[security::DeviceNode],
 ) -> Result<Vec<Step>> {
     let rootfs = root.path();
     let mount =
@@ -278,6 +262,7 @@ fn mount_steps(
         });
         steps.push(bind(&Path::new("/dev").join(name), &target, 0)?);
     }
+    steps.extend(security::node_steps(&dev, nodes)?);
     let pts = dev.join("pts");
     steps.push(Step::Mkdir {
         path: cpath(&pts)?,
@@ -333,11 +318,17 @@ fn mount_steps(
             path: cpath(&dev.join("console"))?,
         });
     }
+    // Docker mounts /sys read-write only for a privileged container.
+    let sys_ro = if spec.security.privileged {
+        0
+    } else {
+        libc::MS_RDONLY
+    };
     steps.push(mount(
         Some("sysfs"),
         &sys,
         Some("sysfs"),
-        nosuid_nodev_noexec | libc::MS_RDONLY,
+        nosuid_nodev_noexec | sys_ro,
         None,
     )?);
     for (source, target) in etc {
@@ -348,16 +339,7 @@ fn mount_steps(
     steps.push(Step::PivotRoot {
         root: cpath(rootfs)?,
     });
-    for path in MASKED_PATHS {
-        steps.push(Step::Mask {
-            path: cstring(path)?,
-        });
-    }
-    for path in READONLY_PATHS {
-        steps.push(Step::ReadOnlyPath {
-            path: cstring(path)?,
-        });
-    }
+    steps.extend(spec.security.path_steps()?);
     if spec.read_only_rootfs {
         steps.push(Step::RemountReadOnly {
             path: cstring("/")?,
@@ -616,7 +598,7 @@ mod tests {
         ));
         let root = ScopedRoot::open(&rootfs).unwrap();
         let etc = vec![(tmp.path().join("hostname"), "/etc/hostname")];
-        let steps = mount_steps(&spec, &root, &etc).unwrap();
+        let steps = mount_steps(&spec, &root, &etc, &[]).unwrap();
         let text: Vec<String> = steps.iter().map(|s| s.describe()).collect();
         let pos = |needle: &str| {
             text.iter()
@@ -650,7 +632,7 @@ mod tests {
             false,
         ));
         let root = ScopedRoot::open(tmp.path()).unwrap();
-        let err = mount_steps(&spec, &root, &[]).unwrap_err();
+        let err = mount_steps(&spec, &root, &[], &[]).unwrap_err();
         assert!(
             err.to_string().contains("bind source path does not exist"),
             "{err}"

@@ -34,9 +34,11 @@
 //!    rprivate, rootfs bound onto itself, /proc, /dev tmpfs with host device nodes bound in,
 //!    devpts (new instance), shm, mqueue, /sys ro, /etc files, user mounts; pivot_root; masked
 //!    and read-only paths; read-only root. Then setsid (+ the tty as controlling terminal),
-//!    stdio, the bounding set cut to Docker's 14 capabilities, setgroups/setresgid/setresuid as
-//!    raw syscalls (glibc's wrappers would signal the daemon's other threads), capset, chdir,
-//!    no_new_privs, default signal dispositions, all fds above 2 close-on-exec, exec.
+//!    stdio, the bounding set cut to the container's capabilities (`security.rs`: Docker's 14
+//!    by default), setgroups/setresgid/setresuid as raw syscalls (glibc's wrappers would signal
+//!    the daemon's other threads), capset, chdir, no_new_privs, default signal dispositions,
+//!    the seccomp filter (`seccomp/`: compiled in the parent, installed with one syscall; before
+//!    the capability cut when no_new_privs is off, as runc), all fds above 2 close-on-exec, exec.
 //!    With `init`, `init.rs` forks first: PID 1 becomes a reaper that forwards signals.
 //! 4. **Error pipe**: a CLOEXEC pipe; any failing step writes (stage, step, errno) and exits.
 //!    EOF means the exec happened. Exec errors become Docker's 127 (not found) and 126.
@@ -50,8 +52,10 @@
 //! stdio, logs and exit codes ourselves. The part we need is a few hundred lines that we can
 //! read end to end.
 //!
-//! Not done here: user namespaces, seccomp, AppArmor/SELinux, the device allowlist on
-//! cgroup v2 (needs an eBPF program; v1 has it, `cgroups/devices.rs`), a /sys/fs/cgroup view
+//! Devices: Docker's allowlist (plus `--device`, `--device-cgroup-rule`) through the v1 devices
+//! controller and, on v2 or a hybrid host's cgroup2 tree, an eBPF program (`cgroups/`).
+//!
+//! Not done here: user namespaces, AppArmor/SELinux, a /sys/fs/cgroup view
 //! inside the container, log rotation, keeping containers alive across a daemon restart
 //! (there is no shim: see [`recover_after_restart`]).
 
@@ -66,6 +70,8 @@ pub mod logs;
 pub(crate) mod plan;
 pub mod running;
 mod scoped_path;
+pub mod seccomp;
+pub mod security;
 pub mod spec;
 pub mod state;
 mod user;
@@ -78,6 +84,8 @@ use crate::cgroups::Layout;
 pub use io::{OutputChunk, StreamKind};
 pub use launch::StartError;
 pub use running::{ContainerStdin, ExitStatus, RunningContainer};
+pub use seccomp::SeccompMode;
+pub use security::{DeviceMapping, SecuritySpec};
 pub use spec::{ContainerSpec, MountKind, MountSpec, Network, Propagation, DEFAULT_PATH};
 pub use state::ContainerState;
 pub use user::ResolvedUser;

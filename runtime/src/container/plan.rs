@@ -50,6 +50,14 @@ pub(crate) enum Step {
     ReadOnlyPath {
         path: CString,
     },
+    /// A device node (`--device`, `--privileged`), then chown; an existing node is replaced.
+    Mknod {
+        path: CString,
+        mode: libc::mode_t,
+        rdev: libc::dev_t,
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+    },
 }
 
 impl Step {
@@ -77,6 +85,7 @@ impl Step {
             Step::PivotRoot { root } => format!("pivot_root into {}", s(root)),
             Step::Mask { path } => format!("mask {}", s(path)),
             Step::ReadOnlyPath { path } => format!("make {} read-only", s(path)),
+            Step::Mknod { path, .. } => format!("mknod {}", s(path)),
         }
     }
 }
@@ -106,6 +115,8 @@ pub(crate) struct ChildPlan {
     pub groups: Vec<libc::gid_t>,
     pub cwd: CString,
     pub no_new_privileges: bool,
+    /// The seccomp program to install; `None` for unconfined.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
     pub init: bool,
     /// Full paths to try in order (the PATH lookup of `argv[0]`, done here, run there).
     pub exec_candidates: Vec<CString>,
@@ -136,6 +147,7 @@ pub(crate) enum Stage {
     InitFork,
     Exec,
     Console,
+    Seccomp,
 }
 
 impl Stage {
@@ -157,6 +169,8 @@ impl Stage {
             NoNewPrivs,
             InitFork,
             Exec,
+            Console,
+            Seccomp,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -220,6 +234,7 @@ pub(crate) struct PlanParts {
     pub groups: Vec<u32>,
     pub cwd: CString,
     pub no_new_privileges: bool,
+    pub seccomp: Option<Vec<libc::sock_filter>>,
     pub init: bool,
     pub exec_candidates: Vec<CString>,
 }
@@ -257,6 +272,7 @@ impl ChildPlan {
             groups: parts.groups,
             cwd: parts.cwd,
             no_new_privileges: parts.no_new_privileges,
+            seccomp: parts.seccomp,
             init: parts.init,
             exec_candidates: parts.exec_candidates,
             _argv_owned: argv_owned,

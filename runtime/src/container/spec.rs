@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use strata_core::{Error, Result};
 
+use super::security::SecuritySpec;
 use crate::cgroups::Resources;
 
 /// Docker's default PATH inside a container whose image sets none.
@@ -43,6 +44,8 @@ pub struct ContainerSpec {
     /// Set no_new_privs so setuid binaries and file capabilities cannot raise privileges.
     /// On by default here; Docker sets it only with `--security-opt no-new-privileges`.
     pub no_new_privileges: bool,
+    /// Capabilities, seccomp, devices, `--privileged` (Docker's defaults by default).
+    pub security: SecuritySpec,
     /// Run a tiny init as PID 1 that reaps zombies and forwards signals (`--init`).
     pub init: bool,
     /// The parent cgroup (Docker's `--cgroup-parent`); [`crate::cgroups::DEFAULT_PARENT`] by default.
@@ -76,6 +79,7 @@ impl ContainerSpec {
             mounts: Vec::new(),
             resources: Resources::default(),
             no_new_privileges: true,
+            security: SecuritySpec::default(),
             init: false,
             cgroup_parent: crate::cgroups::DEFAULT_PARENT.to_string(),
         }
@@ -131,6 +135,7 @@ impl ContainerSpec {
         for m in &self.mounts {
             m.validate()?;
         }
+        self.security.validate()?;
         self.resources.validate()
     }
 }

@@ -1,13 +1,25 @@
 //! A create request (Docker's `Config` + `HostConfig`) merged with the image's defaults into
 //! what the container will run.
+//!
+//! Every field of Docker's API is typed here. The ones Strata does not implement are refused
+//! with a 400 naming them when they hold anything but their default ([`unsupported_field`]):
+//! the stock CLI sends them all, mostly as zero, empty, null or false. Fields Docker's API does
+//! not have are ignored, as Docker does.
 
 use std::collections::BTreeMap;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use strata_core::{Error, Result};
 
 use super::mounts::{self, ApiMount, MountRequest};
+use crate::cgroups::devices::{self, DeviceRule};
+use crate::container::{ContainerSpec, DeviceMapping, SeccompMode, SecuritySpec};
+
+/// A field whose content we only check for emptiness.
+type AnyList = Option<Vec<IgnoredAny>>;
+type AnyMap = Option<BTreeMap<String, IgnoredAny>>;
 
 /// The `Config` fields the engine acts on; the whole body is also kept as given for inspect.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +53,42 @@ pub struct CreateConfig {
     pub stop_timeout: Option<i64>,
     #[serde(default)]
     pub host_config: Option<HostConfig>,
+    // Not implemented: refused unless default.
+    #[serde(default)]
+    pub domainname: String,
+    #[serde(default)]
+    pub mac_address: String,
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Healthcheck {
+    pub test: Option<Vec<String>>,
+}
+
+/// `HostConfig.Devices` entries (`--device`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ApiDevice {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub cgroup_permissions: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LogConfig {
+    pub r#type: String,
+    pub config: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,6 +126,264 @@ pub struct HostConfig {
     pub extra_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub cgroup_parent: String,
+    // Security.
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub cap_add: Option<Vec<String>>,
+    #[serde(default)]
+    pub cap_drop: Option<Vec<String>>,
+    #[serde(default)]
+    pub security_opt: Option<Vec<String>>,
+    #[serde(default)]
+    pub devices: Option<Vec<ApiDevice>>,
+    #[serde(default)]
+    pub device_cgroup_rules: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: UnsupportedHostConfig,
+}
+
+/// The `HostConfig` fields Strata does not implement (see [`unsupported_field`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UnsupportedHostConfig {
+    pub restart_policy: Option<RestartPolicy>,
+    pub log_config: Option<LogConfig>,
+    pub port_bindings: AnyMap,
+    pub publish_all_ports: bool,
+    pub volume_driver: String,
+    pub volumes_from: AnyList,
+    pub links: AnyList,
+    pub dns: AnyList,
+    pub dns_options: AnyList,
+    pub dns_search: AnyList,
+    pub group_add: AnyList,
+    pub annotations: AnyMap,
+    pub storage_opt: AnyMap,
+    pub sysctls: AnyMap,
+    pub cgroupns_mode: String,
+    pub ipc_mode: String,
+    pub cgroup: String,
+    pub pid_mode: String,
+    #[serde(rename = "UTSMode")]
+    pub uts_mode: String,
+    pub userns_mode: String,
+    pub runtime: String,
+    pub isolation: String,
+    pub oom_score_adj: i64,
+    pub oom_kill_disable: Option<bool>,
+    pub shm_size: i64,
+    pub blkio_weight: i64,
+    pub blkio_weight_device: AnyList,
+    pub blkio_device_read_bps: AnyList,
+    pub blkio_device_write_bps: AnyList,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    pub blkio_device_read_iops: AnyList,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    pub blkio_device_write_iops: AnyList,
+    pub cpu_realtime_period: i64,
+    pub cpu_realtime_runtime: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    pub cpu_count: i64,
+    pub cpu_percent: i64,
+    #[serde(rename = "IOMaximumIOps")]
+    pub io_maximum_iops: i64,
+    #[serde(rename = "IOMaximumBandwidth")]
+    pub io_maximum_bandwidth: i64,
+    pub device_requests: AnyList,
+    pub kernel_memory: i64,
+    #[serde(rename = "KernelMemoryTCP")]
+    pub kernel_memory_tcp: i64,
+    pub memory_reservation: i64,
+    pub memory_swappiness: Option<i64>,
+    pub ulimits: AnyList,
+    pub masked_paths: AnyList,
+    pub readonly_paths: AnyList,
+}
+
+fn some_nonempty<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_some_and(|v| !v.is_empty())
+}
+
+fn map_nonempty<T>(v: &Option<BTreeMap<String, T>>) -> bool {
+    v.as_ref().is_some_and(|v| !v.is_empty())
+}
+
+/// The first field the request sets that Strata does not implement, by its API name.
+pub fn unsupported_field(req: &CreateConfig) -> Option<&'static str> {
+    let health = req.healthcheck.as_ref().and_then(|h| h.test.as_deref());
+    let config = [
+        ("Domainname", !req.domainname.is_empty()),
+        ("MacAddress", !req.mac_address.is_empty()),
+        (
+            "Healthcheck",
+            health.is_some_and(|t| !t.is_empty() && t != ["NONE"]),
+        ),
+    ];
+    let none = UnsupportedHostConfig::default();
+    let h = req.host_config.as_ref().map_or(&none, |h| &h.unsupported);
+    let restart = h.restart_policy.as_ref();
+    let log = h.log_config.as_ref();
+    let host = [
+        (
+            "RestartPolicy",
+            restart.is_some_and(|r| !matches!(r.name.as_str(), "" | "no")),
+        ),
+        (
+            "LogConfig",
+            log.is_some_and(|l| {
+                !matches!(l.r#type.as_str(), "" | "json-file") || map_nonempty(&l.config)
+            }),
+        ),
+        ("PortBindings", map_nonempty(&h.port_bindings)),
+        ("PublishAllPorts", h.publish_all_ports),
+        (
+            "VolumeDriver",
+            !matches!(h.volume_driver.as_str(), "" | "local"),
+        ),
+        ("VolumesFrom", some_nonempty(&h.volumes_from)),
+        ("Links", some_nonempty(&h.links)),
+        ("Dns", some_nonempty(&h.dns)),
+        ("DnsOptions", some_nonempty(&h.dns_options)),
+        ("DnsSearch", some_nonempty(&h.dns_search)),
+        ("GroupAdd", some_nonempty(&h.group_add)),
+        ("Annotations", map_nonempty(&h.annotations)),
+        ("StorageOpt", map_nonempty(&h.storage_opt)),
+        ("Sysctls", map_nonempty(&h.sysctls)),
+        ("CgroupnsMode", !h.cgroupns_mode.is_empty()),
+        (
+            "IpcMode",
+            !matches!(h.ipc_mode.as_str(), "" | "private" | "shareable"),
+        ),
+        ("Cgroup", !h.cgroup.is_empty()),
+        ("PidMode", !h.pid_mode.is_empty()),
+        ("UTSMode", !h.uts_mode.is_empty()),
+        ("UsernsMode", !h.userns_mode.is_empty()),
+        ("Runtime", !matches!(h.runtime.as_str(), "" | "runc")),
+        ("Isolation", !matches!(h.isolation.as_str(), "" | "default")),
+        ("OomScoreAdj", h.oom_score_adj != 0),
+        ("OomKillDisable", h.oom_kill_disable == Some(true)),
+        ("ShmSize", h.shm_size != 0),
+        ("BlkioWeight", h.blkio_weight != 0),
+        ("BlkioWeightDevice", some_nonempty(&h.blkio_weight_device)),
+        (
+            "BlkioDeviceReadBps",
+            some_nonempty(&h.blkio_device_read_bps),
+        ),
+        (
+            "BlkioDeviceWriteBps",
+            some_nonempty(&h.blkio_device_write_bps),
+        ),
+        (
+            "BlkioDeviceReadIOps",
+            some_nonempty(&h.blkio_device_read_iops),
+        ),
+        (
+            "BlkioDeviceWriteIOps",
+            some_nonempty(&h.blkio_device_write_iops),
+        ),
+        ("CpuRealtimePeriod", h.cpu_realtime_period != 0),
+        ("CpuRealtimeRuntime", h.cpu_realtime_runtime != 0),
+        ("CpusetCpus", !h.cpuset_cpus.is_empty()),
+        ("CpusetMems", !h.cpuset_mems.is_empty()),
+        ("CpuCount", h.cpu_count != 0),
+        ("CpuPercent", h.cpu_percent != 0),
+        ("IOMaximumIOps", h.io_maximum_iops != 0),
+        ("IOMaximumBandwidth", h.io_maximum_bandwidth != 0),
+        ("DeviceRequests", some_nonempty(&h.device_requests)),
+        ("KernelMemory", h.kernel_memory != 0),
+        ("KernelMemoryTCP", h.kernel_memory_tcp != 0),
+        ("MemoryReservation", h.memory_reservation != 0),
+        (
+            "MemorySwappiness",
+            h.memory_swappiness.is_some_and(|s| s != -1),
+        ),
+        ("Ulimits", some_nonempty(&h.ulimits)),
+        ("MaskedPaths", h.masked_paths.is_some()),
+        ("ReadonlyPaths", h.readonly_paths.is_some()),
+    ];
+    config
+        .into_iter()
+        .chain(host)
+        .find(|(_, set)| *set)
+        .map(|(name, _)| name)
+}
+
+/// `key=value` or Docker's legacy `key:value`, split at whichever comes first.
+fn security_opt_parts(opt: &str) -> (&str, Option<&str>) {
+    match opt.find(['=', ':']) {
+        Some(i) => (&opt[..i], Some(&opt[i + 1..])),
+        None => (opt, None),
+    }
+}
+
+/// The container's security settings and whether no_new_privs is set, from
+/// `--privileged`, `--cap-add/--cap-drop`, `--security-opt`, `--device`,
+/// `--device-cgroup-rule`. Anything it cannot honour is a 400.
+pub fn security(host: &HostConfig) -> Result<(SecuritySpec, bool)> {
+    let mut spec = SecuritySpec {
+        privileged: host.privileged,
+        cap_add: host.cap_add.clone().unwrap_or_default(),
+        cap_drop: host.cap_drop.clone().unwrap_or_default(),
+        ..SecuritySpec::default()
+    };
+    // Safer than Docker: no_new_privs unless `no-new-privileges=false` (setuid programs and
+    // file capabilities cannot raise privileges; Docker sets it only when asked).
+    let mut no_new_privileges = true;
+    for opt in host.security_opt.iter().flatten() {
+        let invalid = || Error::invalid(format!("invalid --security-opt: {opt:?}"));
+        match security_opt_parts(opt) {
+            ("no-new-privileges", None) => no_new_privileges = true,
+            ("no-new-privileges", Some(v)) => {
+                no_new_privileges = v.parse().map_err(|_| invalid())?;
+            }
+            ("seccomp", Some("unconfined")) => spec.seccomp = SeccompMode::Unconfined,
+            ("seccomp", Some(json)) => spec.seccomp = SeccompMode::Profile(json.to_string()),
+            ("systempaths", Some("unconfined")) => spec.unconfined_paths = true,
+            // Strata has neither AppArmor nor SELinux: turning them off asks for nothing.
+            ("apparmor", Some("unconfined")) | ("label", Some("disable")) => {}
+            ("apparmor" | "label", _) => {
+                return Err(Error::invalid(format!(
+                    "invalid --security-opt {opt:?}: Strata supports neither AppArmor nor SELinux"
+                )))
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    for d in host.devices.iter().flatten() {
+        let perms = if d.cgroup_permissions.is_empty() {
+            "rwm"
+        } else {
+            d.cgroup_permissions.as_str()
+        };
+        let access = devices::parse_access(perms).ok_or_else(|| {
+            Error::invalid(format!(
+                "invalid device permissions {perms:?} (use r, w, m)"
+            ))
+        })?;
+        spec.devices.push(DeviceMapping {
+            host_path: d.path_on_host.clone().into(),
+            container_path: d.path_in_container.clone(),
+            access,
+        });
+    }
+    for rule in host.device_cgroup_rules.iter().flatten() {
+        spec.device_rules.push(rule.parse::<DeviceRule>()?);
+    }
+    spec.validate()?;
+    crate::container::seccomp::check_builds(&spec.seccomp)?;
+    Ok((spec, no_new_privileges))
+}
+
+/// Sets the container's security from its stored `HostConfig` (at start).
+pub fn apply_security(host_config: &Value, spec: &mut ContainerSpec) -> Result<()> {
+    let host: HostConfig = serde_json::from_value(host_config.clone())
+        .map_err(|e| Error::invalid(format!("invalid HostConfig: {e}")))?;
+    let (security, no_new_privileges) = security(&host)?;
+    spec.security = security;
+    spec.no_new_privileges = no_new_privileges;
+    Ok(())
 }
 
 /// What the container runs, after merging with the image.
@@ -97,7 +403,14 @@ pub struct Prepared {
 pub fn prepare(body: &Value, image_config: Option<&Value>) -> Result<Prepared> {
     let req: CreateConfig = serde_json::from_value(body.clone())
         .map_err(|e| Error::invalid(format!("invalid container config: {e}")))?;
+    if let Some(field) = unsupported_field(&req) {
+        return Err(Error::invalid(format!(
+            "{field} is not supported by Strata: leave it unset (see docs/security.md, \
+             \"Container options\")"
+        )));
+    }
     let host = req.host_config.clone().unwrap_or_default();
+    security(&host)?;
     let img = image_config.cloned().unwrap_or(Value::Null);
     let img_strings = |key: &str| -> Option<Vec<String>> {
         img.get(key).and_then(Value::as_array).map(|a| {

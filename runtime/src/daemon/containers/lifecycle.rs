@@ -460,13 +460,8 @@ fn build_spec(
         .filter_map(|h| h.split_once(':').map(|(n, ip)| format!("{ip}\t{n}")))
         .collect();
     spec.init = b(hc, "Init");
-    // Docker's default: setuid programs keep working unless asked otherwise.
-    spec.no_new_privileges = strings(hc, "SecurityOpt").iter().any(|o| {
-        matches!(
-            o.as_str(),
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
-        )
-    });
+    // Capabilities, seccomp, devices, no_new_privs (on unless `no-new-privileges=false`).
+    super::create::apply_security(hc, &mut spec)?;
     spec.mounts = mounts;
     let memory = i(hc, "Memory");
     let swap = i(hc, "MemorySwap");
