@@ -175,12 +175,7 @@ async fn device_nodes_can_be_made_but_host_disks_not_opened() {
     ));
     let (status, out, err) = run(&sb, spec).await;
     assert_eq!(status.code, 0, "{out}\n{err}");
-    match strata_runtime::cgroups::cgroup_version() {
-        strata_runtime::cgroups::CgroupVersion::V1 => {
-            assert_eq!(out, "made\ndisk-denied\nnull-ok\n", "{err}");
-            assert!(err.contains("Operation not permitted"), "{err}");
-        }
-        // No device controller without eBPF on v2: see the cgroups module docs.
-        strata_runtime::cgroups::CgroupVersion::V2 => assert!(out.contains("null-ok")),
-    }
+    // The v1 devices controller and, on v2, the eBPF device program enforce the same list.
+    assert_eq!(out, "made\ndisk-denied\nnull-ok\n", "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
 }

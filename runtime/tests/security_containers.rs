@@ -402,11 +402,11 @@ fn security_options_are_read_as_docker_sends_them() {
         json!({"SecurityOpt": [format!("seccomp={profile}")]}),
     ))
     .unwrap();
-    assert!(nnp, "no_new_privs is on unless turned off");
+    assert!(!nnp, "no_new_privs is off unless asked for, as in Docker");
     assert_eq!(sec.seccomp, SeccompMode::Profile(profile.into()));
-    for off in ["no-new-privileges=false", "no-new-privileges:false"] {
-        let (_, nnp) = security(&host(json!({ "SecurityOpt": [off] }))).unwrap();
-        assert!(!nnp, "{off}");
+    for on in ["no-new-privileges=true", "no-new-privileges:true"] {
+        let (_, nnp) = security(&host(json!({ "SecurityOpt": [on] }))).unwrap();
+        assert!(nnp, "{on}");
     }
     for bad in [
         json!({"CapAdd": ["CAP_NOPE"]}),
@@ -423,9 +423,9 @@ fn security_options_are_read_as_docker_sends_them() {
 
 /// Guards the whole path from the stock docker CLI to the container: the CLI's flags reach
 /// the daemon (a seccomp profile file is sent as its JSON content), the daemon's defaults are
-/// Docker's but for no_new_privs, on unless `no-new-privileges=false`, and refusals come back
-/// as the CLI's errors. Failed on HEAD: `--cap-drop ALL` left CapEff a80425fb, Seccomp was 0,
-/// no_new_privs was off, `--restart always` was accepted.
+/// Docker's (no_new_privs only with `--security-opt no-new-privileges`), and refusals come
+/// back as the CLI's errors. Failed on HEAD: `--cap-drop ALL` left CapEff a80425fb, Seccomp
+/// was 0, `--restart always` was accepted.
 #[test]
 fn docker_cli_flags_reach_the_container() {
     let d = common::daemon::StrataDaemon::start("overlay2");
@@ -439,19 +439,14 @@ fn docker_cli_flags_reach_the_container() {
     let status = "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status";
     assert_eq!(
         run(&[], status),
-        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t0\nSeccomp:\t2\n"
     );
     assert_eq!(
         run(
-            &[
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges=false"
-            ],
+            &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"],
             status
         ),
-        "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n"
+        "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n"
     );
     let privileged = run(&["--privileged"], status);
     assert!(

@@ -132,7 +132,7 @@ pub async fn info(State(d): State<AppState>) -> Result<Json<Value>, ApiError> {
         "LiveRestoreEnabled": false,
         "Isolation": "",
         "InitBinary": "",
-        "SecurityOptions": ["name=no-new-privileges"],
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],
     })))
 }
