@@ -4,6 +4,7 @@
 //! process is out of descriptors, and a bounded wait for open connections at shutdown.
 
 use std::convert::Infallible;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +60,39 @@ impl Default for ServeLimits {
 }
 
 type App = BoxCloneService<Request, Response, Infallible>;
+
+/// The client's socket, in every request's extensions: a handler that keeps the connection
+/// after answering (attach) polls it to notice that the client has gone. Valid while the
+/// connection (or what it was upgraded to) is held.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket(pub RawFd);
+
+/// How often a held connection is checked for a client that has gone.
+const HANGUP_POLL: Duration = Duration::from_secs(1);
+
+impl ClientSocket {
+    /// Whether the peer has closed the connection entirely or reset it. A half-close (the
+    /// CLI's `CloseWrite` when it has no stdin to send) is not a hang-up. A unix socket
+    /// reports a closed peer at once; TCP only once a write has drawn a reset.
+    pub fn hung_up(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.0,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+
+    /// Resolves once the client has hung up (checked every second).
+    pub async fn closed(self) {
+        let mut tick = tokio::time::interval(HANGUP_POLL);
+        while !self.hung_up() {
+            tick.tick().await;
+        }
+    }
+}
 
 enum Bound {
     Unix(UnixListener),
@@ -230,13 +264,14 @@ async fn serve_conn(
     stop: watch::Receiver<bool>,
 ) {
     match (conn, tls) {
-        (Conn::Unix(s), _) => serve_http(s, app, stop).await,
-        (Conn::Tcp(s, _), None) => serve_http(s, app, stop).await,
+        (Conn::Unix(s), _) => serve_http(ClientSocket(s.as_raw_fd()), s, app, stop).await,
+        (Conn::Tcp(s, _), None) => serve_http(ClientSocket(s.as_raw_fd()), s, app, stop).await,
         (Conn::Tcp(s, peer), Some(acceptor)) => {
+            let socket = ClientSocket(s.as_raw_fd());
             // A client with no (valid) certificate is dropped here when --tlsverify is on;
             // one that says nothing is dropped when the deadline passes.
             match tokio::time::timeout(handshake_timeout, acceptor.accept(s)).await {
-                Ok(Ok(tls)) => serve_http(tls, app, stop).await,
+                Ok(Ok(tls)) => serve_http(socket, tls, app, stop).await,
                 Ok(Err(e)) => tracing::info!(%peer, "TLS handshake refused: {e}"),
                 Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
@@ -246,12 +281,14 @@ async fn serve_conn(
 
 /// HTTP/1.1 with upgrades (attach). At shutdown the connection finishes the request in
 /// progress and closes.
-async fn serve_http<IO>(io: IO, app: App, mut stop: watch::Receiver<bool>)
+async fn serve_http<IO>(socket: ClientSocket, io: IO, app: App, mut stop: watch::Receiver<bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        app.clone().oneshot(req.map(axum::body::Body::new))
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(socket);
+        app.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

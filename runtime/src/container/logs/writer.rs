@@ -69,16 +69,33 @@ impl JsonLogWriter {
         })
     }
 
-    /// Appends encoded entries, rotating first when the file has reached max-size.
-    fn append(&mut self, out: &[u8]) -> Result<()> {
+    /// Adds one entry to `out`, the batch for the current file. When the file (with the
+    /// batch) has reached max-size, the batch is written and the file rotated first, as
+    /// Docker checks before each message: a file exceeds max-size by one entry at most.
+    fn entry(
+        &mut self,
+        out: &mut Vec<u8>,
+        line: &[u8],
+        stream: StreamKind,
+        time: &DateTime<Utc>,
+    ) -> Result<()> {
+        if let Some(max) = self.opts.max_size {
+            if self.size + out.len() as u64 >= max {
+                self.flush(out)?;
+                self.rotate()?;
+            }
+        }
+        encode(out, line, stream, time)
+    }
+
+    /// Writes the batch to the current file.
+    fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
         if out.is_empty() {
             return Ok(());
         }
-        if self.opts.max_size.is_some_and(|max| self.size >= max) {
-            self.rotate()?;
-        }
         self.file.write_all(out).ctx("write log", &self.path)?;
         self.size += out.len() as u64;
+        out.clear();
         Ok(())
     }
 
@@ -121,18 +138,18 @@ impl JsonLogWriter {
         while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
             let end = start + pos + 1;
             for piece in buf[start..end].chunks(MAX_LINE) {
-                encode(&mut out, piece, stream, &time)?;
+                self.entry(&mut out, piece, stream, &time)?;
             }
             start = end;
         }
         let mut rest = buf.split_off(start);
         while rest.len() >= MAX_LINE {
             let tail = rest.split_off(MAX_LINE);
-            encode(&mut out, &rest, stream, &time)?;
+            self.entry(&mut out, &rest, stream, &time)?;
             rest = tail;
         }
         self.partial[idx] = rest;
-        self.append(&out)
+        self.flush(&mut out)
     }
 
     /// Writes what is left without a trailing newline (the stream ended).
@@ -142,10 +159,10 @@ impl JsonLogWriter {
         for stream in [StreamKind::Stdout, StreamKind::Stderr] {
             let rest = std::mem::take(&mut self.partial[stream as usize]);
             if !rest.is_empty() {
-                encode(&mut out, &rest, stream, &now)?;
+                self.entry(&mut out, &rest, stream, &now)?;
             }
         }
-        self.append(&out)
+        self.flush(&mut out)
     }
 }
 
@@ -205,21 +222,17 @@ mod tests {
             max_file: 3,
         };
         let mut w = JsonLogWriter::open_with(&path, opts).unwrap();
-        for i in 0..40 {
-            w.write(
-                StreamKind::Stdout,
-                format!("line {i}\n").as_bytes(),
-                Utc::now(),
-            )
+        // One read of a chatty container's output holds many lines: they rotate one by one.
+        let burst: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        w.write(StreamKind::Stdout, burst.as_bytes(), Utc::now())
             .unwrap();
-        }
         let files: Vec<String> = [path.clone(), rotated_path(&path, 1), rotated_path(&path, 2)]
             .iter()
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect();
         assert!(!rotated_path(&path, 3).exists());
         for f in &files[1..] {
-            // One entry is about 70 bytes: a file rotates once it holds 200 or more.
+            // A file rotates once it holds 200 bytes or more: one entry (< 100) past that.
             assert!(f.len() >= 200 && f.len() < 300, "{}", f.len());
         }
         // Oldest first, the lines follow on across files with none lost in between.
