@@ -413,4 +413,42 @@ mod tests {
         };
         assert_eq!(texts(collect(&path, tail).await), expected[1..]);
     }
+
+    async fn next_log(s: &mut (impl Stream<Item = Result<LogEntry>> + Unpin)) -> String {
+        let item = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap();
+        item.unwrap().unwrap().log
+    }
+
+    /// Guards: `logs -f` must go on reading after the writer rotates the file under it (it
+    /// would stay on the renamed file and miss everything after).
+    #[tokio::test]
+    async fn follow_goes_on_across_a_rotation() {
+        use super::super::LogOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fr-json.log");
+        let opts = LogOptions {
+            max_size: Some(100),
+            max_file: 3,
+        };
+        let mut w = JsonLogWriter::open_with(&path, opts).unwrap();
+        w.write(StreamKind::Stdout, b"a\n", Utc::now()).unwrap();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let follow = LogReadOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let mut stream = Box::pin(read_logs(path.clone(), follow, Some(exit_rx)));
+        assert_eq!(next_log(&mut stream).await, "a\n");
+        for line in ["b\n", "c\n", "d\n"] {
+            w.write(StreamKind::Stdout, line.as_bytes(), Utc::now())
+                .unwrap();
+        }
+        assert!(rotated_path(&path, 1).exists(), "the writer rotated");
+        for line in ["b\n", "c\n", "d\n"] {
+            assert_eq!(next_log(&mut stream).await, line);
+        }
+        exit_tx.send(Some(ExitStatus::exited(0))).unwrap();
+    }
 }
