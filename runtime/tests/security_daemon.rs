@@ -552,3 +552,50 @@ fn log_rotation_honours_max_size_and_max_file() {
     assert!(first > 0, "everything was kept");
     assert_eq!(numbers, (first..400).collect::<Vec<_>>());
 }
+
+/// Sockets the process `pid` holds.
+fn sockets_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Guards: an attach to a container that prints nothing kept its tasks and the client's
+/// connection forever after the client died (only a failed write ended it). On HEAD 3af0184
+/// the daemon still held the socket after the CLI was killed (this failed); now the hang-up
+/// is noticed within about a second.
+#[test]
+fn attach_ends_when_the_client_goes_away() {
+    let d = Daemon::start(&[]);
+    d.load_busybox();
+    let id = d.ok(&["run", "-d", "bb", "sleep", "1000"]);
+    let id = id.trim();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = sockets_of(d.pid());
+    let mut attach = d
+        .docker_cmd(&["attach", "--no-stdin", id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockets_of(d.pid()) <= before {
+        assert!(Instant::now() < deadline, "the attach never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    attach.kill().unwrap();
+    attach.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sockets_of(d.pid()) > before {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still holds the dead client's connection 5 s later"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.ok(&["rm", "-f", id]);
+}
