@@ -22,6 +22,7 @@ use crate::container::OutputChunk;
 use crate::daemon::containers::lifecycle;
 use crate::daemon::containers::record::{ContainerRecord, Status, ZERO_TIME};
 use crate::daemon::containers::Container;
+use crate::daemon::serve::ClientSocket;
 use crate::daemon::Daemon;
 
 type Params = Query<HashMap<String, String>>;
@@ -208,6 +209,7 @@ pub async fn attach(
     let want_stdout = truthy(param(&q, "stdout"));
     let want_stderr = truthy(param(&q, "stderr"));
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let client = req.extensions().get::<ClientSocket>().copied();
     let output = c.output.subscribe();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -219,12 +221,27 @@ pub async fn attach(
         };
         let io = hyper_util::rt::TokioIo::new(upgraded);
         let (mut reader, mut writer) = tokio::io::split(io);
-        if want_stdin {
+        // Both pumps end when the client hangs up, so neither the tasks nor the connection
+        // outlive it (a container that prints nothing would otherwise keep them forever).
+        let hangup = async move {
+            match client {
+                Some(socket) => socket.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let stdin = want_stdin.then(|| {
             let c2 = c.clone();
-            tokio::spawn(async move { pump_stdin(&c2, &mut reader).await });
+            tokio::spawn(async move { pump_stdin(&c2, &mut reader).await })
+        });
+        tokio::select! {
+            () = pump_output(&c, output, &mut writer, tty, want_stdout, want_stderr) => {
+                let _ = writer.shutdown().await;
+            }
+            () = hangup => tracing::debug!(container = %c.record().id, "attach client went away"),
         }
-        pump_output(&c, output, &mut writer, tty, want_stdout, want_stderr).await;
-        let _ = writer.shutdown().await;
+        if let Some(stdin) = stdin {
+            stdin.abort();
+        }
     });
     Ok(stream::upgrade_response(tty))
 }

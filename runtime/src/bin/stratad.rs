@@ -1,15 +1,69 @@
 //! `stratad`: the Strata daemon. Serves the Docker Engine API on a unix socket.
+//!
+//! SIGTERM or SIGINT stops it within about ten seconds whatever is in flight: listeners stop
+//! at once, open connections get `--shutdown-grace` to finish, running containers are
+//! stopped (their stop signal, SIGKILL after a few seconds; we do not live-restore), and
+//! the process exits without waiting for blocking work that is still stuck.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use strata_runtime::daemon::serve::ServeLimits;
 use strata_runtime::daemon::{builtins, listen, serve, tls, Daemon, DaemonConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// The daemon's flags and those of its API listeners.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stratad",
+    version,
+    about = "The Strata container engine daemon"
+)]
+struct Cli {
+    #[command(flatten)]
+    daemon: DaemonConfig,
+    #[command(flatten)]
+    listeners: ListenerFlags,
+}
+
+#[derive(Debug, clap::Args)]
+struct ListenerFlags {
+    /// Connections served at once on each -H address; more wait until one ends.
+    #[arg(long, default_value_t = 400)]
+    max_connections: usize,
+    /// Seconds a TLS client may take to finish its handshake.
+    #[arg(long, default_value_t = 10.0)]
+    tls_handshake_timeout: f64,
+    /// Seconds open API connections get to finish at shutdown.
+    #[arg(long, default_value_t = 2.0)]
+    shutdown_grace: f64,
+}
+
+impl ListenerFlags {
+    fn limits(&self) -> anyhow::Result<ServeLimits> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v).with_context(|| format!("--{name} {v}: not a duration"))
+        };
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        Ok(ServeLimits {
+            max_connections: self.max_connections,
+            tls_handshake_timeout: secs("tls-handshake-timeout", self.tls_handshake_timeout)?,
+            shutdown_grace: secs("shutdown-grace", self.shutdown_grace)?,
+        })
+    }
+}
+
+/// How long the blocking pool gets once everything else has stopped.
+const BLOCKING_GRACE: Duration = Duration::from_millis(500);
+
 fn main() -> ExitCode {
-    let config = DaemonConfig::parse();
-    init_logging(&config.log_level);
+    let cli = Cli::parse();
+    init_logging(&cli.daemon.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -21,7 +75,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(cli));
+    // A blocking task stuck on something outside our control must not keep the process.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stratad: {e:#}");
@@ -39,7 +96,12 @@ fn init_logging(level: &str) {
         .init();
 }
 
-async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        daemon: config,
+        listeners,
+    } = cli;
+    let limits = listeners.limits()?;
     let tls_config = tls::server_config(
         config.tlsverify,
         config.tlscacert.as_deref(),
@@ -49,7 +111,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let addrs = config
         .listen_addresses()
         .iter()
-        .map(|a| listen::parse_listen(a, tls_config.is_some()))
+        .map(|a| listen::parse_listen(a, tls::mode(tls_config.as_ref())))
         .collect::<Result<Vec<_>, _>>()?;
 
     let registry = builtins::layer_drivers();
@@ -75,7 +137,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let served = serve::serve_all(daemon.clone(), addrs, tls_config, stop_rx).await;
+    let served = serve::serve_all(daemon.clone(), addrs, tls_config, limits, stop_rx).await;
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&pidfile);
     served?;

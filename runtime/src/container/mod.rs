@@ -139,10 +139,20 @@ pub fn recover_after_restart(
     Ok(state)
 }
 
-/// Starts a container. Returns when its command has been exec'd (or failed to be).
+/// Starts a container. Returns when its command has been exec'd (or failed to be). Its log
+/// has the default limits (see `logs::LogOptions`).
 pub async fn spawn(
     spec: ContainerSpec,
     output: broadcast::Sender<OutputChunk>,
+) -> Result<RunningContainer, StartError> {
+    spawn_with_log(spec, output, logs::LogOptions::default()).await
+}
+
+/// `spawn`, with the log rotated as `log` says (`--log-opt max-size/max-file`).
+pub async fn spawn_with_log(
+    spec: ContainerSpec,
+    output: broadcast::Sender<OutputChunk>,
+    log: logs::LogOptions,
 ) -> Result<RunningContainer, StartError> {
     let layout = host_layout()?;
     let id = spec.id.clone();
@@ -153,6 +163,10 @@ pub async fn spawn(
         .map_err(strata_core::Error::from)??;
     tracing::debug!(container = %id, pid = launched.pid, "container started");
     Ok(RunningContainer::start(
-        launched, id, dir, log_path, output,
+        launched,
+        id,
+        dir,
+        (log_path, log),
+        output,
     )?)
 }

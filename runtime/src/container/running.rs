@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::io::{FdStream, OutputChunk, ParentIo, StreamKind};
 use super::launch::Launched;
-use super::logs::{format_rfc3339_nano, JsonLogWriter};
+use super::logs::{format_rfc3339_nano, JsonLogWriter, LogOptions};
 use super::state::ContainerState;
 use crate::cgroups::Cgroup;
 
@@ -90,12 +90,12 @@ impl RunningContainer {
         launched: Launched,
         id: String,
         container_dir: PathBuf,
-        log_path: PathBuf,
+        log: (PathBuf, LogOptions),
         output: broadcast::Sender<OutputChunk>,
     ) -> Result<RunningContainer> {
         let pid = launched.pid;
         let cgroup = launched.cgroup.clone();
-        Self::start_inner(launched, id, container_dir, log_path, output).inspect_err(|_| {
+        Self::start_inner(launched, id, container_dir, log, output).inspect_err(|_| {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -109,7 +109,7 @@ impl RunningContainer {
         launched: Launched,
         id: String,
         container_dir: PathBuf,
-        log_path: PathBuf,
+        (log_path, log_opts): (PathBuf, LogOptions),
         output: broadcast::Sender<OutputChunk>,
     ) -> Result<RunningContainer> {
         let Launched {
@@ -119,7 +119,7 @@ impl RunningContainer {
             io,
         } = launched;
         let started_at = Utc::now();
-        let writer = JsonLogWriter::open(&log_path)?;
+        let writer = JsonLogWriter::open_with(&log_path, log_opts)?;
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let log_task = tokio::task::spawn_blocking(move || write_log(writer, log_rx));
         let mut pumps = Vec::new();

@@ -93,18 +93,59 @@ fn resolve_in(passwd: &[PasswdEntry], groups: &[GroupEntry], user: &str) -> Resu
     })
 }
 
-/// A missing file is empty (numeric users work without one); a huge one is refused.
+/// The most of /etc/passwd or /etc/group we read; a bigger one is cut there.
+const MAX_ID_FILE: u64 = 16 << 20;
+
+/// Reads /etc/passwd or /etc/group from the image. A missing file is empty (numeric users
+/// work without one). The file is opened without blocking and without following a symlink
+/// at its last component (the rest resolves inside the root), and must be a regular file: a
+/// FIFO would hang the start (and the container's lock) until someone wrote to it, a device
+/// could be anything. Docker's runc would hang on such an image; we refuse it clearly.
 fn read_optional(root: &ScopedRoot, path: &str) -> Result<String> {
-    match root.open_file(path, libc::O_RDONLY) {
-        Ok(f) => {
-            let mut text = String::new();
-            f.take(16 << 20)
-                .read_to_string(&mut text)
-                .map_err(|e| Error::io("read", root.path().join(&path[1..]), e))?;
-            Ok(text)
+    let shown = || root.path().join(&path[1..]);
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW;
+    let file = match root.open_file(path, flags) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(String::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::invalid(format!(
+                "{path} in the image is a symbolic link; it must be a regular file"
+            )))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(String::new()),
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let kind = file
+        .metadata()
+        .map_err(|e| Error::io("stat", shown(), e))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(Error::invalid(format!(
+            "{path} in the image is a {}, not a regular file",
+            describe(kind)
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_ID_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io("read", shown(), e))?;
+    Ok(text)
+}
+
+/// A file type in words, for errors about image content.
+fn describe(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_dir() {
+        "directory"
+    } else {
+        "special file"
     }
 }
 
@@ -184,5 +225,34 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unable to find group"));
+    }
+
+    /// Guards: a FIFO or device at /etc/passwd or /etc/group made the start block forever in
+    /// open(2) (failed before: this test hung on HEAD 3af0184).
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("etc")).unwrap();
+        let root = ScopedRoot::open(tmp.path()).unwrap();
+        let fifo = tmp.path().join("etc/passwd");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let err = resolve(&root, "").unwrap_err().to_string();
+        assert!(err.contains("/etc/passwd in the image is a FIFO"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        let dev = std::ffi::CString::new(tmp.path().join("etc/group").to_str().unwrap()).unwrap();
+        let made = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) };
+        assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+        let err = resolve(&root, "").unwrap_err().to_string();
+        assert!(
+            err.contains("/etc/group in the image is a character device"),
+            "{err}"
+        );
+        std::fs::remove_file(tmp.path().join("etc/group")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", tmp.path().join("etc/passwd")).unwrap();
+        let err = resolve(&root, "").unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, PASSWD).unwrap();
+        assert_eq!(resolve(&root, "alice").unwrap().uid, 1000);
     }
 }

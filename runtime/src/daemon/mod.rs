@@ -106,21 +106,56 @@ impl Daemon {
         }))
     }
 
-    /// Stops everything the daemon started and unmounts what it mounted.
+    /// Stops everything the daemon started and unmounts what it mounted, in bounded time
+    /// (about 7 s at most): containers get their stop signal and at most
+    /// `SHUTDOWN_STOP_GRACE` before SIGKILL; one whose stop cannot run (its lock is held by
+    /// an operation that is stuck) is killed directly. We do not live-restore, so nothing is
+    /// left running.
     pub async fn shutdown(self: &Arc<Self>) {
-        for c in self.containers.all() {
-            if c.is_running() {
-                let id = c.record().id.clone();
-                if let Err(e) = containers::lifecycle::stop(self, &id, None, None).await {
-                    tracing::warn!(container = %id, "stop at shutdown failed: {e}");
+        let stops = self
+            .containers
+            .all()
+            .into_iter()
+            .filter(|c| c.is_running())
+            .map(|c| self.stop_for_shutdown(c));
+        futures::future::join_all(stops).await;
+        match tokio::time::timeout(SHUTDOWN_CLEANUP_LIMIT, self.driver.cleanup()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("storage driver cleanup failed: {e}"),
+            Err(_) => tracing::error!("storage driver cleanup did not finish in time"),
+        }
+    }
+
+    async fn stop_for_shutdown(self: &Arc<Self>, c: Arc<containers::Container>) {
+        let id = c.record().id.clone();
+        let configured = c
+            .snapshot()
+            .config
+            .get("StopTimeout")
+            .and_then(|t| t.as_i64());
+        let grace = configured
+            .unwrap_or(SHUTDOWN_STOP_GRACE)
+            .clamp(0, SHUTDOWN_STOP_GRACE);
+        let stop = containers::lifecycle::stop(self, &id, None, Some(grace));
+        match tokio::time::timeout(SHUTDOWN_STOP_LIMIT, stop).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(container = %id, "stop at shutdown failed: {e}"),
+            Err(_) => {
+                tracing::warn!(container = %id, "stop at shutdown timed out; killing it");
+                if let Some(running) = c.running() {
+                    let _ = running.kill(nix::sys::signal::Signal::SIGKILL);
                 }
             }
         }
-        if let Err(e) = self.driver.cleanup().await {
-            tracing::error!("storage driver cleanup failed: {e}");
-        }
     }
 }
+
+/// Seconds a container gets between its stop signal and SIGKILL when the daemon stops.
+const SHUTDOWN_STOP_GRACE: i64 = 4;
+/// How long shutdown waits for a container's stop, lock included.
+const SHUTDOWN_STOP_LIMIT: std::time::Duration = std::time::Duration::from_millis(5500);
+/// How long the storage driver gets to unmount what is left.
+const SHUTDOWN_CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The engine id, made once and kept in the data root.
 fn engine_id(data_root: &std::path::Path) -> strata_core::Result<String> {

@@ -1,13 +1,15 @@
 //! TLS for TCP listeners (`--tlsverify --tlscacert --tlscert --tlskey`), as Docker's: the
 //! server presents `--tlscert`; with `--tlsverify` every client must present a certificate
-//! signed by `--tlscacert`.
+//! signed by `--tlscacert`. PEM files are read by core's loader (the one plugins use).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use strata_core::plugin::tls::{read_certs, read_key};
+
+use super::listen::TlsMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -15,36 +17,26 @@ pub enum TlsError {
     Incomplete,
     #[error("--tlsverify needs --tlscacert, the CA that signs client certificates")]
     NoCa,
-    #[error("{path}: {what}")]
-    File { path: PathBuf, what: String },
+    #[error(transparent)]
+    Load(#[from] strata_core::Error),
     #[error("TLS configuration: {0}")]
     Config(String),
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file = |what: String| TlsError::File {
-        path: path.to_path_buf(),
-        what,
-    };
-    let bytes = std::fs::read(path).map_err(|e| file(e.to_string()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| file(format!("not a PEM certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(file("no certificate in it".into()));
-    }
-    Ok(certs)
+/// The TLS the TCP listeners serve, and whether it authenticates clients.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    pub verifies_clients: bool,
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let file = |what: String| TlsError::File {
-        path: path.to_path_buf(),
-        what,
-    };
-    let bytes = std::fs::read(path).map_err(|e| file(e.to_string()))?;
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|e| file(format!("not a PEM private key: {e}")))?
-        .ok_or_else(|| file("no private key in it".into()))
+/// What `parse_listen` needs to know of the TLS flags.
+pub fn mode(tls: Option<&ServerTls>) -> TlsMode {
+    match tls {
+        None => TlsMode::None,
+        Some(t) if t.verifies_clients => TlsMode::VerifyClients,
+        Some(_) => TlsMode::ServerOnly,
+    }
 }
 
 /// The server configuration, or None when no TLS flag is given.
@@ -53,7 +45,7 @@ pub fn server_config(
     ca: Option<&Path>,
     cert: Option<&Path>,
     key: Option<&Path>,
-) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+) -> Result<Option<ServerTls>, TlsError> {
     if !verify && cert.is_none() && key.is_none() {
         return Ok(None);
     }
@@ -83,5 +75,8 @@ pub fn server_config(
         .with_single_cert(read_certs(cert)?, read_key(key)?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(config)))
+    Ok(Some(ServerTls {
+        config: Arc::new(config),
+        verifies_clients: verify,
+    }))
 }

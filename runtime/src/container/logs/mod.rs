@@ -1,10 +1,13 @@
 //! Container logs in Docker's json-file format: the writer the output pump feeds, and the
-//! reader `logs` uses (tail, since/until, follow, timestamps).
+//! reader `logs` uses (tail, since/until, follow, timestamps), with Docker's rotation
+//! (`max-size`, `max-file`) and a default bound (see `options`).
 
+pub mod options;
 pub mod reader;
 pub mod time;
 pub mod writer;
 
+pub use options::{LogConfig, LogOptions};
 pub use reader::{read_logs, LogEntry, LogReadOptions};
 pub use time::{format_rfc3339_nano, parse_rfc3339};
 pub use writer::JsonLogWriter;

@@ -90,7 +90,14 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
             return Err(e);
         }
     };
-    match container::spawn(spec, c.output.clone()).await {
+    let log = match log_options(&rec.host_config) {
+        Ok(l) => l,
+        Err(e) => {
+            release(d, &layer, &caller, &mounted_volumes).await;
+            return Err(e);
+        }
+    };
+    match container::spawn_with_log(spec, c.output.clone(), log).await {
         Ok(mut running) => {
             let stdin = running.take_stdin();
             *c.stdin.lock().unwrap_or_else(|p| p.into_inner()) = stdin;
@@ -150,6 +157,16 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
             })
         }
     }
+}
+
+/// `HostConfig.LogConfig`'s rotation (`--log-opt max-size/max-file`), or our default.
+fn log_options(host_config: &serde_json::Value) -> Result<container::logs::LogOptions> {
+    let config: container::logs::LogConfig = match host_config.get("LogConfig") {
+        Some(v) if !v.is_null() => serde_json::from_value(v.clone())
+            .map_err(|e| Error::invalid(format!("LogConfig: {e}")))?,
+        _ => Default::default(),
+    };
+    container::logs::LogOptions::from_config(&config)
 }
 
 /// Waits for the run to end, records how, and undoes what start mounted.
