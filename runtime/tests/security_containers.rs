@@ -350,7 +350,11 @@ fn unimplemented_fields_are_a_400_naming_them() {
         ),
         (
             "LogConfig",
-            serde_json::json!({"Type": "json-file", "Config": {"max-size": "1m"}}),
+            serde_json::json!({"Type": "syslog", "Config": {}}),
+        ),
+        (
+            "LogConfig",
+            serde_json::json!({"Type": "json-file", "Config": {"compress": "true"}}),
         ),
         ("CapAdd", serde_json::json!(["CAP_NOT_A_CAP"])),
     ] {
@@ -365,6 +369,11 @@ fn unimplemented_fields_are_a_400_naming_them() {
         };
         assert!(err.message.contains(name), "{field}: {}", err.message);
     }
+    // Rotation is implemented, so json-file with max-size and max-file is accepted.
+    let mut body = base.clone();
+    body["HostConfig"]["LogConfig"] =
+        serde_json::json!({"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}});
+    prepare(&body, None).unwrap();
     let mut body = base.clone();
     body["Domainname"] = serde_json::json!("example.org");
     let err = ApiError::from(prepare(&body, None).unwrap_err());

@@ -85,13 +85,6 @@ pub struct RestartPolicy {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct LogConfig {
-    pub r#type: String,
-    pub config: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfig {
     #[serde(default)]
@@ -148,7 +141,7 @@ pub struct HostConfig {
 #[serde(rename_all = "PascalCase", default)]
 pub struct UnsupportedHostConfig {
     pub restart_policy: Option<RestartPolicy>,
-    pub log_config: Option<LogConfig>,
+    pub log_config: Option<crate::container::logs::LogConfig>,
     pub port_bindings: AnyMap,
     pub publish_all_ports: bool,
     pub volume_driver: String,
@@ -224,17 +217,10 @@ pub fn unsupported_field(req: &CreateConfig) -> Option<&'static str> {
     let none = UnsupportedHostConfig::default();
     let h = req.host_config.as_ref().map_or(&none, |h| &h.unsupported);
     let restart = h.restart_policy.as_ref();
-    let log = h.log_config.as_ref();
     let host = [
         (
             "RestartPolicy",
             restart.is_some_and(|r| !matches!(r.name.as_str(), "" | "no")),
-        ),
-        (
-            "LogConfig",
-            log.is_some_and(|l| {
-                !matches!(l.r#type.as_str(), "" | "json-file") || map_nonempty(&l.config)
-            }),
         ),
         ("PortBindings", map_nonempty(&h.port_bindings)),
         ("PublishAllPorts", h.publish_all_ports),
@@ -411,6 +397,13 @@ pub fn prepare(body: &Value, image_config: Option<&Value>) -> Result<Prepared> {
     }
     let host = req.host_config.clone().unwrap_or_default();
     security(&host)?;
+    if let Some(log) = req
+        .host_config
+        .as_ref()
+        .and_then(|h| h.unsupported.log_config.as_ref())
+    {
+        check_log_config(log)?;
+    }
     let img = image_config.cloned().unwrap_or(Value::Null);
     let img_strings = |key: &str| -> Option<Vec<String>> {
         img.get(key).and_then(Value::as_array).map(|a| {
@@ -531,6 +524,28 @@ pub fn prepare(body: &Value, image_config: Option<&Value>) -> Result<Prepared> {
         mounts,
         auto_remove: host.auto_remove,
     })
+}
+
+/// `--log-driver` and `--log-opt`, refused at create as Docker does: json-file is the one
+/// driver, and of its options Strata keeps `max-size` and `max-file`.
+fn check_log_config(log: &crate::container::logs::LogConfig) -> Result<()> {
+    if !matches!(log.kind.as_str(), "" | "json-file") {
+        return Err(Error::invalid(format!(
+            "LogConfig: logger: no log driver named '{}' is registered (Strata has json-file)",
+            log.kind
+        )));
+    }
+    let opts = log.config.clone().unwrap_or_default();
+    if let Some(key) = opts
+        .keys()
+        .find(|k| !matches!(k.as_str(), "max-size" | "max-file"))
+    {
+        return Err(Error::invalid(format!(
+            "LogConfig: unknown log opt '{key}' for json-file log driver (Strata takes max-size \
+             and max-file)"
+        )));
+    }
+    crate::container::logs::LogOptions::from_config(log).map(|_| ())
 }
 
 /// Docker's merge of the image's environment into the request's: the request's entries first,
