@@ -2,6 +2,11 @@
 //! their sha256), `imagedb/metadata/sha256/<hex>/{parent,lastUpdated}`, and tags in
 //! `repositories.json`, Docker's shape, written atomically. Each image holds a reference on
 //! its top layer in the [`LayerStore`].
+//!
+//! Writes are serialised per document: `repositories.json` has one lock, each image's files
+//! (config and metadata) one lock per id; an operation that needs both takes the image's
+//! first. The in-memory state changes only after its file is written, so what a caller was
+//! told is what is on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,6 +21,7 @@ use super::layers::{LayerInfo, LayerStore};
 use super::read_opt;
 use super::reference::Reference;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::doc_lock::DocLocks;
 use crate::fsutil::{atomic_write, remove_tree};
 
 /// The parts of a Docker/OCI image config the engine reads. The stored bytes stay as given.
@@ -173,6 +179,10 @@ struct Inner {
     root: PathBuf,
     layers: LayerStore,
     state: Mutex<State>,
+    /// Held across every read-modify-write of `repositories.json`.
+    tags_doc: tokio::sync::Mutex<()>,
+    /// Held across every change of one image's config and metadata files.
+    image_docs: DocLocks<Digest>,
 }
 
 /// Cheap to clone; all clones share one store.
@@ -208,6 +218,8 @@ impl ImageStore {
                 root,
                 layers,
                 state: Mutex::new(State { images: kept, tags }),
+                tags_doc: tokio::sync::Mutex::new(()),
+                image_docs: DocLocks::new(),
             }),
         })
     }
@@ -237,10 +249,31 @@ impl ImageStore {
     /// Stores an image config (its layers must be registered). Returns its id and whether it
     /// is new. The image takes a reference on its top layer.
     pub async fn create(&self, raw: Vec<u8>) -> Result<(Digest, bool)> {
+        self.create_tagged(raw, &[]).await
+    }
+
+    /// [`Self::create`], then points every reference at the image, with the image's lock held
+    /// throughout: a concurrent delete cannot remove the image between the two.
+    pub async fn create_tagged(
+        &self,
+        raw: Vec<u8>,
+        references: &[Reference],
+    ) -> Result<(Digest, bool)> {
         let config = ImageConfig::parse(&raw)?;
         let id = Digest::of_bytes(&raw);
+        let _doc = self.inner.image_docs.lock(&id).await;
+        let created = self.create_held(config, raw, &id).await?;
+        for r in references {
+            self.tag_held(r, &id).await?;
+        }
+        Ok((id, created))
+    }
+
+    /// Creates the image; the caller holds its lock.
+    async fn create_held(&self, config: ImageConfig, raw: Vec<u8>, id: &Digest) -> Result<bool> {
+        let id = id.clone();
         if self.state().images.contains_key(&id) {
-            return Ok((id, false));
+            return Ok(false);
         }
         let top = config.top_layer();
         if let Some(t) = &top {
@@ -251,41 +284,31 @@ impl ImageStore {
             })?;
         }
         let path = self.content_path(&id);
-        let store = self.clone();
+        let written = tokio::task::spawn_blocking(move || atomic_write(&path, &raw)).await?;
+        if let Err(e) = written {
+            if let Some(t) = &top {
+                self.inner.layers.release(t).await?;
+            }
+            return Err(e);
+        }
         let record = ImageRecord {
             id: id.clone(),
             config: Arc::new(config),
             parent: None,
             last_updated: None,
         };
-        let written = tokio::task::spawn_blocking(move || {
-            atomic_write(&path, &raw)?;
-            let mut state = store.state();
-            if state.images.contains_key(&record.id) {
-                return Ok(false); // raced with an identical create
-            }
-            state.images.insert(record.id.clone(), record);
-            Ok::<_, Error>(true)
-        })
-        .await?;
-        match written {
-            Ok(true) => Ok((id, true)),
-            Ok(false) | Err(_) => {
-                if let Some(t) = &top {
-                    self.inner.layers.release(t).await?;
-                }
-                written.map(|_| (id, false))
-            }
-        }
+        self.state().images.insert(id, record);
+        Ok(true)
     }
 
     /// Records the image's parent image (commit and build set it), as Docker's metadata.
     pub async fn set_parent(&self, id: &Digest, parent: &Digest) -> Result<()> {
+        let _doc = self.inner.image_docs.lock(id).await;
         self.get(id)?;
         let dir = self.metadata_dir(id);
         let p = parent.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            crate::fsutil::create_dir_durable(&dir)?;
             atomic_write(&dir.join("parent"), p.as_str().as_bytes())
         })
         .await??;
@@ -369,6 +392,13 @@ impl ImageStore {
 
     /// Points `reference` at `id` (moving it from another image if needed).
     pub async fn tag(&self, reference: &Reference, id: &Digest) -> Result<()> {
+        // The image's lock keeps a concurrent delete from removing it under the new tag.
+        let _doc = self.inner.image_docs.lock(id).await;
+        self.tag_held(reference, id).await
+    }
+
+    /// Tags the image; the caller holds its lock.
+    async fn tag_held(&self, reference: &Reference, id: &Digest) -> Result<()> {
         self.get(id)?;
         let now = now_rfc3339();
         self.update_tags(move |tags| {
@@ -378,7 +408,7 @@ impl ImageStore {
         let dir = self.metadata_dir(id);
         let stamp = now.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            crate::fsutil::create_dir_durable(&dir)?;
             atomic_write(&dir.join("lastUpdated"), stamp.as_bytes())
         })
         .await??;
@@ -390,45 +420,39 @@ impl ImageStore {
 
     /// Removes a tag; returns the image it named.
     pub async fn untag(&self, reference: &Reference) -> Result<Digest> {
-        let id = self
-            .state()
-            .tags
-            .get(reference)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("No such image: {reference}")))?;
-        self.update_tags(|tags| {
-            tags.remove(reference);
-        })
-        .await?;
-        Ok(id)
+        let mut untagged = None;
+        self.update_tags(|tags| untagged = tags.remove(reference))
+            .await?;
+        untagged.ok_or_else(|| Error::not_found(format!("No such image: {reference}")))
     }
 
+    /// Read-modify-write of `repositories.json` under its lock: `change` edits a copy of the
+    /// tags, the copy is written, and only then becomes the in-memory state. A change that
+    /// changes nothing writes nothing.
     async fn update_tags(
         &self,
         change: impl FnOnce(&mut BTreeMap<Reference, Digest>),
     ) -> Result<()> {
-        let (bytes, previous) = {
-            let mut state = self.state();
-            let previous = state.tags.clone();
-            change(&mut state.tags);
-            (repositories_json(&state.tags)?, previous)
-        };
-        let path = self.inner.root.join("repositories.json");
-        let written = tokio::task::spawn_blocking(move || atomic_write(&path, &bytes)).await?;
-        if written.is_err() {
-            self.state().tags = previous;
+        let _doc = self.inner.tags_doc.lock().await;
+        let mut tags = self.state().tags.clone();
+        let before = tags.clone();
+        change(&mut tags);
+        if tags == before {
+            return Ok(());
         }
-        written
+        let bytes = repositories_json(&tags)?;
+        let path = self.inner.root.join("repositories.json");
+        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes)).await??;
+        self.state().tags = tags;
+        Ok(())
     }
 
     /// Deletes an image: its tags, config and metadata; releases its layers. Returns the layers
     /// removed from the driver. The caller checks containers and children first.
     pub async fn delete(&self, id: &Digest) -> Result<Vec<LayerInfo>> {
+        let _doc = self.inner.image_docs.lock(id).await;
         let img = self.get(id)?;
-        let had_tags = !self.tags_of(id).is_empty();
-        if had_tags {
-            self.update_tags(|tags| tags.retain(|_, v| v != id)).await?;
-        }
+        self.update_tags(|tags| tags.retain(|_, v| v != id)).await?;
         let content = self.content_path(id);
         let meta = self.metadata_dir(id);
         tokio::task::spawn_blocking(move || {
@@ -436,6 +460,9 @@ impl ImageStore {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove", &content, e)),
+            }
+            if let Some(dir) = content.parent() {
+                crate::fsutil::fsync_dir(dir)?;
             }
             remove_tree(&meta)
         })
