@@ -232,24 +232,44 @@ impl LayerStore {
         let mut removed = Vec::new();
         let mut next = Some(chain.clone());
         while let Some(c) = next.take() {
-            let doomed = {
-                let mut state = self.state();
-                let e = state
-                    .layers
-                    .get_mut(&c)
-                    .ok_or_else(|| Error::not_found(format!("layer {c}")))?;
-                e.refs = e.refs.saturating_sub(1);
-                if e.refs > 0 {
-                    break;
-                }
-                state.layers.remove(&c).map(|e| e.info)
+            let store = self.clone();
+            let doomed = tokio::task::spawn_blocking(move || store.drop_ref(&c)).await??;
+            let Some((info, removing)) = doomed else {
+                break;
             };
-            let Some(info) = doomed else { break };
-            self.delete_layer(&info).await?;
+            self.inner.driver.remove(&info.cache_id).await?;
+            tokio::task::spawn_blocking(move || remove_tree(&removing)).await??;
+            debug!(chain = %info.chain_id, "layer removed");
             next = info.parent.clone();
             removed.push(info);
         }
         Ok(removed)
+    }
+
+    /// Drops one reference; at zero, renames the layer's entry to `-removing` and forgets it,
+    /// both under the state lock, so a registration of the same chain id (which renames into
+    /// the same name under that lock) never meets the entry half gone.
+    fn drop_ref(&self, chain: &Digest) -> Result<Option<(LayerInfo, PathBuf)>> {
+        let mut state = self.state();
+        let e = state
+            .layers
+            .get_mut(chain)
+            .ok_or_else(|| Error::not_found(format!("layer {chain}")))?;
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs > 0 {
+            return Ok(None);
+        }
+        let sha = self.inner.root.join("sha256");
+        let dir = sha.join(chain.hex());
+        let removing = sha.join(format!(
+            "{}-{}-removing",
+            chain.hex(),
+            &LayerId::random().as_str()[..12]
+        ));
+        std::fs::rename(&dir, &removing).ctx("rename", &dir)?;
+        fsync_dir(&sha)?;
+        let info = state.layers.remove(chain).map(|e| e.info);
+        Ok(info.map(|i| (i, removing)))
     }
 
     /// Releases every layer that has no reference at all (left by an interrupted load or
@@ -268,25 +288,6 @@ impl LayerStore {
             removed.extend(self.release(&c).await?);
         }
         Ok(removed)
-    }
-
-    async fn delete_layer(&self, info: &LayerInfo) -> Result<()> {
-        let dir = self.inner.root.join("sha256").join(info.chain_id.hex());
-        let removing = self.inner.root.join("sha256").join(format!(
-            "{}-{}-removing",
-            info.chain_id.hex(),
-            &LayerId::random().as_str()[..12]
-        ));
-        let (d, r) = (dir.clone(), removing.clone());
-        tokio::task::spawn_blocking(move || {
-            std::fs::rename(&d, &r).ctx("rename", &d)?;
-            fsync_dir(r.parent().unwrap_or(Path::new("/")))
-        })
-        .await??;
-        self.inner.driver.remove(&info.cache_id).await?;
-        tokio::task::spawn_blocking(move || remove_tree(&removing)).await??;
-        debug!(chain = %info.chain_id, "layer removed");
-        Ok(())
     }
 
     /// Applies `tar` (plain, gzip or zstd) as a new layer on `parent` and registers it under
@@ -352,11 +353,13 @@ impl LayerStore {
             }
         }
         let chain = chain_id(parent.as_ref().map(|p| &p.chain_id), &outcome.diff_id);
-        if let Some(existing) = self.get(&chain) {
+        // Taken in one step: a layer seen here but released before a second call would fail
+        // the load instead of being applied anew.
+        if let Ok(existing) = self.acquire(&chain) {
             debug!(%chain, "layer exists already; dropping the new copy");
             staged.discard().await;
             return Ok(Registered {
-                layer: self.acquire(&existing.chain_id)?,
+                layer: existing,
                 applied: false,
             });
         }
