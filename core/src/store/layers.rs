@@ -364,6 +364,8 @@ impl LayerStore {
             });
         }
         let usage = driver.usage(&staged.cache_id).await?;
+        // Its content is on stable storage before layerdb names it.
+        super::layer_sync::make_durable(&driver, &staged.cache_id).await?;
         let info = LayerInfo {
             chain_id: chain,
             diff_id: outcome.diff_id,

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod export;
 pub mod images;
 pub mod ingest;
+mod layer_sync;
 pub mod layers;
 pub mod reference;
 pub mod tarsplit;
