@@ -53,6 +53,27 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
     }
 }
 
+/// Deletes the temporary files interrupted [`atomic_write`]s left in `dir` (`.NAME.tmp-*`);
+/// a missing directory has none. Only for directories whose writers are not running yet.
+pub fn remove_stale_temps(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(crate::Error::io("read directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.ctx("read directory", dir)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_temp = name.starts_with('.') && name.contains(".tmp-");
+        if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).ctx("remove", &path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes a directory's entries (a rename, a create) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -96,7 +117,7 @@ mod tests {
     /// id, so concurrent writers of one path in one process renamed each other's file away
     /// ("rename ...: No such file or directory"). This failed there.
     #[test]
-    fn concurrent_writers_of_one_path_all_succeed() {
+    fn concurrent_writers_of_one_path_all_succeed_and_leave_no_temporary() {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("doc.json");
         std::thread::scope(|s| {
@@ -117,6 +138,8 @@ mod tests {
         });
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with("-19"), "{text}");
+        std::fs::write(t.path().join(".doc.json.tmp-abc123"), b"{").unwrap();
+        remove_stale_temps(t.path()).unwrap();
         let names: Vec<String> = std::fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

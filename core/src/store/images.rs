@@ -567,6 +567,9 @@ fn load(root: &Path) -> Result<(Vec<ImageRecord>, BTreeMap<Reference, Digest>)> 
     for d in [&content, &metadata] {
         std::fs::create_dir_all(d).ctx("create directory", d)?;
     }
+    // What writes interrupted by a crash left (the store is not open yet: no writer runs).
+    crate::fsutil::remove_stale_temps(root)?;
+    crate::fsutil::remove_stale_temps(&content)?;
     let mut images = Vec::new();
     for entry in std::fs::read_dir(&content).ctx("read directory", &content)? {
         let path = entry.ctx("read directory", &content)?.path();

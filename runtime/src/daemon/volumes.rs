@@ -69,6 +69,7 @@ impl VolumeService {
         plugins: PluginDirs,
     ) -> Result<Self> {
         std::fs::create_dir_all(&meta_dir).ctx("create", &meta_dir)?;
+        strata_core::fsutil::remove_stale_temps(&meta_dir)?;
         Ok(Self {
             drivers: Mutex::new(drivers),
             plugins,
