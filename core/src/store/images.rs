@@ -2,6 +2,11 @@
 //! their sha256), `imagedb/metadata/sha256/<hex>/{parent,lastUpdated}`, and tags in
 //! `repositories.json`, Docker's shape, written atomically. Each image holds a reference on
 //! its top layer in the [`LayerStore`].
+//!
+//! Writes are serialised per document: `repositories.json` has one lock, each image's files
+//! (config and metadata) one lock per id; an operation that needs both takes the image's
+//! first. The in-memory state changes only after its file is written, so what a caller was
+//! told is what is on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,10 +17,13 @@ use serde_json::Value;
 use tracing::warn;
 
 use super::digest::{chain_ids, Digest};
+pub use super::image_inspect::{GraphDriverData, ImageInspect, ImageMetadata, RootFsInspect};
 use super::layers::{LayerInfo, LayerStore};
 use super::read_opt;
 use super::reference::Reference;
+pub use super::rfc3339::{format_rfc3339, now_rfc3339, parse_rfc3339};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::doc_lock::DocLocks;
 use crate::fsutil::{atomic_write, remove_tree};
 
 /// The parts of a Docker/OCI image config the engine reads. The stored bytes stay as given.
@@ -103,56 +111,6 @@ impl ImageRecord {
     }
 }
 
-/// `GET /images/{name}/json`, Docker's field names.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageInspect {
-    pub id: String,
-    pub repo_tags: Vec<String>,
-    pub repo_digests: Vec<String>,
-    pub parent: String,
-    pub comment: String,
-    pub created: String,
-    pub container: String,
-    pub container_config: Value,
-    pub docker_version: String,
-    pub author: String,
-    pub config: Value,
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    pub os: String,
-    pub size: i64,
-    pub virtual_size: i64,
-    pub graph_driver: GraphDriverData,
-    #[serde(rename = "RootFS")]
-    pub root_fs: RootFsInspect,
-    pub metadata: ImageMetadata,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct GraphDriverData {
-    /// `null` when the driver has nothing to show (vfs, btrfs).
-    pub data: Option<BTreeMap<String, String>>,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct RootFsInspect {
-    #[serde(rename = "Type")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub layers: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageMetadata {
-    pub last_tag_time: String,
-}
-
 /// Docker's zero time, shown when an image was never tagged.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
@@ -173,6 +131,10 @@ struct Inner {
     root: PathBuf,
     layers: LayerStore,
     state: Mutex<State>,
+    /// Held across every read-modify-write of `repositories.json`.
+    tags_doc: tokio::sync::Mutex<()>,
+    /// Held across every change of one image's config and metadata files.
+    image_docs: DocLocks<Digest>,
 }
 
 /// Cheap to clone; all clones share one store.
@@ -208,6 +170,8 @@ impl ImageStore {
                 root,
                 layers,
                 state: Mutex::new(State { images: kept, tags }),
+                tags_doc: tokio::sync::Mutex::new(()),
+                image_docs: DocLocks::new(),
             }),
         })
     }
@@ -237,10 +201,31 @@ impl ImageStore {
     /// Stores an image config (its layers must be registered). Returns its id and whether it
     /// is new. The image takes a reference on its top layer.
     pub async fn create(&self, raw: Vec<u8>) -> Result<(Digest, bool)> {
+        self.create_tagged(raw, &[]).await
+    }
+
+    /// [`Self::create`], then points every reference at the image, with the image's lock held
+    /// throughout: a concurrent delete cannot remove the image between the two.
+    pub async fn create_tagged(
+        &self,
+        raw: Vec<u8>,
+        references: &[Reference],
+    ) -> Result<(Digest, bool)> {
         let config = ImageConfig::parse(&raw)?;
         let id = Digest::of_bytes(&raw);
+        let _doc = self.inner.image_docs.lock(&id).await;
+        let created = self.create_held(config, raw, &id).await?;
+        for r in references {
+            self.tag_held(r, &id).await?;
+        }
+        Ok((id, created))
+    }
+
+    /// Creates the image; the caller holds its lock.
+    async fn create_held(&self, config: ImageConfig, raw: Vec<u8>, id: &Digest) -> Result<bool> {
+        let id = id.clone();
         if self.state().images.contains_key(&id) {
-            return Ok((id, false));
+            return Ok(false);
         }
         let top = config.top_layer();
         if let Some(t) = &top {
@@ -251,41 +236,31 @@ impl ImageStore {
             })?;
         }
         let path = self.content_path(&id);
-        let store = self.clone();
+        let written = tokio::task::spawn_blocking(move || atomic_write(&path, &raw)).await?;
+        if let Err(e) = written {
+            if let Some(t) = &top {
+                self.inner.layers.release(t).await?;
+            }
+            return Err(e);
+        }
         let record = ImageRecord {
             id: id.clone(),
             config: Arc::new(config),
             parent: None,
             last_updated: None,
         };
-        let written = tokio::task::spawn_blocking(move || {
-            atomic_write(&path, &raw)?;
-            let mut state = store.state();
-            if state.images.contains_key(&record.id) {
-                return Ok(false); // raced with an identical create
-            }
-            state.images.insert(record.id.clone(), record);
-            Ok::<_, Error>(true)
-        })
-        .await?;
-        match written {
-            Ok(true) => Ok((id, true)),
-            Ok(false) | Err(_) => {
-                if let Some(t) = &top {
-                    self.inner.layers.release(t).await?;
-                }
-                written.map(|_| (id, false))
-            }
-        }
+        self.state().images.insert(id, record);
+        Ok(true)
     }
 
     /// Records the image's parent image (commit and build set it), as Docker's metadata.
     pub async fn set_parent(&self, id: &Digest, parent: &Digest) -> Result<()> {
+        let _doc = self.inner.image_docs.lock(id).await;
         self.get(id)?;
         let dir = self.metadata_dir(id);
         let p = parent.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            crate::fsutil::create_dir_durable(&dir)?;
             atomic_write(&dir.join("parent"), p.as_str().as_bytes())
         })
         .await??;
@@ -369,6 +344,13 @@ impl ImageStore {
 
     /// Points `reference` at `id` (moving it from another image if needed).
     pub async fn tag(&self, reference: &Reference, id: &Digest) -> Result<()> {
+        // The image's lock keeps a concurrent delete from removing it under the new tag.
+        let _doc = self.inner.image_docs.lock(id).await;
+        self.tag_held(reference, id).await
+    }
+
+    /// Tags the image; the caller holds its lock.
+    async fn tag_held(&self, reference: &Reference, id: &Digest) -> Result<()> {
         self.get(id)?;
         let now = now_rfc3339();
         self.update_tags(move |tags| {
@@ -378,7 +360,7 @@ impl ImageStore {
         let dir = self.metadata_dir(id);
         let stamp = now.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            crate::fsutil::create_dir_durable(&dir)?;
             atomic_write(&dir.join("lastUpdated"), stamp.as_bytes())
         })
         .await??;
@@ -390,45 +372,39 @@ impl ImageStore {
 
     /// Removes a tag; returns the image it named.
     pub async fn untag(&self, reference: &Reference) -> Result<Digest> {
-        let id = self
-            .state()
-            .tags
-            .get(reference)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("No such image: {reference}")))?;
-        self.update_tags(|tags| {
-            tags.remove(reference);
-        })
-        .await?;
-        Ok(id)
+        let mut untagged = None;
+        self.update_tags(|tags| untagged = tags.remove(reference))
+            .await?;
+        untagged.ok_or_else(|| Error::not_found(format!("No such image: {reference}")))
     }
 
+    /// Read-modify-write of `repositories.json` under its lock: `change` edits a copy of the
+    /// tags, the copy is written, and only then becomes the in-memory state. A change that
+    /// changes nothing writes nothing.
     async fn update_tags(
         &self,
         change: impl FnOnce(&mut BTreeMap<Reference, Digest>),
     ) -> Result<()> {
-        let (bytes, previous) = {
-            let mut state = self.state();
-            let previous = state.tags.clone();
-            change(&mut state.tags);
-            (repositories_json(&state.tags)?, previous)
-        };
-        let path = self.inner.root.join("repositories.json");
-        let written = tokio::task::spawn_blocking(move || atomic_write(&path, &bytes)).await?;
-        if written.is_err() {
-            self.state().tags = previous;
+        let _doc = self.inner.tags_doc.lock().await;
+        let mut tags = self.state().tags.clone();
+        let before = tags.clone();
+        change(&mut tags);
+        if tags == before {
+            return Ok(());
         }
-        written
+        let bytes = repositories_json(&tags)?;
+        let path = self.inner.root.join("repositories.json");
+        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes)).await??;
+        self.state().tags = tags;
+        Ok(())
     }
 
     /// Deletes an image: its tags, config and metadata; releases its layers. Returns the layers
     /// removed from the driver. The caller checks containers and children first.
     pub async fn delete(&self, id: &Digest) -> Result<Vec<LayerInfo>> {
+        let _doc = self.inner.image_docs.lock(id).await;
         let img = self.get(id)?;
-        let had_tags = !self.tags_of(id).is_empty();
-        if had_tags {
-            self.update_tags(|tags| tags.retain(|_, v| v != id)).await?;
-        }
+        self.update_tags(|tags| tags.retain(|_, v| v != id)).await?;
         let content = self.content_path(id);
         let meta = self.metadata_dir(id);
         tokio::task::spawn_blocking(move || {
@@ -436,6 +412,9 @@ impl ImageStore {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove", &content, e)),
+            }
+            if let Some(dir) = content.parent() {
+                crate::fsutil::fsync_dir(dir)?;
             }
             remove_tree(&meta)
         })
@@ -540,6 +519,9 @@ fn load(root: &Path) -> Result<(Vec<ImageRecord>, BTreeMap<Reference, Digest>)> 
     for d in [&content, &metadata] {
         std::fs::create_dir_all(d).ctx("create directory", d)?;
     }
+    // What writes interrupted by a crash left (the store is not open yet: no writer runs).
+    crate::fsutil::remove_stale_temps(root)?;
+    crate::fsutil::remove_stale_temps(&content)?;
     let mut images = Vec::new();
     for entry in std::fs::read_dir(&content).ctx("read directory", &content)? {
         let path = entry.ctx("read directory", &content)?.path();
@@ -593,94 +575,9 @@ fn load(root: &Path) -> Result<(Vec<ImageRecord>, BTreeMap<Reference, Digest>)> 
     Ok((images, tags))
 }
 
-/// The current time as RFC 3339 with nanoseconds, UTC (Docker's time format).
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format_rfc3339(now.as_secs() as i64, now.subsec_nanos())
-}
-
-/// Formats a unix time as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (fraction trimmed as Go does).
-pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let frac = if nanos == 0 {
-        String::new()
-    } else {
-        format!(".{nanos:09}").trim_end_matches('0').to_string()
-    };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Parses the RFC 3339 times Docker writes (`2026-11-27T23:14:56.403413452Z`, offsets
-/// allowed) to unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o.get(1..3)?.parse::<i64>().ok()? * 3600
-                + o.get(4..6)?.parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_round_trip() {
-        let s = "2026-11-27T23:14:56.403413452Z";
-        let secs = parse_rfc3339(s).unwrap();
-        assert_eq!(format_rfc3339(secs, 403_413_452), s);
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
-    }
 
     #[test]
     fn repositories_json_has_dockers_shape() {

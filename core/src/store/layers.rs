@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 
 use super::digest::{chain_id, Digest};
 use super::ingest::{Ingest, ProgressFn};
-use super::{read_opt, read_text, write_file_synced};
+use super::layerdb_files::{find_leftovers, load_all, write_layer_files};
+use super::write_file_synced;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, remove_tree};
 use crate::ids::LayerId;
@@ -232,24 +233,44 @@ impl LayerStore {
         let mut removed = Vec::new();
         let mut next = Some(chain.clone());
         while let Some(c) = next.take() {
-            let doomed = {
-                let mut state = self.state();
-                let e = state
-                    .layers
-                    .get_mut(&c)
-                    .ok_or_else(|| Error::not_found(format!("layer {c}")))?;
-                e.refs = e.refs.saturating_sub(1);
-                if e.refs > 0 {
-                    break;
-                }
-                state.layers.remove(&c).map(|e| e.info)
+            let store = self.clone();
+            let doomed = tokio::task::spawn_blocking(move || store.drop_ref(&c)).await??;
+            let Some((info, removing)) = doomed else {
+                break;
             };
-            let Some(info) = doomed else { break };
-            self.delete_layer(&info).await?;
+            self.inner.driver.remove(&info.cache_id).await?;
+            tokio::task::spawn_blocking(move || remove_tree(&removing)).await??;
+            debug!(chain = %info.chain_id, "layer removed");
             next = info.parent.clone();
             removed.push(info);
         }
         Ok(removed)
+    }
+
+    /// Drops one reference; at zero, renames the layer's entry to `-removing` and forgets it,
+    /// both under the state lock, so a registration of the same chain id (which renames into
+    /// the same name under that lock) never meets the entry half gone.
+    fn drop_ref(&self, chain: &Digest) -> Result<Option<(LayerInfo, PathBuf)>> {
+        let mut state = self.state();
+        let e = state
+            .layers
+            .get_mut(chain)
+            .ok_or_else(|| Error::not_found(format!("layer {chain}")))?;
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs > 0 {
+            return Ok(None);
+        }
+        let sha = self.inner.root.join("sha256");
+        let dir = sha.join(chain.hex());
+        let removing = sha.join(format!(
+            "{}-{}-removing",
+            chain.hex(),
+            &LayerId::random().as_str()[..12]
+        ));
+        std::fs::rename(&dir, &removing).ctx("rename", &dir)?;
+        fsync_dir(&sha)?;
+        let info = state.layers.remove(chain).map(|e| e.info);
+        Ok(info.map(|i| (i, removing)))
     }
 
     /// Releases every layer that has no reference at all (left by an interrupted load or
@@ -268,25 +289,6 @@ impl LayerStore {
             removed.extend(self.release(&c).await?);
         }
         Ok(removed)
-    }
-
-    async fn delete_layer(&self, info: &LayerInfo) -> Result<()> {
-        let dir = self.inner.root.join("sha256").join(info.chain_id.hex());
-        let removing = self.inner.root.join("sha256").join(format!(
-            "{}-{}-removing",
-            info.chain_id.hex(),
-            &LayerId::random().as_str()[..12]
-        ));
-        let (d, r) = (dir.clone(), removing.clone());
-        tokio::task::spawn_blocking(move || {
-            std::fs::rename(&d, &r).ctx("rename", &d)?;
-            fsync_dir(r.parent().unwrap_or(Path::new("/")))
-        })
-        .await??;
-        self.inner.driver.remove(&info.cache_id).await?;
-        tokio::task::spawn_blocking(move || remove_tree(&removing)).await??;
-        debug!(chain = %info.chain_id, "layer removed");
-        Ok(())
     }
 
     /// Applies `tar` (plain, gzip or zstd) as a new layer on `parent` and registers it under
@@ -352,15 +354,19 @@ impl LayerStore {
             }
         }
         let chain = chain_id(parent.as_ref().map(|p| &p.chain_id), &outcome.diff_id);
-        if let Some(existing) = self.get(&chain) {
+        // Taken in one step: a layer seen here but released before a second call would fail
+        // the load instead of being applied anew.
+        if let Ok(existing) = self.acquire(&chain) {
             debug!(%chain, "layer exists already; dropping the new copy");
             staged.discard().await;
             return Ok(Registered {
-                layer: self.acquire(&existing.chain_id)?,
+                layer: existing,
                 applied: false,
             });
         }
         let usage = driver.usage(&staged.cache_id).await?;
+        // Its content is on stable storage before layerdb names it.
+        super::layer_sync::make_durable(&driver, &staged.cache_id).await?;
         let info = LayerInfo {
             chain_id: chain,
             diff_id: outcome.diff_id,
@@ -622,137 +628,4 @@ impl Drop for Staged {
         self.done = true;
         handle.spawn(async move { rest.discard().await });
     }
-}
-
-fn write_layer_files(dir: &Path, info: &LayerInfo, tar_split: &[u8]) -> Result<()> {
-    write_file_synced(&dir.join("diff"), info.diff_id.as_str().as_bytes())?;
-    write_file_synced(&dir.join("size"), info.size.to_string().as_bytes())?;
-    write_file_synced(&dir.join("tar-size"), info.tar_size.to_string().as_bytes())?;
-    let usage = serde_json::to_vec(&info.usage).map_err(|e| Error::Other(e.to_string()))?;
-    write_file_synced(&dir.join("usage"), &usage)?;
-    if let Some(p) = &info.parent {
-        write_file_synced(&dir.join("parent"), p.as_str().as_bytes())?;
-    }
-    write_file_synced(&dir.join("tar-split"), tar_split)?;
-    fsync_dir(dir)
-}
-
-/// Staging directories and `-removing` entries, with the driver layer each one names.
-fn find_leftovers(root: &Path) -> Result<Vec<(PathBuf, Option<LayerId>)>> {
-    let mut out = Vec::new();
-    let tmp = root.join("tmp");
-    for entry in std::fs::read_dir(&tmp).ctx("read directory", &tmp)? {
-        let path = entry.ctx("read directory", &tmp)?.path();
-        let id = read_opt(&path.join("cache-id"))?
-            .or(read_opt(&path.join("mount-id"))?)
-            .and_then(|s| LayerId::new(s).ok());
-        out.push((path, id));
-    }
-    for (sub, id_file) in [("sha256", "cache-id"), ("mounts", "mount-id")] {
-        let dir = root.join(sub);
-        for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let path = entry.ctx("read directory", &dir)?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if name.ends_with("-removing") {
-                let id = read_opt(&path.join(id_file))?.and_then(|s| LayerId::new(s).ok());
-                out.push((path, id));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn load_all(root: &Path) -> Result<(Vec<LayerInfo>, Vec<MountInfo>)> {
-    let mut layers = HashMap::new();
-    let dir = root.join("sha256");
-    for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-        let path = entry.ctx("read directory", &dir)?.path();
-        match load_layer(&path) {
-            Ok(info) => {
-                layers.insert(info.chain_id.clone(), info);
-            }
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "ignoring an unreadable layerdb entry")
-            }
-        }
-    }
-    // Depths follow parents.
-    let chains: Vec<Digest> = layers.keys().cloned().collect();
-    for c in chains {
-        let mut depth = 0;
-        let mut next = Some(c.clone());
-        while let Some(n) = next {
-            depth += 1;
-            next = layers.get(&n).and_then(|l| l.parent.clone());
-            if depth > MAX_LAYER_DEPTH + 1 {
-                break;
-            }
-        }
-        if let Some(l) = layers.get_mut(&c) {
-            l.depth = depth;
-        }
-    }
-    let mut mounts = Vec::new();
-    let dir = root.join("mounts");
-    for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-        let path = entry.ctx("read directory", &dir)?.path();
-        let container = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let mount_id = LayerId::new(read_text(&path.join("mount-id"))?)?;
-        let parent = read_opt(&path.join("parent"))?
-            .map(|p| Digest::parse(&p))
-            .transpose()?;
-        mounts.push(MountInfo {
-            container,
-            mount_id,
-            parent,
-        });
-    }
-    Ok((layers.into_values().collect(), mounts))
-}
-
-fn load_layer(dir: &Path) -> Result<LayerInfo> {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let chain_id = Digest::parse(&name)?;
-    let diff_id = Digest::parse(&read_text(&dir.join("diff"))?)?;
-    let parent = read_opt(&dir.join("parent"))?
-        .map(|p| Digest::parse(&p))
-        .transpose()?;
-    let expected = chain_id_of(parent.as_ref(), &diff_id);
-    if expected != chain_id {
-        return Err(Error::Other(format!(
-            "layer {chain_id}: diff and parent give chain id {expected}"
-        )));
-    }
-    let number = |file: &str| -> Result<u64> {
-        read_opt(&dir.join(file))?
-            .map(|s| {
-                s.parse::<u64>().map_err(|_| {
-                    Error::Other(format!("{}: not a number", dir.join(file).display()))
-                })
-            })
-            .transpose()
-            .map(|v| v.unwrap_or(0))
-    };
-    let usage = match read_opt(&dir.join("usage"))? {
-        Some(s) => serde_json::from_str(&s).unwrap_or_default(),
-        None => Usage::default(),
-    };
-    Ok(LayerInfo {
-        chain_id,
-        diff_id,
-        parent,
-        cache_id: LayerId::new(read_text(&dir.join("cache-id"))?)?,
-        size: number("size")?,
-        tar_size: number("tar-size")?,
-        usage,
-        depth: 0,
-    })
-}
-
-fn chain_id_of(parent: Option<&Digest>, diff: &Digest) -> Digest {
-    chain_id(parent, diff)
 }

@@ -5,10 +5,14 @@
 
 pub mod digest;
 pub mod export;
+mod image_inspect;
 pub mod images;
 pub mod ingest;
+mod layer_sync;
+mod layerdb_files;
 pub mod layers;
 pub mod reference;
+mod rfc3339;
 pub mod tarsplit;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod testdriver;

@@ -407,3 +407,87 @@ async fn image_store_keeps_configs_and_tags() {
     let repos = std::fs::read_to_string(env.image_root.join("repositories.json")).unwrap();
     assert_eq!(repos, r#"{"Repositories":{}}"#);
 }
+
+/// An image on a fresh single-layer base (`n` varies the config, so the id).
+async fn image_on(layers: &LayerStore, images: &ImageStore, n: usize) -> Digest {
+    let base = register(layers, None, layer_tar(&[("a", "1")])).await.layer;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","comment":"{n}","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        base.diff_id
+    );
+    let (id, _) = images.create(config.into_bytes()).await.unwrap();
+    layers.release(&base.chain_id).await.unwrap();
+    id
+}
+
+/// Guards repositories.json under concurrent writers: on 3af0184 they shared one temporary
+/// file (errors "rename ...: No such file or directory") and changed the in-memory tags
+/// before the file, so the reopened store missed tags that had been acknowledged. Failed
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tags_and_untags_are_all_on_disk() {
+    let mut env = Env::new();
+    let layers = env.open().await;
+    let images = ImageStore::open(&env.image_root, layers.clone())
+        .await
+        .unwrap();
+    let a = image_on(&layers, &images, 1).await;
+    let b = image_on(&layers, &images, 2).await;
+    for i in 0..20 {
+        images
+            .tag(&Reference::parse(&format!("old{i}")).unwrap(), &a)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let images = images.clone();
+        let id = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            if i < 20 {
+                images
+                    .untag(&Reference::parse(&format!("old{i}")).unwrap())
+                    .await
+                    .map(|_| ())
+            } else {
+                images
+                    .tag(&Reference::parse(&format!("new{i}")).unwrap(), &id)
+                    .await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let before = images.all_tags();
+    assert_eq!(before.len(), 40);
+    drop(images);
+    let layers = env.reopen().await;
+    let images = ImageStore::open(&env.image_root, layers).await.unwrap();
+    assert_eq!(images.all_tags(), before);
+}
+
+/// A tag racing the delete of its image either lands before the delete (and goes with the
+/// image) or fails: never a tag naming a deleted image. On 3af0184 the tag could be written
+/// after the delete had removed the image's tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_racing_a_delete_never_outlives_the_image() {
+    let env = Env::new();
+    let layers = env.open().await;
+    let images = ImageStore::open(&env.image_root, layers.clone())
+        .await
+        .unwrap();
+    for round in 0..10 {
+        let id = image_on(&layers, &images, round).await;
+        let r = Reference::parse(&format!("race{round}")).unwrap();
+        let (i1, i2, id2, r2) = (images.clone(), images.clone(), id.clone(), r.clone());
+        let tag = tokio::spawn(async move { i1.tag(&r2, &id2).await });
+        let del = tokio::spawn(async move { i2.delete(&id).await });
+        let _ = tag.await.unwrap();
+        del.await.unwrap().unwrap();
+        assert!(images.resolve(&r.to_string()).is_err(), "round {round}");
+        let repos =
+            std::fs::read_to_string(env.image_root.join("repositories.json")).unwrap_or_default();
+        assert!(!repos.contains(&r.to_string()), "round {round}: {repos}");
+    }
+}

@@ -1,13 +1,18 @@
 //! Volumes as the engine sees them: a driver per volume (`local` or a plugin), labels, whether
 //! a volume is anonymous, and which containers use it. The drivers store the data; this keeps
 //! the engine's own facts in `<data-root>/volume-meta/<name>.json`.
+//!
+//! Create and remove of one name are serialised (a lock per volume name held from the lookup
+//! to the end of the write), and the record is written before the answer: a restarted daemon
+//! sees exactly the volumes, drivers and labels the API acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use strata_core::fsutil::atomic_write;
+use strata_core::fsutil::doc_lock::DocLocks;
+use strata_core::fsutil::{atomic_write, fsync_dir};
 use strata_core::plugin::PluginDirs;
 use strata_core::{Error, IoContext, Result, VolumeDriver, VolumeName};
 
@@ -53,6 +58,8 @@ pub struct VolumeService {
     plugins: PluginDirs,
     meta_dir: PathBuf,
     users: Mutex<BTreeMap<VolumeName, BTreeSet<String>>>,
+    /// Held across create and remove of one volume name (its driver volume and its record).
+    docs: DocLocks<VolumeName>,
 }
 
 impl VolumeService {
@@ -62,11 +69,13 @@ impl VolumeService {
         plugins: PluginDirs,
     ) -> Result<Self> {
         std::fs::create_dir_all(&meta_dir).ctx("create", &meta_dir)?;
+        strata_core::fsutil::remove_stale_temps(&meta_dir)?;
         Ok(Self {
             drivers: Mutex::new(drivers),
             plugins,
             meta_dir,
             users: Mutex::new(BTreeMap::new()),
+            docs: DocLocks::new(),
         })
     }
 
@@ -154,23 +163,34 @@ impl VolumeService {
             None => VolumeName::new(strata_core::LayerId::random().to_string())?,
         };
         let driver_name = driver.filter(|d| !d.is_empty()).unwrap_or("local");
+        let doc = self.docs.lock(&name).await;
         if let Ok((existing, _)) = self.locate(&name).await {
             if existing != driver_name {
                 return Err(Error::AlreadyExists(format!(
                     "volume {name} with driver {existing} (asked for {driver_name})"
                 )));
             }
+            drop(doc);
             return self.inspect(&name).await;
         }
         let driver = self.driver(driver_name).await?;
-        driver.create(&name, opts).await?;
         let meta = VolumeMeta {
             driver: driver_name.to_string(),
             labels,
             anonymous,
         };
         let bytes = serde_json::to_vec(&meta).map_err(|e| Error::Other(e.to_string()))?;
-        atomic_write(&self.meta_path(&name), &bytes)?;
+        driver.create(&name, opts).await?;
+        let path = self.meta_path(&name);
+        let written = tokio::task::spawn_blocking(move || atomic_write(&path, &bytes)).await?;
+        if let Err(e) = written {
+            // Unrecorded, the volume would come back after a restart without its labels.
+            if let Err(undo) = driver.remove(&name).await {
+                tracing::warn!(volume = %name, "could not undo a volume create: {undo}");
+            }
+            return Err(e);
+        }
+        drop(doc);
         self.inspect(&name).await
     }
 
@@ -245,6 +265,7 @@ impl VolumeService {
     /// Removes a volume; refused while a container uses it unless `force` (Docker's force
     /// only ignores missing volumes; in-use stays refused).
     pub async fn remove(&self, name: &VolumeName, force: bool) -> Result<()> {
+        let _doc = self.docs.lock(name).await;
         let (driver_name, _) = match self.locate(name).await {
             Ok(found) => found,
             Err(Error::NotFound(_)) if force => return Ok(()),
@@ -258,11 +279,16 @@ impl VolumeService {
         }
         self.driver(&driver_name).await?.remove(name).await?;
         let meta = self.meta_path(name);
-        match std::fs::remove_file(&meta) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", meta, e)),
-        }
+        let dir = self.meta_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            match std::fs::remove_file(&meta) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io("remove", meta, e)),
+            }
+            fsync_dir(&dir)
+        })
+        .await?
     }
 
     pub async fn mount(

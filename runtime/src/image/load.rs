@@ -541,10 +541,7 @@ impl Loader<'_> {
         }
         let mut loaded = Vec::new();
         for (raw, tags) in ready {
-            let (id, _) = self.images.create(raw).await?;
-            for t in &tags {
-                self.images.tag(t, &id).await?;
-            }
+            let (id, _) = self.images.create_tagged(raw, &tags).await?;
             let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
             self.note(LoadProgress::ImageLoaded {
                 id: id.clone(),

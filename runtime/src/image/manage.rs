@@ -76,8 +76,9 @@ pub async fn remove(
         }
     }
     check_conflicts(images, &id, &shown, force, used_by)?;
+    // `delete` removes the tags in the same write as the rest; untagging one by one first
+    // would race with a concurrent rmi of one of them.
     for t in images.tags_of(&id) {
-        images.untag(&Reference::parse(&t)?).await?;
         items.push(DeleteItem::Untagged(t));
     }
     let mut removed = Vec::new();
@@ -167,7 +168,6 @@ pub async fn prune(images: &ImageStore, all: bool, used_by: UsedBy<'_>) -> Resul
         }
         for id in candidates {
             for t in images.tags_of(&id) {
-                images.untag(&Reference::parse(&t)?).await?;
                 report.images_deleted.push(DeleteItem::Untagged(t));
             }
             let removed = images.delete(&id).await?;

@@ -118,6 +118,24 @@ pub struct Containers {
     pub layers: LayerStore,
     pub images: ImageStore,
     table: Mutex<BTreeMap<String, Arc<Container>>>,
+    /// Names of containers being created: taken together with the table's lock, so two
+    /// creates cannot both pass the name check.
+    pending_names: Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// A name held for a container being created; given back when dropped.
+struct NameReservation<'a> {
+    pending: &'a Mutex<std::collections::BTreeSet<String>>,
+    name: String,
+}
+
+impl Drop for NameReservation<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
 }
 
 impl Containers {
@@ -160,6 +178,7 @@ impl Containers {
             layers,
             images,
             table: Mutex::new(table),
+            pending_names: Mutex::new(Default::default()),
         })
     }
 
@@ -194,29 +213,55 @@ impl Containers {
         }
     }
 
-    /// A generated name no container has: Docker's adjective_name, with a number once the
-    /// plain combinations run short.
-    fn unused_random_name(&self) -> String {
-        let taken: std::collections::HashSet<String> = self
-            .table()
-            .values()
-            .map(|c| c.record().name.clone())
-            .collect();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let base = record::random_name();
-            let name = if attempt <= 10 {
-                base
-            } else {
-                let mut b = [0u8; 2];
-                strata_core::ids::fill_random(&mut b);
-                format!("{base}{}", u16::from_le_bytes(b) % 10_000)
-            };
-            if !taken.contains(&name) {
-                return name;
+    /// Holds `wanted` (or a generated name: Docker's adjective_name, with a number once the
+    /// plain combinations run short) for a container being created. Taken while the table is
+    /// locked, so a name is checked and held in one step.
+    fn reserve_name(&self, wanted: Option<String>) -> Result<NameReservation<'_>> {
+        let table = self.table();
+        let mut pending = self.pending_names.lock().unwrap_or_else(|p| p.into_inner());
+        let owner = |name: &str| {
+            table
+                .values()
+                .find(|c| c.record().name == name)
+                .map(|c| c.record().id.clone())
+        };
+        let name = match wanted {
+            Some(name) => {
+                let holder = owner(&name).or_else(|| {
+                    pending
+                        .contains(&name)
+                        .then(|| "(being created)".to_string())
+                });
+                if let Some(other) = holder {
+                    return Err(Error::busy(format!(
+                        "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                    )));
+                }
+                name
             }
-        }
+            None => {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let base = record::random_name();
+                    let name = if attempt <= 10 {
+                        base
+                    } else {
+                        let mut b = [0u8; 2];
+                        strata_core::ids::fill_random(&mut b);
+                        format!("{base}{}", u16::from_le_bytes(b) % 10_000)
+                    };
+                    if owner(&name).is_none() && !pending.contains(&name) {
+                        break name;
+                    }
+                }
+            }
+        };
+        pending.insert(name.clone());
+        Ok(NameReservation {
+            pending: &self.pending_names,
+            name,
+        })
     }
 
     /// Containers using an image (by id), for rmi's conflict check and `system df`.
@@ -248,20 +293,13 @@ impl Containers {
             .map_err(|_| Error::not_found(format!("No such image: {image_ref}")))?;
         let image = self.images.get(&image_id)?;
         let prepared = create::prepare(body, image.config.config.as_ref())?;
-        let name = match name.filter(|n| !n.is_empty()) {
-            Some(n) => record::validate_name(n)?,
-            None => self.unused_random_name(),
-        };
+        let wanted = name
+            .filter(|n| !n.is_empty())
+            .map(record::validate_name)
+            .transpose()?;
+        let reservation = self.reserve_name(wanted)?;
+        let name = reservation.name.clone();
         let id = LayerId::random().to_string();
-        {
-            let table = self.table();
-            if let Some(other) = table.values().find(|c| c.record().name == name) {
-                return Err(Error::busy(format!(
-                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                    other.record().id
-                )));
-            }
-        }
         let top = image.top_layer();
         let opts = strata_core::CreateOpts::read_write();
         let rw = self.layers.create_rw(&id, top.as_ref(), &opts).await?;
@@ -296,6 +334,7 @@ impl Containers {
             }
         }
         self.table().insert(id.clone(), Container::new(record));
+        drop(reservation);
         Ok((id, Vec::new()))
     }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_core::fsutil::atomic_write;
+use strata_core::fsutil::{atomic_write, create_dir_durable};
 use strata_core::{Error, IoContext, Result};
 
 use super::mounts::MountRequest;
@@ -103,9 +103,12 @@ impl ContainerRecord {
         containers_root.join(id)
     }
 
+    /// Writes the record atomically (unique temporary file, fsync, rename, fsync of the
+    /// directory). Callers hold the container's record lock, which serialises the writes of
+    /// one record.
     pub fn save(&self, containers_root: &Path) -> Result<()> {
         let dir = Self::dir(containers_root, &self.id);
-        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        create_dir_durable(&dir)?;
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::Other(format!("encode container {}: {e}", self.id)))?;
         atomic_write(&dir.join(RECORD_FILE), &bytes)
