@@ -2,10 +2,21 @@
 //! attachers. The process itself is `crate::container`'s business; the storage is the layer
 //! store's (one read-write driver layer per container, no init layer).
 
+pub mod archive;
+pub mod changes;
 pub mod create;
+pub mod export;
+mod extract;
+mod fsops;
 pub mod lifecycle;
 pub mod mounts;
+pub mod pause;
 pub mod record;
+mod rename;
+pub mod rootfs;
+pub mod stats;
+mod tar_tree;
+pub mod top;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +51,8 @@ pub struct Container {
     pub removed: watch::Sender<bool>,
     /// Serialises start, stop and remove of this container.
     pub op_lock: tokio::sync::Mutex<()>,
+    /// Frozen by `docker pause` (see `pause.rs`).
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 impl Container {
@@ -54,6 +67,7 @@ impl Container {
             exits: watch::channel(Exits::default()).0,
             removed: watch::channel(false).0,
             op_lock: tokio::sync::Mutex::new(()),
+            paused: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -317,6 +331,7 @@ impl Containers {
                     c.record().name
                 )));
             }
+            pause::thaw_for_signal(&c).await;
             if let Some(r) = c.running() {
                 let _ = r.kill(nix::sys::signal::Signal::SIGKILL);
                 r.wait().await;
