@@ -230,8 +230,9 @@ pub fn extract(
 /// `HEAD .../archive`: the stat of a path.
 pub async fn stat_path(d: &Daemon, c: &Container, path: &str) -> Result<PathStat> {
     let root = MountedRoot::mount(d, c).await?;
-    let r = resolve(root.scoped(), path)?;
-    stat(root.scoped(), &r)
+    let st = resolve(root.scoped(), path).and_then(|r| stat(root.scoped(), &r));
+    root.release().await;
+    st
 }
 
 /// `GET .../archive`: the stat of a path and its content as a streamed tar.
@@ -244,9 +245,14 @@ pub async fn read_path(
     impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
 )> {
     let root = MountedRoot::mount(d, c).await?;
-    let r = resolve(root.scoped(), path)?;
-    let st = stat(root.scoped(), &r)?;
-    Ok((st, super::export::stream_tree(root, tar_top(r))))
+    let found = resolve(root.scoped(), path).and_then(|r| Ok((stat(root.scoped(), &r)?, r)));
+    match found {
+        Ok((st, r)) => Ok((st, super::export::stream_tree(root, tar_top(r)))),
+        Err(e) => {
+            root.release().await;
+            Err(e)
+        }
+    }
 }
 
 /// `PUT .../archive`: extracts the client's tar into the directory `path`. `copy_uid_gid`
@@ -287,7 +293,9 @@ pub async fn write_path(
             no_overwrite_dir_non_dir,
             owner,
         };
-        extract(&root, &path, &mut input, opts)
+        let result = extract(&root, &path, &mut input, opts);
+        root.release_blocking();
+        result
     })
     .await
     .map_err(|e| Error::Other(format!("copy into the container: {e}")))?

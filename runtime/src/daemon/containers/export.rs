@@ -25,7 +25,9 @@ pub(crate) fn stream_tree(
                 tx.fail(e);
             }
         }
-        drop(root);
+        // Released before the stream ends, so the client's next request finds it free.
+        root.release_blocking();
+        drop(tx);
     });
     stream
 }

@@ -41,7 +41,10 @@ pub(crate) fn extract_into(
         };
         strata_core::archive::apply_layer_with(&dest_proc, &mut reader, &config)
     });
-    let checked = rewrite(&dest, input, writer, opts);
+    let checked = rewrite(&dest, &mut *input, writer, opts);
+    // Read what the client still sends (the tar's trailing blocks, or the rest after a
+    // refusal) so it gets our answer instead of a broken pipe.
+    let _ = io::copy(input, &mut io::sink());
     let applied = applier
         .join()
         .map_err(|_| Error::Other("the tar applier panicked".into()))?;

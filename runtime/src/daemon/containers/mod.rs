@@ -96,6 +96,12 @@ impl Container {
 /// Measures a stopped container's layer and keeps the figures in its record (see
 /// `daemon::sizes`). A container that started meanwhile is left alone.
 pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) {
+    // Measuring may hold the layer (btrfs mounts it to walk it): under the container's op
+    // lock, so a `docker rm` right after the exit waits for it instead of finding the layer
+    // busy; when an operation already runs (that rm, a restart), measuring is skipped.
+    let Ok(_op) = c.op_lock.try_lock() else {
+        return;
+    };
     let id = c.record().id.clone();
     let driver = layers.driver().clone();
     let extra = own_files(&root, driver.name(), &id);

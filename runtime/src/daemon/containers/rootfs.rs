@@ -21,8 +21,11 @@ use crate::daemon::Daemon;
 pub struct MountedRoot {
     driver: Arc<dyn LayerDriver>,
     layer: LayerId,
-    scoped: ScopedRoot,
+    /// The root's open fd; closed before the unmount (an open fd keeps the mount busy).
+    scoped: Option<ScopedRoot>,
     handle: tokio::runtime::Handle,
+    /// Set once released explicitly; Drop then has nothing to do.
+    released: bool,
 }
 
 impl MountedRoot {
@@ -39,23 +42,48 @@ impl MountedRoot {
         Ok(MountedRoot {
             driver: d.driver.clone(),
             layer,
-            scoped,
+            scoped: Some(scoped),
             handle: tokio::runtime::Handle::current(),
+            released: false,
         })
     }
 
     /// The root, for resolving container paths inside it.
     pub(crate) fn scoped(&self) -> &ScopedRoot {
-        &self.scoped
+        self.scoped
+            .as_ref()
+            .expect("the root is open until released")
     }
 
     pub fn host_path(&self) -> &Path {
-        self.scoped.path()
+        self.scoped().path()
+    }
+}
+
+impl MountedRoot {
+    /// Releases the mount and waits for it, so a `docker rm` right after the copy finds the
+    /// layer free.
+    pub async fn release(mut self) {
+        self.released = true;
+        self.scoped = None;
+        if let Err(e) = self.driver.unmount(&self.layer).await {
+            tracing::warn!(layer = %self.layer, "unmount after a file operation: {e}");
+        }
+    }
+
+    /// [`Self::release`] from a blocking thread (never from async code).
+    pub fn release_blocking(self) {
+        let handle = self.handle.clone();
+        handle.block_on(self.release());
     }
 }
 
 impl Drop for MountedRoot {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.scoped = None;
         let driver = self.driver.clone();
         let layer = self.layer.clone();
         // Drop may run on a blocking thread (a finished stream) or in async code: hand the
