@@ -67,6 +67,8 @@ pub fn router(daemon: AppState) -> Router {
         .route("/images/get", get(images::save_many))
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))
+        // Served by the images wildcard below otherwise, as an image named `search`.
+        .route("/images/search", get(unsupported::fallback))
         // Image names may contain `/`, so one wildcard route per method dispatches on the suffix.
         .route(
             "/images/{*rest}",

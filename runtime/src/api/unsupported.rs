@@ -48,6 +48,11 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "Strata has no registry client for it",
     ),
     (
+        "/images/search",
+        "registry search",
+        "Strata has no registry client for it",
+    ),
+    (
         "/session",
         "BuildKit sessions",
         "builds use the classic builder",
@@ -116,6 +121,7 @@ mod tests {
         assert_eq!(refusal("/swarm/init").unwrap().0, "swarm mode");
         assert_eq!(refusal("/containers/abc/exec").unwrap().0, "exec");
         assert_eq!(refusal("/exec/123/start").unwrap().0, "exec");
+        assert_eq!(refusal("/images/search").unwrap().0, "registry search");
         assert!(refusal("/networksx").is_none());
         assert!(refusal("/nothing/here").is_none());
         assert!(refusal("/containers/abc/json").is_none());
