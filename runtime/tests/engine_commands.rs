@@ -224,6 +224,26 @@ fn fuse_overlay_file_commands() {
     file_commands(Some("fuse-overlay"));
 }
 
+/// The first `n` JSON objects of a stats response (HTTP/1.0: the body is the raw stream).
+fn stats_stream(d: &Stratad, path: &str, n: usize) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, BufReader};
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: strata\r\n\r\n").unwrap();
+    let mut objects = Vec::new();
+    for line in BufReader::new(s).lines() {
+        let line = line.expect("a stats line within 10 s");
+        if let Some(json) = line.strip_prefix('{').map(|rest| format!("{{{rest}")) {
+            objects.push(serde_json::from_str(&json).expect("a stats object"));
+            if objects.len() == n {
+                break;
+            }
+        }
+    }
+    assert_eq!(objects.len(), n, "stats ended early");
+    objects
+}
+
 fn counter(d: &Stratad, ctr: &str) -> u64 {
     cat_out(d, &format!("{ctr}:/tmp/counter"))
         .trim()
@@ -266,6 +286,33 @@ fn observation_and_control() {
     assert!(!fields[0].starts_with("0B"), "no memory usage: {stats}");
     assert!(fields[1].ends_with('%'), "{stats}");
     assert_ne!(fields[2], "0", "{stats}");
+
+    // The API itself, at the oldest version the brief asks for: a stream of one object a
+    // second whose precpu_stats is the previous sample, and a one-shot object.
+    let objects = stats_stream(&d, "/v1.41/containers/ctr/stats", 3);
+    let second = &objects[1];
+    let pre = second["precpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .unwrap();
+    let cur = second["cpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .unwrap();
+    assert!(pre > 0 && cur >= pre, "{second}");
+    assert!(
+        second["memory_stats"]["usage"].as_u64().unwrap() > 0,
+        "{second}"
+    );
+    assert!(
+        second["pids_stats"]["current"].as_u64().unwrap() > 0,
+        "{second}"
+    );
+    let one = &stats_stream(
+        &d,
+        "/v1.41/containers/ctr/stats?stream=false&one-shot=true",
+        1,
+    )[0];
+    assert_eq!(one["preread"], "0001-01-01T00:00:00Z");
+    assert!(one["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0);
 
     d.ok(&["pause", "ctr"]);
     assert_eq!(
