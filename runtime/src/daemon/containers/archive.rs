@@ -61,6 +61,9 @@ pub(crate) fn resolve(root: &ScopedRoot, path: &str) -> Result<Resolved> {
         Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR) => {
             Error::invalid(format!("{path}: not a directory"))
         }
+        Error::Io { source, .. } if source.raw_os_error() == Some(libc::ELOOP) => {
+            Error::invalid(format!("{path}: too many levels of symbolic links"))
+        }
         other => other,
     };
     let dir_flags = libc::O_RDONLY | libc::O_DIRECTORY;
@@ -337,5 +340,10 @@ mod tests {
         assert_eq!(stat(&root, &r).unwrap().size, "container's".len() as i64);
         let link = resolve(&root, "/link").unwrap();
         assert_eq!(stat(&root, &link).unwrap().link_target, "/");
+        std::os::unix::fs::symlink("loop", tmp.path().join("loop")).unwrap();
+        let err = resolve(&root, "/loop/x")
+            .err()
+            .expect("a symlink loop is refused");
+        assert!(err.to_string().contains("symbolic links"), "{err}");
     }
 }

@@ -6,7 +6,6 @@
 //! the container's own mount namespace and are not part of it (see docs/api-coverage.md).
 
 use std::io::{self, Write};
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -53,10 +52,6 @@ impl MountedRoot {
         self.scoped
             .as_ref()
             .expect("the root is open until released")
-    }
-
-    pub fn host_path(&self) -> &Path {
-        self.scoped().path()
     }
 }
 

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::record::ZERO_TIME;
 use super::Container;
 use crate::cgroups::stats::{self as cgstats, CgroupStats};
 
 const INTERVAL: Duration = Duration::from_secs(1);
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// One reading: the cgroup's counters and the host's CPU time at the same moment.
 #[derive(Debug, Clone)]
