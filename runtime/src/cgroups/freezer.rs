@@ -142,6 +142,97 @@ fn wait_for(mut done: impl FnMut() -> Result<bool>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Child, Command};
+
+    /// A `sleep` in `cg`, killed and reaped on drop.
+    struct Sleeper(Child);
+
+    impl Sleeper {
+        fn start_in(cg: &Cgroup) -> Sleeper {
+            let child = Command::new("sleep").arg("100").spawn().unwrap();
+            let s = Sleeper(child);
+            cg.add_process(s.0.id() as i32).unwrap();
+            s
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Thaws and removes a test cgroup on drop, also when an assertion failed.
+    struct TestCgroup(Cgroup);
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = thaw(&self.0);
+            let _ = remove_v1(&self.0);
+            let _ = self.0.remove();
+        }
+    }
+
+    fn unique(tag: &str) -> String {
+        format!("freeze-{tag}-{}", std::process::id())
+    }
+
+    /// Guards `docker pause` on cgroup v1: the freezer cgroup is made at the container's
+    /// relative path, takes its processes, reaches FROZEN and THAWED, and is removed after.
+    #[test]
+    fn v1_freezer_freezes_and_thaws() {
+        let layout = Layout::detect().unwrap();
+        assert_eq!(
+            layout.version(),
+            CgroupVersion::V1,
+            "this test needs the cgroup v1 hierarchy the project's machines have"
+        );
+        let guard = TestCgroup(
+            Cgroup::create(&layout, "strata-test", &unique("v1"), &Default::default()).unwrap(),
+        );
+        let cg = &guard.0;
+        let sleeper = Sleeper::start_in(cg);
+        freeze(cg).unwrap();
+        let dir = v1_dir(cg).unwrap();
+        assert_eq!(files::read(&dir, "freezer.state").unwrap().trim(), "FROZEN");
+        assert!(files::read_pids(&dir)
+            .unwrap()
+            .contains(&(sleeper.0.id() as i32)));
+        thaw(cg).unwrap();
+        assert_eq!(files::read(&dir, "freezer.state").unwrap().trim(), "THAWED");
+        drop(sleeper);
+        remove_v1(cg).unwrap();
+        assert!(!dir.exists());
+    }
+
+    /// Guards `docker pause` on cgroup v2 (`cgroup.freeze`), on the host's cgroup2 mount
+    /// (the unified tree of a hybrid host counts).
+    #[test]
+    fn v2_cgroup_freeze_freezes_and_thaws() {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = text
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                right.starts_with("cgroup2 ").then_some(())?;
+                left.split(' ').nth(4).map(PathBuf::from)
+            })
+            .expect("a cgroup2 mount (the project's machines have one)");
+        let guard =
+            TestCgroup(Cgroup::open(&Layout::V2(root), "strata-test", &unique("v2")).unwrap());
+        let cg = &guard.0;
+        let dir = cg.dir("memory").unwrap().to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let sleeper = Sleeper::start_in(cg);
+        freeze(cg).unwrap();
+        let events = files::read(&dir, "cgroup.events").unwrap();
+        assert_eq!(files::keyed_value(&events, "frozen"), Some(1));
+        thaw(cg).unwrap();
+        let events = files::read(&dir, "cgroup.events").unwrap();
+        assert_eq!(files::keyed_value(&events, "frozen"), Some(0));
+        drop(sleeper);
+    }
 
     #[test]
     fn finds_the_freezer_hierarchy() {
