@@ -466,6 +466,13 @@ fn network_settings(rec: &ContainerRecord) -> Value {
     })
 }
 
+/// `docker pause` state, kept in memory (see `daemon::containers::pause`).
+fn paused(d: &Daemon, rec: &ContainerRecord) -> bool {
+    d.containers
+        .get(&rec.id)
+        .is_ok_and(|c| crate::daemon::containers::pause::is_paused(&c))
+}
+
 fn recorded(rec: &ContainerRecord) -> Option<crate::daemon::sizes::ContainerSize> {
     rec.sizes.map(|s| crate::daemon::sizes::ContainerSize {
         size_rw: s.size_rw,
@@ -534,8 +541,8 @@ pub async fn summary(
         "Created": unix_time(&rec.created),
         "Ports": [],
         "Labels": rec.config.get("Labels").cloned().unwrap_or_else(|| json!({})),
-        "State": rec.state.status.as_str(),
-        "Status": rec.status_text(chrono::Utc::now()),
+        "State": if paused(d, rec) { "paused" } else { rec.state.status.as_str() },
+        "Status": if paused(d, rec) { format!("{} (Paused)", rec.status_text(chrono::Utc::now())) } else { rec.status_text(chrono::Utc::now()) },
         "HostConfig": { "NetworkMode": rec.host_config.get("NetworkMode").cloned().unwrap_or(json!("none")) },
         "NetworkSettings": network_settings(rec),
         "Mounts": mounts_json(rec),
@@ -596,9 +603,9 @@ pub async fn inspect(
         "Path": rec.path,
         "Args": rec.args,
         "State": {
-            "Status": s.status.as_str(),
+            "Status": if paused(&d, &rec) { "paused" } else { s.status.as_str() },
             "Running": s.status == Status::Running,
-            "Paused": false,
+            "Paused": paused(&d, &rec),
             "Restarting": false,
             "OOMKilled": s.oom_killed,
             "Dead": s.status == Status::Dead,

@@ -1,17 +1,24 @@
 //! The Docker Engine REST API, as much of it as the stock docker CLI needs. Routes are served
 //! bare and under `/v1.NN/`; see `version.rs`.
 
+pub mod archive;
 pub mod build;
+pub mod changes;
 pub mod containers;
+pub mod control;
 pub mod df;
 pub mod error;
+pub mod export;
 pub mod filters;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod host;
 pub mod images;
+pub mod stats;
 pub mod stream;
 pub mod system;
+pub mod top;
+pub mod unsupported;
 pub mod version;
 pub mod volumes;
 
@@ -44,6 +51,17 @@ pub fn router(daemon: AppState) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}", delete(containers::remove))
+        .route("/containers/{id}/changes", get(changes::changes))
+        .route("/containers/{id}/export", get(export::export))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).put(archive::put).head(archive::head),
+        )
+        .route("/containers/{id}/top", get(top::top))
+        .route("/containers/{id}/stats", get(stats::stats))
+        .route("/containers/{id}/pause", post(control::pause))
+        .route("/containers/{id}/unpause", post(control::unpause))
+        .route("/containers/{id}/rename", post(control::rename))
         .route("/commit", post(images::commit))
         .route("/build", post(build::build))
         .route("/images/json", get(images::list))
@@ -51,6 +69,8 @@ pub fn router(daemon: AppState) -> Router {
         .route("/images/get", get(images::save_many))
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))
+        // Served by the images wildcard below otherwise, as an image named `search`.
+        .route("/images/search", get(unsupported::fallback))
         // Image names may contain `/`, so one wildcard route per method dispatches on the suffix.
         .route(
             "/images/{*rest}",
@@ -65,6 +85,6 @@ pub fn router(daemon: AppState) -> Router {
             "/volumes/{name}",
             get(volumes::inspect).delete(volumes::remove),
         )
-        .fallback(system::not_found)
+        .fallback(unsupported::fallback)
         .with_state(daemon)
 }

@@ -23,9 +23,11 @@ pub mod cpu;
 pub mod devices;
 pub mod devices_ebpf;
 mod files;
+pub mod freezer;
 pub mod layout;
 pub mod memory;
 pub mod pids;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

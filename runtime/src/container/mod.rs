@@ -69,12 +69,12 @@ mod launch;
 pub mod logs;
 pub(crate) mod plan;
 pub mod running;
-mod scoped_path;
+pub(crate) mod scoped_path;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
 pub mod state;
-mod user;
+pub(crate) mod user;
 
 use std::sync::OnceLock;
 

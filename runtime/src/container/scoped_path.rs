@@ -211,7 +211,12 @@ fn relative(path: &str) -> Result<PathBuf> {
     })
 }
 
-fn openat2_in_root(root: &OwnedFd, path: &Path, flags: u64, mode: u64) -> std::io::Result<OwnedFd> {
+pub(crate) fn openat2_in_root(
+    root: &OwnedFd,
+    path: &Path,
+    flags: u64,
+    mode: u64,
+) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };

@@ -527,6 +527,7 @@ pub async fn stop(
     let Some(running) = c.running() else {
         return Ok(false);
     };
+    super::pause::thaw_for_signal(&c).await;
     let rec = c.snapshot();
     let sig_name = signal
         .map(str::to_string)
@@ -558,6 +559,7 @@ pub async fn kill(d: &Arc<Daemon>, key: &str, signal: Option<&str>) -> Result<()
             c.record().id
         )));
     };
+    super::pause::thaw_for_signal(&c).await;
     running.kill(sig)?;
     if sig == Signal::SIGKILL {
         drop(running);

@@ -2,10 +2,21 @@
 //! attachers. The process itself is `crate::container`'s business; the storage is the layer
 //! store's (one read-write driver layer per container, no init layer).
 
+pub mod archive;
+pub mod changes;
 pub mod create;
+pub mod export;
+mod extract;
+mod fsops;
 pub mod lifecycle;
 pub mod mounts;
+pub mod pause;
 pub mod record;
+mod rename;
+pub mod rootfs;
+pub mod stats;
+mod tar_tree;
+pub mod top;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +51,8 @@ pub struct Container {
     pub removed: watch::Sender<bool>,
     /// Serialises start, stop and remove of this container.
     pub op_lock: tokio::sync::Mutex<()>,
+    /// Frozen by `docker pause` (see `pause.rs`).
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 impl Container {
@@ -54,6 +67,7 @@ impl Container {
             exits: watch::channel(Exits::default()).0,
             removed: watch::channel(false).0,
             op_lock: tokio::sync::Mutex::new(()),
+            paused: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -82,6 +96,12 @@ impl Container {
 /// Measures a stopped container's layer and keeps the figures in its record (see
 /// `daemon::sizes`). A container that started meanwhile is left alone.
 pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) {
+    // Measuring may hold the layer (btrfs mounts it to walk it): under the container's op
+    // lock, so a `docker rm` right after the exit waits for it instead of finding the layer
+    // busy; when an operation already runs (that rm, a restart), measuring is skipped.
+    let Ok(_op) = c.op_lock.try_lock() else {
+        return;
+    };
     let id = c.record().id.clone();
     let driver = layers.driver().clone();
     let extra = own_files(&root, driver.name(), &id);
@@ -356,6 +376,7 @@ impl Containers {
                     c.record().name
                 )));
             }
+            pause::thaw_for_signal(&c).await;
             if let Some(r) = c.running() {
                 let _ = r.kill(nix::sys::signal::Signal::SIGKILL);
                 r.wait().await;

@@ -1,0 +1,32 @@
+//! `POST /containers/{id}/pause`, `/unpause` and `/rename`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+use crate::daemon::containers::pause;
+
+pub async fn pause(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    pause::pause(&d.containers.get(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unpause(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    pause::unpause(&d.containers.get(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rename(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    let name = q
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("name is required"))?;
+    d.containers.rename(&id, name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,372 @@
+//! The everyday engine commands through the stock docker CLI against a real `stratad`:
+//! diff, cp (both ways), export on every storage driver; top, stats, pause/unpause, rename,
+//! wait, `ps -s` and the refusal of unsupported endpoints on the default driver. These are new
+//! features (before them the CLI got "page not found" for every one of these commands).
+
+#[path = "common/stratad.rs"]
+mod stratad;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use stratad::Stratad;
+
+/// `docker cp - ctr:dir` with a tar on stdin; returns (success, stderr).
+fn cp_tar_in(d: &Stratad, tar: &[u8], dest: &str) -> (bool, String) {
+    let mut child = d
+        .command(&["cp", "-", dest])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker cp");
+    child.stdin.take().unwrap().write_all(tar).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn one_file_tar(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, name, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// The content of one file copied out of a container with `docker cp ctr:path -`.
+fn cat_out(d: &Stratad, src: &str) -> String {
+    let out = d.docker(&["cp", src, "-"]);
+    assert!(
+        out.status.success(),
+        "docker cp {src} -: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut a = tar::Archive::new(&out.stdout[..]);
+    let mut e = a.entries().unwrap().next().expect("one entry").unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+    s
+}
+
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(tar);
+    a.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A host path that must never be written by a copy into a container.
+fn host_canary(tag: &str) -> String {
+    format!("strata-escape-{tag}-{}", std::process::id())
+}
+
+/// diff, cp and export of one driver, on a stopped and on a running container.
+fn file_commands(driver: Option<&'static str>) {
+    let d = Stratad::start(driver);
+    d.load_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "fsc",
+        "bb",
+        "sh",
+        "-c",
+        "echo one > /tmp/new; rm /etc/group; mkdir -p /data; ln -s / /data/link; \
+         echo container-shadow > /etc/shadow; mkfifo /data/fifo",
+    ]);
+
+    // diff: the container's writes and deletes with Docker's letters, without the paths the
+    // engine made to run it.
+    let diff = d.ok(&["diff", "fsc"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in [
+        "A /tmp/new",
+        "D /etc/group",
+        "A /data/link",
+        "A /etc/shadow",
+    ] {
+        assert!(lines.contains(&want), "{want} missing from diff:\n{diff}");
+    }
+    for hidden in [
+        "/etc/hosts",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/proc",
+        "/sys",
+    ] {
+        assert!(
+            !lines.iter().any(|l| l.ends_with(&format!(" {hidden}"))),
+            "{hidden} listed:\n{diff}"
+        );
+    }
+
+    // cp out through a symlink to `/`: the container's /etc/shadow, never the host's (guards
+    // against the escape).
+    assert_eq!(
+        cat_out(&d, "fsc:/data/link/etc/shadow"),
+        "container-shadow\n"
+    );
+    let host_out = tempfile::tempdir().unwrap();
+    let dest = host_out.path().join("shadow");
+    d.ok(&["cp", "fsc:/data/link/etc/shadow", dest.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "container-shadow\n"
+    );
+
+    // cp out of a directory holding a fifo and a symlink: finishes (the fifo is not read) and
+    // keeps the symlink as a symlink.
+    d.ok(&["cp", "fsc:/data", host_out.path().to_str().unwrap()]);
+    let data = host_out.path().join("data");
+    assert_eq!(
+        std::fs::read_link(data.join("link")).unwrap(),
+        Path::new("/")
+    );
+    let fifo = std::fs::symlink_metadata(data.join("fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
+
+    // cp in through a symlink to `/`: lands in the container's /tmp, not the host's (guards
+    // against the escape).
+    let canary = host_canary("dir");
+    let src = host_out.path().join(&canary);
+    std::fs::write(&src, "in\n").unwrap();
+    d.ok(&["cp", src.to_str().unwrap(), "fsc:/data/link/tmp/"]);
+    assert!(
+        !Path::new("/tmp").join(&canary).exists(),
+        "written on the host"
+    );
+    assert_eq!(cat_out(&d, &format!("fsc:/tmp/{canary}")), "in\n");
+
+    // A tar entry whose parent is the container's symlink to `/` is refused and writes nothing
+    // on the host (guards against the escape).
+    let canary = host_canary("entry");
+    let tar = one_file_tar(&format!("link/tmp/{canary}"), b"x");
+    let (_, _) = cp_tar_in(&d, &tar, "fsc:/data");
+    assert!(
+        !Path::new("/tmp").join(&canary).exists(),
+        "written on the host"
+    );
+
+    // export: the whole filesystem, with the container's changes.
+    let out = d.docker(&["export", "fsc"]);
+    assert!(out.status.success());
+    let names = tar_names(&out.stdout);
+    for want in ["bin/busybox", "tmp/new", "etc/shadow", "data/link"] {
+        assert!(names.iter().any(|n| n == want), "{want} not exported");
+    }
+    assert!(!names.iter().any(|n| n == "etc/group"), "a deleted file");
+
+    // A running container: cp both ways while it runs.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "bb",
+        "sh",
+        "-c",
+        "echo live > /tmp/live; sleep 1000",
+    ]);
+    wait_for(|| d.docker(&["cp", "live:/tmp/live", "-"]).status.success());
+    assert_eq!(cat_out(&d, "live:/tmp/live"), "live\n");
+    let (ok, err) = cp_tar_in(&d, &one_file_tar("put.txt", b"put\n"), "live:/tmp");
+    assert!(ok, "{err}");
+    assert_eq!(cat_out(&d, "live:/tmp/put.txt"), "put\n");
+    assert!(d
+        .ok(&["diff", "live"])
+        .lines()
+        .any(|l| l == "A /tmp/put.txt"));
+    d.ok(&["rm", "-f", "live", "fsc"]);
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Guards `docker diff`, `cp` and `export` on the default driver.
+#[test]
+fn default_driver_file_commands() {
+    file_commands(None);
+}
+
+/// Guards `docker diff`, `cp` and `export` on vfs.
+#[test]
+fn vfs_file_commands() {
+    file_commands(Some("vfs"));
+}
+
+/// Guards `docker diff`, `cp` and `export` on overlay2.
+#[test]
+fn overlay2_file_commands() {
+    file_commands(Some("overlay2"));
+}
+
+/// Guards `docker diff`, `cp` and `export` on btrfs (a loop-mounted btrfs data root).
+#[test]
+fn btrfs_file_commands() {
+    file_commands(Some("btrfs"));
+}
+
+/// Guards `docker diff`, `cp` and `export` on fuse-overlay.
+#[test]
+fn fuse_overlay_file_commands() {
+    file_commands(Some("fuse-overlay"));
+}
+
+/// The first `n` JSON objects of a stats response (HTTP/1.0: the body is the raw stream).
+fn stats_stream(d: &Stratad, path: &str, n: usize) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, BufReader};
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: strata\r\n\r\n").unwrap();
+    let mut objects = Vec::new();
+    for line in BufReader::new(s).lines() {
+        let line = line.expect("a stats line within 10 s");
+        if let Some(json) = line.strip_prefix('{').map(|rest| format!("{{{rest}")) {
+            objects.push(serde_json::from_str(&json).expect("a stats object"));
+            if objects.len() == n {
+                break;
+            }
+        }
+    }
+    assert_eq!(objects.len(), n, "stats ended early");
+    objects
+}
+
+fn counter(d: &Stratad, ctr: &str) -> u64 {
+    cat_out(d, &format!("{ctr}:/tmp/counter"))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Guards top, stats, pause/unpause (a paused process does not run), rename, wait conditions,
+/// `ps -s` sizes and the named refusal of unsupported endpoints.
+#[test]
+fn observation_and_control() {
+    let d = Stratad::start(None);
+    d.load_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ctr",
+        "bb",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done",
+    ]);
+    wait_for(|| counter(&d, "ctr") > 0);
+
+    let top = d.ok(&["top", "ctr"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("while true"), "{top}");
+    let top = d.ok(&["top", "ctr", "-o", "pid,comm"]);
+    assert!(top.lines().any(|l| l.trim().ends_with("sh")), "{top}");
+
+    let stats = d.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}|{{.CPUPerc}}|{{.PIDs}}",
+        "ctr",
+    ]);
+    let fields: Vec<&str> = stats.trim().split('|').collect();
+    assert!(!fields[0].starts_with("0B"), "no memory usage: {stats}");
+    assert!(fields[1].ends_with('%'), "{stats}");
+    assert_ne!(fields[2], "0", "{stats}");
+
+    // The API itself, at the oldest version the brief asks for: a stream of one object a
+    // second whose precpu_stats is the previous sample, and a one-shot object.
+    let objects = stats_stream(&d, "/v1.41/containers/ctr/stats", 3);
+    let second = &objects[1];
+    let pre = second["precpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .unwrap();
+    let cur = second["cpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .unwrap();
+    assert!(pre > 0 && cur >= pre, "{second}");
+    assert!(
+        second["memory_stats"]["usage"].as_u64().unwrap() > 0,
+        "{second}"
+    );
+    assert!(
+        second["pids_stats"]["current"].as_u64().unwrap() > 0,
+        "{second}"
+    );
+    let one = &stats_stream(
+        &d,
+        "/v1.41/containers/ctr/stats?stream=false&one-shot=true",
+        1,
+    )[0];
+    assert_eq!(one["preread"], "0001-01-01T00:00:00Z");
+    assert!(one["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0);
+
+    d.ok(&["pause", "ctr"]);
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}}",
+            "ctr"
+        ])
+        .trim(),
+        "paused true"
+    );
+    assert!(d.ok(&["ps"]).contains("(Paused)"));
+    let frozen = counter(&d, "ctr");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(counter(&d, "ctr"), frozen, "a paused container ran");
+    assert!(d.fails(&["pause", "ctr"]).contains("already paused"));
+    d.ok(&["unpause", "ctr"]);
+    wait_for(|| counter(&d, "ctr") > frozen);
+    assert!(d.fails(&["unpause", "ctr"]).contains("not paused"));
+
+    d.ok(&["rename", "ctr", "c2"]);
+    assert_eq!(d.ok(&["inspect", "-f", "{{.Name}}", "c2"]).trim(), "/c2");
+    d.ok(&["create", "--name", "other", "bb", "true"]);
+    assert!(d
+        .fails(&["rename", "c2", "other"])
+        .contains("already in use"));
+    assert!(d
+        .fails(&["rename", "c2", "bad/name"])
+        .contains("Invalid container name"));
+
+    let sizes = d.ok(&["ps", "-a", "-s", "--format", "{{.Size}}"]);
+    assert!(sizes.contains("virtual"), "{sizes}");
+
+    // wait: not-running (docker wait), next-exit (docker run), removed (docker run --rm).
+    let waiter = d
+        .command(&["wait", "c2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.ok(&["pause", "c2"]);
+    d.ok(&["kill", "c2"]);
+    let code = String::from_utf8(waiter.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(code.trim(), "137");
+    assert_eq!(d.ok(&["wait", "c2"]).trim(), "137");
+    let out = d.docker(&["run", "--name", "e4", "bb", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = d.docker(&["run", "--rm", "bb", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+
+    // Unsupported endpoints name what is missing.
+    assert!(d
+        .fails(&["network", "create", "n"])
+        .contains("does not support networks"));
+    assert!(d.fails(&["swarm", "init"]).contains("swarm"));
+    d.ok(&["rm", "-f", "c2", "other", "e4"]);
+}
