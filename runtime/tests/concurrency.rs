@@ -15,30 +15,12 @@
 //! missing after it), and concurrent creates of one container name both succeeded.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-
-fn fixtures() -> PathBuf {
-    // The shared fixtures beside the main tree, or where STRATA_FIXTURES says.
-    let dir = std::env::var_os("STRATA_FIXTURES")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
-            beside.exists().then_some(beside)
-        })
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"));
-    assert!(
-        dir.join("bb.tar").exists(),
-        "fixtures not found at {} (set STRATA_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
 
 /// One HTTP answer.
 #[derive(Debug, Clone)]
@@ -47,75 +29,31 @@ struct Answer {
     body: String,
 }
 
-/// A daemon of our own on a fresh data root; dropped, it is killed and its mounts undone.
-struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+#[path = "common/stratad.rs"]
+mod stratad;
+
+use stratad::{fixtures, Stratad};
+
+/// A daemon of our own (overlay2) on a fresh data root, spoken to in raw HTTP.
+struct Daemon(Stratad);
+
+impl std::ops::Deref for Daemon {
+    type Target = Stratad;
+    fn deref(&self) -> &Stratad {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Stratad {
+        &mut self.0
+    }
 }
 
 impl Daemon {
     fn start() -> Daemon {
         assert!(nix::unistd::geteuid().is_root(), "stratad needs root");
-        let dir = tempfile::Builder::new()
-            .prefix("strata-concurrency-")
-            .tempdir()
-            .expect("temp dir");
-        let mut d = Daemon { child: None, dir };
-        d.spawn();
-        d
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stratad.log")).unwrap_or_default()
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("stratad.log"))
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_stratad"))
-            .arg("--data-root")
-            .arg(self.dir.path().join("root"))
-            .arg("--exec-root")
-            .arg(self.dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(self.dir.path().join("pid"))
-            .arg("--storage-driver")
-            .arg("overlay2")
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock().display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start stratad");
-        self.child = Some(child);
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(a) = try_request(&self.sock(), "GET", "/_ping", None).await {
-                if a.status == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("stratad did not answer:\n{}", self.log());
-    }
-
-    /// SIGKILL: nothing is flushed at exit, so what survives is what was on disk.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        Daemon(Stratad::start(Some("overlay2")))
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Body>) -> Answer {
@@ -135,13 +73,6 @@ impl Daemon {
             a.body
         );
         a
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
     }
 }
 
@@ -413,7 +344,6 @@ async fn concurrent_requests_keep_metadata_consistent_across_restart() {
         std::fs::read(f.join("three.tar")).unwrap(),
     ));
     let mut d = Daemon::start();
-    d.wait_ready().await;
     prepare(&d, &bb, &three).await;
 
     let sock = d.sock();
@@ -481,9 +411,9 @@ async fn concurrent_requests_keep_metadata_consistent_across_restart() {
     let names: BTreeSet<&str> = before.containers.values().map(String::as_str).collect();
     assert_eq!(names.len(), 10 + 20 + 1, "{names:?}");
 
+    // SIGKILL: nothing is flushed at exit, so what survives is what was on disk.
     d.kill();
     d.spawn();
-    d.wait_ready().await;
     let after = snapshot(&d).await;
     assert_eq!(
         before, after,

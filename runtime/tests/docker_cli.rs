@@ -3,174 +3,21 @@
 //! when the test fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.join("bb.tar").exists(),
-        "fixtures not found at {} (set STRATA_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
+#[path = "common/stratad.rs"]
+mod stratad;
 
-/// A daemon of our own; dropped, it is stopped and its data root unmounted and removed.
-struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    driver: &'static str,
-    extra_args: Vec<String>,
-    /// btrfs needs its data root on btrfs: a loop-mounted image made for the test.
-    fs: Option<strata_btrfs::testing::LoopBtrfs>,
-}
-
-impl Daemon {
-    fn start(driver: &'static str) -> Daemon {
-        Self::start_with(driver, Vec::new())
-    }
-
-    fn start_with(driver: &'static str, extra_args: Vec<String>) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-cli-test-")
-            .tempdir()
-            .expect("temp dir");
-        let fs = (driver == "btrfs")
-            .then(|| strata_btrfs::testing::LoopBtrfs::new().expect("a loop-mounted btrfs"));
-        let mut d = Daemon {
-            child: None,
-            dir,
-            driver,
-            extra_args,
-            fs,
-        };
-        d.spawn();
-        d
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-
-    fn data_root(&self) -> PathBuf {
-        match &self.fs {
-            Some(fs) => fs.path().join("root"),
-            None => self.dir.path().join("root"),
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("stratad.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_stratad"))
-            .arg("--data-root")
-            .arg(self.data_root())
-            .arg("--exec-root")
-            .arg(self.dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(self.dir.path().join("pid"))
-            .arg("--storage-driver")
-            .arg(self.driver)
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock().display()))
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start stratad");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.docker(&["version"]).status.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("stratad did not answer: {}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stratad.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait, as an operator would stop it.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock().display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the docker CLI must be installed (scripts/setup.sh installs it)")
-    }
-
-    /// Runs docker and insists on success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({:?}): {}\n--- daemon log ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-        // Whatever the daemon left mounted under its root goes before the directory does.
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
-        let _ = strata_core::fsutil::mounts::unmount_all_under(&self.data_root());
-    }
-}
+use stratad::{fixtures, Stratad as Daemon};
 
 fn load_fixtures(d: &Daemon) {
-    let f = fixtures();
-    for name in ["bb", "three"] {
-        let out = d.ok(&[
-            "load",
-            "-i",
-            f.join(format!("{name}.tar")).to_str().unwrap(),
-        ]);
-        assert!(
-            out.contains(&format!("Loaded image: {name}:latest")),
-            "{out}"
-        );
-        let want = std::fs::read_to_string(f.join(format!("{name}.id"))).unwrap();
-        let got = d.ok(&["image", "inspect", "-f", "{{.Id}}", name]);
-        assert_eq!(
-            got.trim(),
-            want.trim(),
-            "{name} loads with Docker's image id"
-        );
-    }
+    d.load_fixture("bb");
+    d.load_fixture("three");
 }
 
 fn run_lifecycle(driver: &'static str) {
-    let mut d = Daemon::start(driver);
+    let mut d = Daemon::start(Some(driver));
     load_fixtures(&d);
     let info = d.ok(&["info", "--format", "{{.Driver}}"]);
     assert_eq!(info.trim(), driver);
@@ -373,7 +220,7 @@ fn fuse_overlay_docker_cli_lifecycle() {
 
 #[test]
 fn bad_requests_get_docker_errors() {
-    let d = Daemon::start("vfs");
+    let d = Daemon::start(Some("vfs"));
     d.ok(&["load", "-i", fixtures().join("bb.tar").to_str().unwrap()]);
     let out = d.docker(&["run", "--rm", "--pull", "never", "nosuchimage"]);
     assert_eq!(out.status.code(), Some(125));
@@ -430,7 +277,7 @@ fn cached_steps(output: &str) -> Vec<bool> {
 }
 
 fn build_cache_rule(driver: &'static str) {
-    let d = Daemon::start(driver);
+    let d = Daemon::start(Some(driver));
     d.ok(&["load", "-i", fixtures().join("bb.tar").to_str().unwrap()]);
     let ctx = tempfile::tempdir().unwrap();
     write_context(ctx.path(), None);
@@ -504,7 +351,7 @@ fn du_bytes(path: &Path) -> u64 {
 }
 
 fn df_totals_match_du(driver: &'static str) {
-    let d = Daemon::start(driver);
+    let d = Daemon::start(Some(driver));
     load_fixtures(&d);
     for i in 0..10 {
         d.ok(&["volume", "create", &format!("v{i}")]);
@@ -616,7 +463,7 @@ fn plugin_drivers_work_through_the_daemon() {
         plugins.path().join("specs").display().to_string(),
     ];
     {
-        let d = Daemon::start_with("pvfs", dirs);
+        let d = Daemon::start_with(Some("pvfs"), &dirs);
         assert_eq!(d.ok(&["info", "--format", "{{.Driver}}"]).trim(), "pvfs");
         let volume_plugins = d.ok(&["info", "--format", "{{json .Plugins.Volume}}"]);
         assert!(volume_plugins.contains("pvol"), "{volume_plugins}");
@@ -696,8 +543,8 @@ fn tcp_needs_tls_off_loopback_and_tls_verifies_clients() {
     let c = |f: &str| certs.path().join(f).display().to_string();
     let port = free_port();
     let d = Daemon::start_with(
-        "vfs",
-        vec![
+        Some("vfs"),
+        &[
             "-H".into(),
             format!("tcp://127.0.0.1:{port}"),
             "--tlsverify".into(),
@@ -787,7 +634,7 @@ fn mounts_under(path: &Path) -> Vec<String> {
 /// show every container with its true state, leave no mount of the old one behind, and show
 /// no half-loaded image.
 fn crash_leaves_nothing_behind(driver: &'static str) {
-    let mut d = Daemon::start(driver);
+    let mut d = Daemon::start(Some(driver));
     load_fixtures(&d);
     d.ok(&[
         "run", "-d", "--name", "running", "--pull", "never", "-v", "cv:/data", "bb", "sleep",
@@ -805,11 +652,7 @@ fn crash_leaves_nothing_behind(driver: &'static str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    if let Some(child) = d.child.as_mut() {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    d.child = None;
+    d.kill();
     let _ = loader.wait();
     d.spawn();
     let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);

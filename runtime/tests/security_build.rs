@@ -7,99 +7,29 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.join("bb.tar").exists(),
-        "fixtures not found at {} (set STRATA_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
+#[path = "common/stratad.rs"]
+mod stratad;
 
-/// The daemon under test: this crate's, or `STRATA_STRATAD` (to run these tests against
-/// another build, e.g. an older commit's, to see them fail there).
-fn stratad() -> PathBuf {
-    std::env::var_os("STRATA_STRATAD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stratad")))
-}
+use stratad::Stratad;
 
-/// A `stratad` on a fresh data root with busybox loaded as `bb`.
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
+/// A `stratad` on a fresh data root (vfs) with busybox loaded as `bb`.
+struct Daemon(Stratad);
+
+impl std::ops::Deref for Daemon {
+    type Target = Stratad;
+    fn deref(&self) -> &Stratad {
+        &self.0
+    }
 }
 
 impl Daemon {
     fn start() -> Daemon {
         assert!(nix::unistd::geteuid().is_root(), "build tests need root");
-        let dir = tempfile::Builder::new()
-            .prefix("strata-secbuild-")
-            .tempdir()
-            .expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("stratad.log")).expect("log");
-        let child = Command::new(stratad())
-            .arg("--data-root")
-            .arg(dir.path().join("root"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("pid"))
-            .arg("--storage-driver")
-            .arg("vfs")
-            .arg("-H")
-            .arg(format!("unix://{}", dir.path().join("s.sock").display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start stratad");
-        let d = Daemon { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !d.docker(&["version"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "stratad did not answer: {}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d.ok(&["load", "-i", fixtures().join("bb.tar").to_str().unwrap()]);
-        d
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stratad.log")).unwrap_or_default()
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock().display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the docker CLI must be installed (scripts/setup.sh installs it)")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}\n--- daemon log ---\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let d = Stratad::start(Some("vfs"));
+        d.load_busybox();
+        Daemon(d)
     }
 
     /// `sh -c script` in a container of `image`: its stdout.
@@ -126,20 +56,6 @@ impl Daemon {
         Build {
             stream: body.to_string(),
         }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
     }
 }
 

@@ -437,7 +437,7 @@ fn security_options_are_read_as_docker_sends_them() {
 /// was 0, `--restart always` was accepted.
 #[test]
 fn docker_cli_flags_reach_the_container() {
-    let d = common::daemon::StrataDaemon::start("overlay2");
+    let d = common::stratad::Stratad::start(Some("overlay2"));
     d.load_fixture("bb");
     let run = |flags: &[&str], script: &str| {
         let mut args = vec!["run", "--rm", "--pull", "never"];

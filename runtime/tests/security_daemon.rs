@@ -2,181 +2,22 @@
 //! Each test starts its own `stratad` (vfs, fresh data root) and stops it in Drop, also on
 //! failure. Needs root, the docker CLI and openssl (scripts/setup.sh installs them).
 //! `STRATAD_BIN` runs another `stratad` build instead of this crate's (to check that a test
-//! fails on an older commit, or to test a copy when the target directory is shared).
+//! fails on an older commit).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The busybox image archive Docker made (`shared/fixtures/bb.tar`).
-fn busybox() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    let tar = dir.join("bb.tar");
-    assert!(
-        tar.exists(),
-        "fixture {} missing (set STRATA_FIXTURES)",
-        tar.display()
-    );
-    tar
-}
+#[path = "common/stratad.rs"]
+mod stratad;
 
-fn stratad() -> PathBuf {
-    std::env::var_os("STRATAD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stratad")))
-}
+use stratad::{wait_within, Stratad as Daemon};
 
-/// A daemon of our own on a unix socket (plus `extra` flags); SIGKILLed and unmounted in Drop.
-struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(extra: &[String]) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-sec-")
-            .tempdir()
-            .expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("stratad.log")).expect("log");
-        let child = Command::new(stratad())
-            .args(["--storage-driver", "vfs"])
-            .arg("--data-root")
-            .arg(dir.path().join("root"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.path().join("s.sock").display()))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start stratad");
-        let d = Daemon {
-            child: Some(child),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if d.docker(&["version"]).status.success() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("stratad did not answer: {}", d.log());
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stratad.log")).unwrap_or_default()
-    }
-
-    fn data_root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn docker_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.arg("-H")
-            .arg(format!(
-                "unix://{}",
-                self.dir.path().join("s.sock").display()
-            ))
-            .args(args);
-        cmd
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        self.docker_cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the docker CLI must be installed")
-    }
-
-    /// Runs docker, giving up (and failing the test) after `limit`.
-    fn docker_within(&self, limit: Duration, args: &[&str]) -> Output {
-        let child = self
-            .docker_cmd(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the docker CLI must be installed");
-        let out = wait_within(child, limit);
-        out.unwrap_or_else(|| {
-            panic!(
-                "docker {args:?} still running after {limit:?}\n--- daemon log ---\n{}",
-                self.log()
-            )
-        })
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}\n--- daemon log ---\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn load_busybox(&self) {
-        self.ok(&["load", "-i", busybox().to_str().unwrap()]);
-    }
-
-    /// `docker import` of a tar made here; returns the image name.
-    fn import(&self, name: &str, tar: &[u8]) -> String {
-        let mut child = self
-            .docker_cmd(&["import", "-", name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker import");
-        child.stdin.take().unwrap().write_all(tar).unwrap();
-        let out = wait_within(child, Duration::from_secs(30)).expect("import finishes");
-        assert!(
-            out.status.success(),
-            "import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        name.to_string()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
-    }
-}
-
-/// The child's output if it ends within `limit`; otherwise it is killed and None.
-fn wait_within(mut child: Child, limit: Duration) -> Option<Output> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return Some(child.wait_with_output().expect("output"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+/// A daemon of our own on vfs with `extra` flags.
+fn daemon(extra: &[String]) -> Daemon {
+    Daemon::start_with(Some("vfs"), extra)
 }
 
 /// A root filesystem tar: `etc/` with `special` put at `path`, plus a regular file.
@@ -226,7 +67,7 @@ fn run_fails_clearly(d: &Daemon, image: &str, what: &str) {
 /// (run still running after 20 s).
 #[test]
 fn fifo_passwd_fails_run_promptly_and_the_container_goes() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let image = d.import(
         "fifo-passwd",
         &rootfs_tar("etc/passwd", tar::EntryType::Fifo, (0, 0)),
@@ -238,7 +79,7 @@ fn fifo_passwd_fails_run_promptly_and_the_container_goes() {
 /// 3af0184 (hung).
 #[test]
 fn fifo_group_fails_run_promptly_and_the_container_goes() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let image = d.import(
         "fifo-group",
         &rootfs_tar("etc/group", tar::EntryType::Fifo, (0, 0)),
@@ -251,7 +92,7 @@ fn fifo_group_fails_run_promptly_and_the_container_goes() {
 /// On HEAD 3af0184 the run got past the user lookup (no error), so this failed.
 #[test]
 fn device_passwd_is_refused() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let image = d.import(
         "dev-passwd",
         &rootfs_tar("etc/passwd", tar::EntryType::Char, (1, 5)),
@@ -265,7 +106,7 @@ fn device_passwd_is_refused() {
 /// on HEAD 3af0184 already; the second hung there.
 #[test]
 fn save_of_an_image_with_a_fifo_does_not_hang() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let image = d.import(
         "fifo-save",
         &rootfs_tar("etc/pipe", tar::EntryType::Fifo, (0, 0)),
@@ -317,7 +158,7 @@ fn tls_without_client_verification_is_refused_off_loopback() {
     strata_core::testing::make_test_certs(certs.path());
     let c = |f: &str| certs.path().join(f).display().to_string();
     let t = tempfile::tempdir().unwrap();
-    let child = Command::new(stratad())
+    let child = Command::new(stratad::binary())
         .args(["--storage-driver", "vfs"])
         .args(["--data-root", t.path().join("root").to_str().unwrap()])
         .args(["--exec-root", t.path().join("exec").to_str().unwrap()])
@@ -366,7 +207,7 @@ fn a_silent_tls_client_is_dropped_after_the_handshake_deadline() {
     let certs = tempfile::tempdir().unwrap();
     strata_core::testing::make_test_certs(certs.path());
     let port = free_port();
-    let _d = Daemon::start(&tls_on_loopback(certs.path(), port, &[]));
+    let _d = daemon(&tls_on_loopback(certs.path(), port, &[]));
     let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(15)))
@@ -413,7 +254,7 @@ fn status_line(stream: &mut TcpStream, limit: Duration) -> Option<String> {
 #[test]
 fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let port = free_port();
-    let _d = Daemon::start(&[
+    let _d = daemon(&[
         "-H".into(),
         format!("tcp://127.0.0.1:{port}"),
         "--max-connections".into(),
@@ -453,7 +294,7 @@ fn accept_backs_off_when_out_of_descriptors() {
     let certs = tempfile::tempdir().unwrap();
     strata_core::testing::make_test_certs(certs.path());
     let port = free_port();
-    let d = Daemon::start(&tls_on_loopback(certs.path(), port, &[]));
+    let d = daemon(&tls_on_loopback(certs.path(), port, &[]));
     let open = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
         .unwrap()
         .count();
@@ -483,12 +324,12 @@ fn accept_backs_off_when_out_of_descriptors() {
 /// after 10 s); now it exits within 10 s and stops the container (no live-restore).
 #[test]
 fn sigterm_exits_within_ten_seconds_with_a_request_in_flight() {
-    let mut d = Daemon::start(&[]);
+    let mut d = daemon(&[]);
     d.load_busybox();
     let id = d.ok(&["run", "-d", "bb", "sleep", "1000"]);
     let id = id.trim();
     let waiter = d
-        .docker_cmd(&["wait", id])
+        .command(&["wait", id])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -497,7 +338,7 @@ fn sigterm_exits_within_ten_seconds_with_a_request_in_flight() {
     let pid = nix::unistd::Pid::from_raw(d.pid());
     let started = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let child = d.child.take().unwrap();
+    let child = d.take_child().unwrap();
     let exited = wait_within(child, Duration::from_secs(10));
     let _ = wait_within(waiter, Duration::from_secs(5));
     assert!(
@@ -513,7 +354,7 @@ fn sigterm_exits_within_ten_seconds_with_a_request_in_flight() {
 /// Docker's (`<id>-json.log`, `.1`, `.2`) and `logs` returns the kept lines in order.
 #[test]
 fn log_rotation_honours_max_size_and_max_file() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     d.load_busybox();
     let script = "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done";
     let id = d.ok(&[
@@ -568,14 +409,14 @@ fn sockets_of(pid: i32) -> usize {
 /// is noticed within about a second.
 #[test]
 fn attach_ends_when_the_client_goes_away() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     d.load_busybox();
     let id = d.ok(&["run", "-d", "bb", "sleep", "1000"]);
     let id = id.trim();
     std::thread::sleep(Duration::from_millis(500));
     let before = sockets_of(d.pid());
     let mut attach = d
-        .docker_cmd(&["attach", "--no-stdin", id])
+        .command(&["attach", "--no-stdin", id])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

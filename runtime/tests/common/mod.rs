@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod daemon;
+pub mod stratad;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
