@@ -152,7 +152,10 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
         },
         io => Some(io),
     };
-    match (read_child_error(&err_r), io) {
+    match (
+        read_child_error(&err_r, std::time::Instant::now() + SETUP_DEADLINE),
+        io,
+    ) {
         (Ok(None), Some(io)) => Ok(Launched {
             pid,
             pidfd,
@@ -465,11 +468,21 @@ pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Reads the child's error record; EOF without one means exec succeeded.
-fn read_child_error(fd: &OwnedFd) -> std::io::Result<Option<ChildError>> {
+/// How long a container's setup (mounts, pivot_root, exec) may take. A child stuck in it (a
+/// mount on a hung filesystem, say) is killed after this, so a start never holds the
+/// container's lock without bound.
+const SETUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads the child's error record; EOF without one means exec succeeded. Gives up with
+/// `TimedOut` when nothing has come by `deadline`.
+fn read_child_error(
+    fd: &OwnedFd,
+    deadline: std::time::Instant,
+) -> std::io::Result<Option<ChildError>> {
     let mut buf = [0u8; ChildError::SIZE];
     let mut got = 0;
     while got < buf.len() {
+        wait_readable(fd, deadline)?;
         match nix::unistd::read(fd.as_raw_fd(), &mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
@@ -483,6 +496,39 @@ fn read_child_error(fd: &OwnedFd) -> std::io::Result<Option<ChildError>> {
         _ => Err(std::io::Error::other(
             "short error record from the container process",
         )),
+    }
+}
+
+/// Waits until `fd` has data or EOF, or fails with `TimedOut` at `deadline`.
+fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) -> std::io::Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the container's setup did not finish within {} s",
+                    SETUP_DEADLINE.as_secs()
+                ),
+            ));
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        match unsafe { libc::poll(&mut pfd, 1, ms.max(1)) } {
+            0 => continue,
+            n if n > 0 => return Ok(()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
     }
 }
 
@@ -637,5 +683,17 @@ mod tests {
             err.to_string().contains("bind source path does not exist"),
             "{err}"
         );
+    }
+
+    /// Guards the bound on a start: a child that never reports (stuck in its setup) made the
+    /// start wait forever, holding the container's lock; now the wait ends with TimedOut.
+    #[test]
+    fn a_silent_child_times_out() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let started = std::time::Instant::now();
+        let deadline = started + std::time::Duration::from_millis(200);
+        let err = read_child_error(&r, deadline).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -80,6 +80,10 @@ pub struct BindOptions {
 pub struct VolumeOptions {
     #[serde(default)]
     pub no_copy: bool,
+    /// `volume-subpath=` (API 1.45): not implemented, so refused rather than ignored (an
+    /// ignored subpath would mount the whole volume where the user asked for a part).
+    #[serde(default)]
+    pub subpath: String,
     #[serde(default)]
     pub driver_config: Option<DriverConfig>,
 }
@@ -213,6 +217,13 @@ pub fn from_api_mount(m: &ApiMount) -> Result<MountRequest> {
         }
         "volume" => {
             let opts = m.volume_options.clone().unwrap_or_default();
+            if !opts.subpath.is_empty() {
+                return Err(Error::invalid(format!(
+                    "invalid mount config for type \"volume\": VolumeOptions.Subpath {:?} is \
+                     not supported by Strata: mount the whole volume",
+                    opts.subpath
+                )));
+            }
             let driver = opts.driver_config.clone().unwrap_or_default();
             let name = (!m.source.is_empty()).then(|| m.source.clone());
             if let Some(n) = &name {
