@@ -295,6 +295,31 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Docker's `RepoDigests` (`name@sha256:<manifest digest>`) the image was pulled or pushed
+    /// as, kept in its metadata directory (`repoDigests`, a JSON list).
+    pub fn repo_digests(&self, id: &Digest) -> Vec<String> {
+        std::fs::read(self.metadata_dir(id).join("repoDigests"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds `name@digest` to the image's `RepoDigests`, replacing that name's older digest.
+    pub async fn add_repo_digest(&self, id: &Digest, repo_digest: &str) -> Result<()> {
+        self.get(id)?;
+        let name = repo_digest.split('@').next().unwrap_or_default();
+        let mut list = self.repo_digests(id);
+        list.retain(|d| d.split('@').next() != Some(name));
+        list.push(repo_digest.to_string());
+        let dir = self.metadata_dir(id);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            let raw = serde_json::to_vec(&list).map_err(|e| Error::Other(e.to_string()))?;
+            atomic_write(&dir.join("repoDigests"), &raw)
+        })
+        .await?
+    }
+
     pub fn get(&self, id: &Digest) -> Result<ImageRecord> {
         self.state()
             .images
@@ -487,7 +512,7 @@ impl ImageStore {
         Ok(ImageInspect {
             id: id.to_string(),
             repo_tags: self.tags_of(id),
-            repo_digests: Vec::new(),
+            repo_digests: self.repo_digests(id),
             parent: img
                 .parent
                 .as_ref()

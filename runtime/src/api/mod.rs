@@ -8,6 +8,7 @@ pub mod error;
 pub mod filters;
 pub mod host;
 pub mod images;
+pub mod registry;
 pub mod stream;
 pub mod system;
 pub mod version;
@@ -48,6 +49,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/images/load", post(images::load))
         .route("/images/get", get(images::save_many))
         .route("/images/create", post(images::create))
+        .route("/auth", post(registry::auth))
         .route("/images/prune", post(images::prune))
         // Image names may contain `/`, so one wildcard route per method dispatches on the suffix.
         .route(
