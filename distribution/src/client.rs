@@ -116,15 +116,23 @@ impl Registry {
     /// `docker login`: `GET /v2/` with the credentials must succeed.
     pub async fn login(&self) -> Result<()> {
         let url = self.url("v2/")?;
-        let resp = self.send(Method::GET, url.clone(), "", &[], None).await?;
-        if resp.status().is_success() {
-            return Ok(());
+        let failed = |status: StatusCode| {
+            DistError::Unauthorized(format!(
+                "login attempt to {url} failed with status: {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ))
+        };
+        match self.send(Method::GET, url.clone(), "", &[], None).await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(failed(resp.status())),
+            // A Basic registry refused the credentials (a token service's refusal keeps its
+            // own words).
+            Err(DistError::Unauthorized(_)) if self.lock().basic => {
+                Err(failed(StatusCode::UNAUTHORIZED))
+            }
+            Err(e) => Err(e),
         }
-        Err(DistError::Unauthorized(format!(
-            "login attempt to {url} failed with status: {} {}",
-            resp.status().as_u16(),
-            resp.status().canonical_reason().unwrap_or("")
-        )))
     }
 
     pub fn url(&self, path: &str) -> Result<Url> {
@@ -359,9 +367,13 @@ impl Registry {
             .send(Method::HEAD, url.clone(), scope, &[], None)
             .await?;
         match resp.status() {
-            s if s.is_success() => Ok(resp.content_length().or_else(|| {
-                header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok())
-            })),
+            // The header, not `content_length()`: a HEAD answer's body is empty.
+            s if s.is_success() => {
+                let len = header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok());
+                len.map(Some).ok_or_else(|| {
+                    DistError::Invalid(format!("HEAD {url}: the registry sent no Content-Length"))
+                })
+            }
             StatusCode::NOT_FOUND => Ok(None),
             s => Err(from_response(s, &[])),
         }
