@@ -27,6 +27,7 @@ mod outer;
 pub mod pull;
 pub mod push;
 pub mod save;
+mod spool;
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
 //! `docker pull`: resolves a reference on its registry (a manifest list or OCI index is
 //! narrowed to the wanted platform), fetches the config, then downloads the layers the layer
 //! store does not have, several at a time, each verified against its blob digest while it
-//! streams to a spool file, and applies them base first through the same
-//! [`LayerStore::register`] path `docker load` uses, each checked against the config's diffID.
+//! streams into a spool file. Layers are applied base first, each while its download streams
+//! in (the apply follows the growing spool file, see [`super::spool`]), through the same
+//! [`LayerStore::register`] path `docker load` uses, and checked against the config's diffID.
 //! Any failure releases what the pull registered, so nothing of a failed pull is left.
 //!
 //! Two phases, so the API can answer resolution errors (unknown manifest, auth) as HTTP
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use strata_core::store::{chain_ids, Digest, ImageConfig, ImageStore, Reference, RegisterOpts};
+use strata_core::store::{
+    chain_ids, Digest, ImageConfig, ImageStore, LayerStore, Reference, RegisterOpts,
+};
 use strata_core::TarStream;
 use strata_distribution::auth::repository_scope;
 use strata_distribution::blob::{body_stream, verified};
@@ -21,9 +24,11 @@ use strata_distribution::{
     AuthConfig, BlobMetadata, BlobSource, ClientConfig, Descriptor, DistError, ImageRef, Platform,
     Registry,
 };
-use tokio::io::AsyncWriteExt;
+
+use super::spool::{spool_file, SpoolFollower, SpoolWriter};
 
 type Result<T> = std::result::Result<T, DistError>;
+type Download = tokio::task::JoinHandle<Result<()>>;
 
 /// Image configs larger than this are refused.
 const MAX_CONFIG_BYTES: usize = 8 << 20;
@@ -221,41 +226,69 @@ impl PullPlan {
         let spool = tempfile::Builder::new()
             .prefix("pull-")
             .tempdir_in(&self.opts.spool_dir)?;
-        let downloads = self.start_downloads(first_missing, spool.path(), progress);
-        for (i, handle) in (first_missing..).zip(downloads) {
-            let file = handle
-                .await
-                .map_err(|e| DistError::Invalid(format!("layer download stopped: {e}")))??;
+        let mut downloads = self.start_downloads(first_missing, spool.path(), progress);
+        let outcome = self
+            .apply_in_order(layers, first_missing, &mut downloads, progress, held)
+            .await;
+        for (handle, _) in &downloads {
+            handle.abort();
+        }
+        outcome?;
+        self.create_image(images).await
+    }
+
+    /// Applies the layers from `from` up, base first, each as its download streams in.
+    async fn apply_in_order(
+        &self,
+        layers: &LayerStore,
+        from: usize,
+        downloads: &mut [(Download, Option<SpoolFollower>)],
+        progress: &PullProgressFn,
+        held: &mut Vec<Digest>,
+    ) -> Result<()> {
+        let diffs = &self.config.rootfs.diff_ids;
+        let chains = chain_ids(diffs);
+        for (i, (handle, follower)) in (from..).zip(downloads.iter_mut()) {
             let desc = &self.manifest.layers[i];
             let parent = i.checked_sub(1).map(|p| chains[p].clone());
-            let registered = self
-                .apply(layers, desc, &diffs[i], parent, &file, progress)
-                .await;
-            let _ = tokio::fs::remove_file(&file).await;
+            let body = follower.take().map(SpoolFollower::stream);
+            let registered = match body {
+                Some(body) => {
+                    self.apply(layers, desc, &diffs[i], parent, body, progress)
+                        .await
+                }
+                None => Err(DistError::Invalid("layer applied twice".into())),
+            };
+            // The download's own error (a digest mismatch) explains a failed apply best.
+            let downloaded = handle
+                .await
+                .map_err(|e| DistError::Invalid(format!("layer download stopped: {e}")))?;
+            downloaded?;
             held.push(registered?);
             progress(PullProgress::PullComplete {
                 id: short(&desc.digest),
             });
         }
-        self.create_image(images).await
+        Ok(())
     }
 
-    /// Spawns every missing layer's download; at most `max_concurrent_downloads` run at once.
+    /// Spawns every missing layer's download into its spool file; at most
+    /// `max_concurrent_downloads` run at once.
     fn start_downloads(
         &self,
         from: usize,
         dir: &std::path::Path,
         progress: &PullProgressFn,
-    ) -> Vec<tokio::task::JoinHandle<Result<PathBuf>>> {
+    ) -> Vec<(Download, Option<SpoolFollower>)> {
         let limit = Arc::new(tokio::sync::Semaphore::new(
             self.opts.max_concurrent_downloads.max(1),
         ));
-        let mut handles = Vec::new();
         for desc in &self.manifest.layers[from..] {
             progress(PullProgress::PullingFsLayer {
                 id: short(&desc.digest),
             });
         }
+        let mut out = Vec::new();
         for (i, desc) in self.manifest.layers.iter().enumerate().skip(from) {
             progress(PullProgress::Waiting {
                 id: short(&desc.digest),
@@ -263,29 +296,28 @@ impl PullPlan {
             let (registry, limit, progress) =
                 (self.registry.clone(), limit.clone(), progress.clone());
             let (desc, repo) = (desc.clone(), self.reference.repository.clone());
-            let file = dir.join(format!("layer-{i}"));
-            handles.push(tokio::spawn(async move {
+            let (writer, follower) = spool_file(&dir.join(format!("layer-{i}")));
+            let handle = tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                download(&registry, &repo, &desc, &file, &progress).await?;
-                Ok(file)
-            }));
+                download(&registry, &repo, &desc, writer, &progress).await
+            });
+            out.push((handle, Some(follower)));
         }
-        handles
+        out
     }
 
     /// Applies one downloaded layer on `parent`; returns its chain id (held).
     async fn apply(
         &self,
-        layers: &strata_core::store::LayerStore,
+        layers: &LayerStore,
         desc: &Descriptor,
         diff_id: &Digest,
         parent: Option<Digest>,
-        file: &std::path::Path,
+        body: TarStream,
         progress: &PullProgressFn,
     ) -> Result<Digest> {
         let id = short(&desc.digest);
         let p = progress.clone();
-        let body: TarStream = Box::pin(tokio::fs::File::open(file).await?);
         let opts = RegisterOpts {
             expected_diff_id: Some(diff_id.clone()),
             progress: Some(Arc::new(move |current| {
@@ -335,24 +367,40 @@ impl PullPlan {
     }
 }
 
-/// Streams one layer blob to `file`, verifying its digest and size as it goes.
+/// Streams one layer blob into its spool file, verifying its digest and size as it goes; the
+/// follower sees the end only once the blob verified.
 async fn download(
     registry: &Registry,
     repo: &str,
     desc: &Descriptor,
-    file: &std::path::Path,
+    mut out: SpoolWriter,
+    progress: &PullProgressFn,
+) -> Result<()> {
+    let result = copy_verified(registry, repo, desc, &mut out, progress).await;
+    match &result {
+        Ok(()) => out.finish(),
+        Err(e) => out.fail(&e.to_string()),
+    }
+    result
+}
+
+async fn copy_verified(
+    registry: &Registry,
+    repo: &str,
+    desc: &Descriptor,
+    out: &mut SpoolWriter,
     progress: &PullProgressFn,
 ) -> Result<()> {
     let id = short(&desc.digest);
     let scope = repository_scope(repo, false);
     let resp = registry.get_blob(repo, &desc.digest, &scope).await?;
     let mut body = verified(body_stream(resp), desc.digest.clone(), desc.size);
-    let mut out = tokio::fs::File::create(file).await?;
+    out.open().await?;
     let mut current = 0u64;
     let mut last_note = 0u64;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        out.write_all(&chunk).await?;
+        let chunk = chunk.map_err(unwrap_io)?;
+        out.write(&chunk).await?;
         current += chunk.len() as u64;
         if current - last_note >= 512 * 1024 || current == desc.size {
             last_note = current;
@@ -363,10 +411,28 @@ async fn download(
             });
         }
     }
-    out.flush().await?;
     progress(PullProgress::VerifyingChecksum { id: id.clone() });
     progress(PullProgress::DownloadComplete { id });
     Ok(())
+}
+
+/// The registry client's error inside an I/O error (a digest mismatch), or the I/O error.
+fn unwrap_io(e: std::io::Error) -> DistError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<DistError>())
+    {
+        Some(DistError::DigestMismatch {
+            what,
+            expected,
+            got,
+        }) => DistError::DigestMismatch {
+            what,
+            expected: expected.clone(),
+            got: got.clone(),
+        },
+        _ => DistError::Io(e),
+    }
 }
 
 /// 12 hex digits of a digest, for progress lines.
