@@ -18,6 +18,9 @@ pub struct ClientConfig {
     pub insecure_registries: Vec<String>,
     /// Per-registry CA certificates: `<certs_dir>/<host[:port]>/*.crt`.
     pub certs_dir: PathBuf,
+    /// Docker's rule: 127.0.0.0/8, ::1 and localhost are insecure. Always true in the daemon;
+    /// tests of certificate verification against a registry on 127.0.0.1 turn it off.
+    pub loopback_insecure: bool,
 }
 
 impl Default for ClientConfig {
@@ -25,6 +28,7 @@ impl Default for ClientConfig {
         Self {
             insecure_registries: Vec::new(),
             certs_dir: PathBuf::from("/etc/strata/certs.d"),
+            loopback_insecure: true,
         }
     }
 }
@@ -33,11 +37,9 @@ impl ClientConfig {
     /// Whether `host` (`name[:port]`) may be reached without TLS verification.
     pub fn is_insecure(&self, host: &str) -> bool {
         let name = host_name(host);
-        if name == "localhost" {
-            return true;
-        }
         let ip = name.parse::<IpAddr>().ok();
-        if ip.is_some_and(|ip| ip.is_loopback()) {
+        if self.loopback_insecure && (name == "localhost" || ip.is_some_and(|ip| ip.is_loopback()))
+        {
             return true;
         }
         self.insecure_registries.iter().any(|entry| {
@@ -154,6 +156,7 @@ mod tests {
         let cfg = ClientConfig {
             insecure_registries: vec!["reg.example:5000".into(), "10.1.0.0/16".into()],
             certs_dir: PathBuf::from("/nonexistent"),
+            loopback_insecure: true,
         };
         for host in [
             "127.0.0.1:5000",
@@ -185,8 +188,8 @@ mod tests {
         assert_eq!(ca_files(&host).unwrap(), vec![host.join("ca.crt")]);
         assert!(ca_files(&dir.path().join("other")).unwrap().is_empty());
         let cfg = ClientConfig {
-            insecure_registries: vec![],
             certs_dir: dir.path().to_path_buf(),
+            ..ClientConfig::default()
         };
         // A file that is not PEM is an error, not silently ignored.
         assert!(cfg.verifying_client("reg.example:5000").is_err());

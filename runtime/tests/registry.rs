@@ -551,3 +551,42 @@ fn tls_registry_with_basic_auth_and_login() {
     let err = d.fails(&["pull", &name]);
     assert!(err.contains("no basic auth credentials"), "{err}");
 }
+
+/// HTTPS verification with `certs.d`: with loopback treated as secure (the daemon never does
+/// this; it isolates the check), a registry whose CA is unknown is refused, and its CA in
+/// `certs.d/127.0.0.1:PORT/ca.crt` makes it trusted.
+#[tokio::test]
+async fn certs_d_ca_makes_a_registry_trusted() {
+    use strata_distribution::{ClientConfig, DistError, Registry};
+    let reg = TestRegistry::start(RegistrySetup {
+        tls: true,
+        basic_auth: None,
+    });
+    let certs = tempfile::tempdir().unwrap();
+    let cfg = ClientConfig {
+        insecure_registries: Vec::new(),
+        certs_dir: certs.path().to_path_buf(),
+        loopback_insecure: false,
+    };
+    let host = reg.host();
+    match Registry::connect(&cfg, &host, None).await {
+        Err(DistError::Http { source, .. }) => {
+            let chain = format!("{:?}", source);
+            assert!(chain.contains("UnknownIssuer"), "{chain}");
+        }
+        Err(e) => panic!("an unknown CA should fail the TLS handshake, got: {e}"),
+        Ok(_) => panic!("a registry with an unknown CA was trusted"),
+    }
+    let dir = certs.path().join(&host);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(reg.dir.path().join("ca.pem"), dir.join("ca.crt")).unwrap();
+    let r = Registry::connect(&cfg, &host, None)
+        .await
+        .expect("trusted with certs.d");
+    assert_eq!(r.base_url().scheme(), "https");
+    let e = r
+        .get_manifest("nothing/here", "latest", "repository:nothing/here:pull")
+        .await
+        .unwrap_err();
+    assert_eq!(e.registry_code(), Some("MANIFEST_UNKNOWN"), "{e}");
+}

@@ -87,6 +87,7 @@ impl DaemonConfig {
         strata_distribution::ClientConfig {
             insecure_registries: self.insecure_registries.clone(),
             certs_dir: self.registry_certs_dir.clone(),
+            loopback_insecure: true,
         }
     }
 
