@@ -42,6 +42,8 @@ struct RegistrySetup {
     tls: bool,
     /// htpasswd basic auth with this user and password.
     basic_auth: Option<(&'static str, &'static str)>,
+    /// Bearer token auth: tokens from this realm, signed by the key of this PEM certificate.
+    token: Option<(String, PathBuf)>,
 }
 
 /// A `docker-registry` process; dropped, it is killed and its storage removed.
@@ -82,6 +84,13 @@ impl TestRegistry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
                 root.join("htpasswd").display()
+            ));
+        }
+        if let Some((realm, cert)) = &setup.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                cert.display()
             ));
         }
         std::fs::write(root.join("config.yml"), config).unwrap();
@@ -521,6 +530,7 @@ fn tls_registry_with_basic_auth_and_login() {
     let reg = TestRegistry::start(RegistrySetup {
         tls: true,
         basic_auth: Some(("strata", "s3cret")),
+        ..RegistrySetup::default()
     });
     let d = Daemon::start();
     let bb = d.load("bb");
@@ -560,7 +570,7 @@ async fn certs_d_ca_makes_a_registry_trusted() {
     use strata_distribution::{ClientConfig, DistError, Registry};
     let reg = TestRegistry::start(RegistrySetup {
         tls: true,
-        basic_auth: None,
+        ..RegistrySetup::default()
     });
     let certs = tempfile::tempdir().unwrap();
     let cfg = ClientConfig {
@@ -589,4 +599,193 @@ async fn certs_d_ca_makes_a_registry_trusted() {
         .await
         .unwrap_err();
     assert_eq!(e.registry_code(), Some("MANIFEST_UNKNOWN"), "{e}");
+}
+
+const TOKEN_SERVICE: &str = "strata-test-service";
+const TOKEN_ISSUER: &str = "strata-test-issuer";
+
+/// A token service for `auth: token` registries: answers `GET /token?scope=` with a JWT
+/// (RS256, signed with openssl by a test key whose certificate travels in `x5c`) granting the
+/// scope's actions to `user:password`, nothing to anonymous callers, and 401 to a wrong
+/// password. Runs on its own thread; stopped when dropped.
+struct TokenService {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl TokenService {
+    fn start(user: &'static str, password: &'static str) -> TokenService {
+        let dir = tempfile::tempdir().unwrap();
+        strata_core::testing::make_test_certs(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop2, keydir) = (stop.clone(), dir.path().to_path_buf());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(conn) = conn {
+                    serve_token(conn, &keydir, user, password);
+                }
+            }
+        });
+        TokenService {
+            port,
+            stop,
+            thread: Some(thread),
+            dir,
+        }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_token(mut conn: std::net::TcpStream, keydir: &Path, user: &str, password: &str) {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let granted = match authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Basic "))
+    {
+        Some(given) => {
+            let decoded = b64.decode(given).unwrap_or_default();
+            if decoded != format!("{user}:{password}").as_bytes() {
+                let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"incorrect username or password"}]}"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                return;
+            }
+            Some(user)
+        }
+        None => None,
+    };
+    let scope = request_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("scope=")))
+        .map(|s| {
+            s.replace("%3A", ":")
+                .replace("%2F", "/")
+                .replace("%2C", ",")
+        })
+        .unwrap_or_default();
+    let parts: Vec<&str> = scope.split(':').collect();
+    let access: Vec<serde_json::Value> = match (granted, parts.as_slice()) {
+        (Some(_), ["repository", name, actions]) => vec![serde_json::json!({
+            "type": "repository", "name": name,
+            "actions": actions.split(',').collect::<Vec<_>>(),
+        })],
+        _ => Vec::new(),
+    };
+    let token = sign_jwt(keydir, granted.unwrap_or(""), access);
+    let body = serde_json::json!({ "token": token, "expires_in": 300 }).to_string();
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// An RS256 JWT signed with `ca-key.pem`, its certificate `ca.pem` in the `x5c` header.
+fn sign_jwt(keydir: &Path, subject: &str, access: Vec<serde_json::Value>) -> String {
+    use base64::Engine as _;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let pem = std::fs::read_to_string(keydir.join("ca.pem")).unwrap();
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5c": [der] });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": subject, "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now - 10,
+        "jti": format!("{now}-{}", std::process::id()), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        url.encode(header.to_string()),
+        url.encode(claims.to_string())
+    );
+    let input_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input_file.path(), &signing_input).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(keydir.join("ca-key.pem"))
+        .arg(input_file.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl dgst -sign failed");
+    format!("{signing_input}.{}", url.encode(&out.stdout))
+}
+
+/// Bearer tokens (`auth: token` with a token service): anonymous push is refused, a wrong
+/// password does not log in, the right one does, and push and pull then get tokens for their
+/// scopes.
+#[test]
+fn bearer_token_registry() {
+    let tokens = TokenService::start("strata", "t0ken");
+    let reg = TestRegistry::start(RegistrySetup {
+        token: Some((tokens.realm(), tokens.cert())),
+        ..RegistrySetup::default()
+    });
+    let d = Daemon::start();
+    let bb = d.load("bb");
+    let host = reg.host();
+    let name = format!("{host}/tok/bb:v1");
+    d.ok(&["tag", "bb", &name]);
+
+    let err = d.fails(&["push", &name]);
+    assert!(err.contains("unauthorized"), "{err}");
+    let err = d.fails(&["login", "-u", "strata", "-p", "wrong", &host]);
+    assert!(err.contains("incorrect username or password"), "{err}");
+    let out = d.ok(&["login", "-u", "strata", "-p", "t0ken", &host]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let out = d.ok(&["push", &name]);
+    assert!(out.contains("v1: digest: sha256:"), "{out}");
+    d.ok(&["rmi", &name, "bb"]);
+    d.ok(&["pull", &name]);
+    assert_eq!(d.id(&name), bb);
 }
