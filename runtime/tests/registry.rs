@@ -500,6 +500,22 @@ fn an_oci_index_pull_picks_the_platform() {
         digests.contains(&format!("{host}/multi@{index_digest}")),
         "{digests}"
     );
+    // By digest: the image is found by its RepoDigests entry, also for `run`.
+    let by_digest = format!("{host}/multi@{index_digest}");
+    d.ok(&["rmi", &all]);
+    let out = d.ok(&["pull", &by_digest]);
+    assert!(out.contains(&format!("Digest: {index_digest}")), "{out}");
+    assert_eq!(d.id(&by_digest), bb);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        &by_digest,
+        "echo",
+        "by digest",
+    ]);
+    assert_eq!(out, "by digest\n");
     d.ok(&["pull", "--platform", "linux/arm64", &all]);
     assert_eq!(d.id(&all), three, "linux/arm64 is the three entry");
     let err = d.fails(&["pull", "--platform", "linux/s390x", &all]);

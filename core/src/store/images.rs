@@ -341,6 +341,9 @@ impl ImageStore {
     /// Finds an image by reference (`bb`, `bb:latest`), full id (`sha256:...` or 64 hex) or
     /// unique id prefix, in Docker's order.
     pub fn resolve(&self, name: &str) -> Result<Digest> {
+        if name.contains('@') {
+            return self.resolve_repo_digest(name);
+        }
         let state = self.state();
         if let Ok(d) = Digest::parse(name) {
             if state.images.contains_key(&d) {
@@ -371,6 +374,18 @@ impl ImageStore {
             }
         }
         Err(Error::not_found(format!("No such image: {name}")))
+    }
+
+    /// `name@sha256:...`: the image with that `RepoDigests` entry (Docker's short names).
+    fn resolve_repo_digest(&self, name: &str) -> Result<Digest> {
+        let short = name
+            .strip_prefix("docker.io/")
+            .map(|n| n.strip_prefix("library/").unwrap_or(n))
+            .unwrap_or(name);
+        let ids: Vec<Digest> = self.state().images.keys().cloned().collect();
+        ids.into_iter()
+            .find(|id| self.repo_digests(id).iter().any(|d| d == short))
+            .ok_or_else(|| Error::not_found(format!("No such image: {name}")))
     }
 
     /// The `repo:tag`s pointing at an image, sorted.
