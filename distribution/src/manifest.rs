@@ -29,8 +29,9 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
-    pub digest: Digest,
+    // Docker's field order: mediaType, size, digest.
     pub size: u64,
+    pub digest: Digest,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

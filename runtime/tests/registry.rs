@@ -361,6 +361,10 @@ fn push_rmi_pull_run_over_plain_http() {
         again.contains(&format!("Status: Image is up to date for {name}")),
         "{again}"
     );
+    assert!(
+        lines_with(&again, "Already exists").is_empty(),
+        "as Docker: {again}"
+    );
 
     // `docker run` of a missing image pulls it (the CLI does, on create's 404).
     d.ok(&["rmi", &name]);

@@ -218,7 +218,10 @@ impl PullPlan {
             layers.acquire(&chains[first_missing - 1])?;
             held.push(chains[first_missing - 1].clone());
         }
-        for l in &self.manifest.layers[..first_missing] {
+        // Docker names present layers only when the image itself is new.
+        let image_known = images.get(&self.image_id()).is_ok() && first_missing == chains.len();
+        let present = if image_known { 0 } else { first_missing };
+        for l in &self.manifest.layers[..present] {
             progress(PullProgress::AlreadyExists {
                 id: short(&l.digest),
             });

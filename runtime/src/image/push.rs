@@ -83,7 +83,8 @@ pub async fn push(
     let record = images.get(image)?;
     let diffs = record.config.rootfs.diff_ids.clone();
     let chains = chain_ids(&diffs);
-    for d in &diffs {
+    // Docker lists the top layer first.
+    for d in diffs.iter().rev() {
         progress(PushProgress::Preparing { id: short(d) });
     }
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_UPLOADS));
@@ -120,7 +121,7 @@ pub async fn push(
         config,
         layers,
     };
-    let body = Bytes::from(serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?);
+    let body = Bytes::from(manifest_json(&manifest)?);
     let size = body.len() as u64;
     let scope = repository_scope(&target.repository, true);
     let digest = registry
@@ -130,6 +131,16 @@ pub async fn push(
         .add_repo_digest(image, &format!("{}@{digest}", target.familiar_name()))
         .await?;
     Ok(PushedTag { tag, digest, size })
+}
+
+/// The manifest as Docker writes it: indented by three spaces (Go's `MarshalIndent`).
+fn manifest_json(m: &ImageManifest) -> Result<Vec<u8>> {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"   ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    m.serialize(&mut ser).map_err(std::io::Error::other)?;
+    Ok(out)
 }
 
 /// The config blob, uploaded unless the repository has it.
@@ -333,6 +344,24 @@ fn short(d: &Digest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_read_as_dockers() {
+        let d = Digest::of_bytes(b"c");
+        let m = ImageManifest {
+            schema_version: 2,
+            media_type: Some(MT_DOCKER_MANIFEST.into()),
+            config: descriptor(MT_DOCKER_CONFIG, d.clone(), 1),
+            layers: vec![],
+        };
+        let text = String::from_utf8(manifest_json(&m).unwrap()).unwrap();
+        let want = format!(
+            "{{\n   \"schemaVersion\": 2,\n   \"mediaType\": \"{MT_DOCKER_MANIFEST}\",\n   \
+             \"config\": {{\n      \"mediaType\": \"{MT_DOCKER_CONFIG}\",\n      \
+             \"size\": 1,\n      \"digest\": \"{d}\"\n   }},\n   \"layers\": []\n}}"
+        );
+        assert_eq!(text, want);
+    }
 
     #[tokio::test]
     async fn compress_streams_and_digests_what_it_sent() {
