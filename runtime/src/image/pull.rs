@@ -30,6 +30,9 @@ use super::spool::{spool_file, SpoolFollower, SpoolWriter};
 type Result<T> = std::result::Result<T, DistError>;
 type Download = tokio::task::JoinHandle<Result<()>>;
 
+/// Bytes of a layer download gathered before each spool write.
+const SPOOL_WRITE: usize = 1 << 20;
+
 /// Image configs larger than this are refused.
 const MAX_CONFIG_BYTES: usize = 8 << 20;
 
@@ -400,19 +403,25 @@ async fn copy_verified(
     let mut body = verified(body_stream(resp), desc.digest.clone(), desc.size);
     out.open().await?;
     let mut current = 0u64;
-    let mut last_note = 0u64;
+    // Network chunks are small; the spool file is written (and its follower woken) per MiB.
+    let mut pending = Vec::with_capacity(SPOOL_WRITE);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(unwrap_io)?;
-        out.write(&chunk).await?;
+        pending.extend_from_slice(&chunk);
         current += chunk.len() as u64;
-        if current - last_note >= 512 * 1024 || current == desc.size {
-            last_note = current;
+        if pending.len() >= SPOOL_WRITE || current == desc.size {
+            out.write(&pending).await?;
+            pending.clear();
             progress(PullProgress::Downloading {
                 id: id.clone(),
                 current,
                 total: desc.size,
             });
         }
+    }
+    // Written only once the stream ended, i.e. after the digest verified.
+    if !pending.is_empty() {
+        out.write(&pending).await?;
     }
     progress(PullProgress::VerifyingChecksum { id: id.clone() });
     progress(PullProgress::DownloadComplete { id });
