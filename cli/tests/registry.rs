@@ -158,6 +158,14 @@ fn login_push_pull_logout() {
     assert!(out.contains("Downloaded newer image"), "{out}");
     assert_eq!(id(&name), bb);
 
+    // `run` pulls a missing image itself.
+    env.ok(&["rmi", &name]);
+    let out = env.strata(&["run", "--rm", &name, "echo", "pulled"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Unable to find image"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("pulled\n"));
+
     assert!(env
         .ok(&["logout", &host])
         .contains("Removing login credentials"));

@@ -103,7 +103,22 @@ pub struct PullArgs {
 }
 
 pub async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<u8> {
-    let r = ImageRef::parse(&a.name)?;
+    pull_platform(client, &a.name, a.platform.as_deref(), a.quiet).await?;
+    Ok(0)
+}
+
+/// Pulls `name` for the daemon's platform (what `run` does for a missing image).
+pub async fn pull_image(client: &Client, name: &str, quiet: bool) -> anyhow::Result<()> {
+    pull_platform(client, name, None, quiet).await
+}
+
+async fn pull_platform(
+    client: &Client,
+    name: &str,
+    platform: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let r = ImageRef::parse(name)?;
     if r.tag.is_none() && r.digest.is_none() {
         println!("Using default tag: latest");
     }
@@ -113,18 +128,18 @@ pub async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<u8> {
         (None, Some(t)) => path.push_str(&format!("&tag={}", q(t))),
         (None, None) => {}
     }
-    if let Some(p) = &a.platform {
+    if let Some(p) = platform {
         path.push_str(&format!("&platform={}", q(p)));
     }
     let auth = registry_auth(&r.registry)?;
     let resp = client
         .request_with_auth(Method::POST, &path, ReqBody::Empty, Some(auth))
         .await?;
-    progress::render(resp.into_body(), a.quiet).await?;
-    if !a.quiet {
+    progress::render(resp.into_body(), quiet).await?;
+    if !quiet {
         println!("{r}");
     }
-    Ok(0)
+    Ok(())
 }
 
 #[derive(Debug, Args)]
