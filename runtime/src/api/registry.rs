@@ -34,6 +34,24 @@ fn auth_of(headers: &HeaderMap) -> ApiResult<Option<AuthConfig>> {
     }
 }
 
+/// A progress stream's lines: an unbounded sender (progress callbacks cannot wait, and a
+/// dropped line would leave the client's bar stuck), forwarded in order into the response.
+fn lines() -> (
+    tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+    tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) {
+    let (utx, mut urx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(line) = urx.recv().await {
+            if tx.send(line).await.is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    (utx, rx)
+}
+
 /// A pull's resolution error as Docker words it (its `translatePullError`).
 fn pull_error(r: &ImageRef, e: DistError) -> ApiError {
     let familiar = r.familiar_name();
@@ -103,26 +121,24 @@ pub async fn pull(
     let plan = pull::resolve(&reference, opts)
         .await
         .map_err(|e| pull_error(&reference, e))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let (tx, rx) = lines();
     let shown = reference
         .tag
         .clone()
         .unwrap_or_else(|| plan.manifest_digest.to_string());
-    let _ = tx.try_send(stream::json_line(&json!({
+    let _ = tx.send(stream::json_line(&json!({
         "status": format!("Pulling from {}", reference.repository), "id": shown,
     })));
     let progress_tx = tx.clone();
     let progress: pull::PullProgressFn = Arc::new(move |p| {
-        let _ = progress_tx.try_send(stream::json_line(&pull_line(p)));
+        let _ = progress_tx.send(stream::json_line(&pull_line(p)));
     });
     tokio::spawn(async move {
         let line = match plan.fetch(&d.images, progress).await {
             Ok(done) => {
-                let _ = tx
-                    .send(stream::json_line(
-                        &json!({ "status": format!("Digest: {}", done.manifest_digest) }),
-                    ))
-                    .await;
+                let _ = tx.send(stream::json_line(
+                    &json!({ "status": format!("Digest: {}", done.manifest_digest) }),
+                ));
                 let verb = if done.updated {
                     "Downloaded newer image"
                 } else {
@@ -132,7 +148,7 @@ pub async fn pull(
             }
             Err(e) => stream::json_error(&e.to_string()),
         };
-        let _ = tx.send(line).await;
+        let _ = tx.send(line);
     });
     Ok(json_stream(rx))
 }
@@ -187,14 +203,14 @@ pub async fn push(
         auth: auth_of(headers)?,
         metadata: metadata(&d),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let (tx, rx) = lines();
     let repo_line = format!("{}/{}", base.registry, base.repository);
-    let _ = tx.try_send(stream::json_line(&json!({
+    let _ = tx.send(stream::json_line(&json!({
         "status": format!("The push refers to repository [{repo_line}]")
     })));
     let progress_tx = tx.clone();
     let progress: push::PushProgressFn = Arc::new(move |p| {
-        let _ = progress_tx.try_send(stream::json_line(&push_line(p)));
+        let _ = progress_tx.send(stream::json_line(&push_line(p)));
     });
     tokio::spawn(async move {
         for (r, id) in targets {
@@ -205,16 +221,14 @@ pub async fn push(
                 Ok(done) => {
                     let status =
                         format!("{}: digest: {} size: {}", done.tag, done.digest, done.size);
-                    let _ = tx
-                        .send(stream::json_line(&json!({ "status": status })))
-                        .await;
+                    let _ = tx.send(stream::json_line(&json!({ "status": status })));
                     let aux = json!({ "progressDetail": {}, "aux": {
                         "Tag": done.tag, "Digest": done.digest.to_string(), "Size": done.size,
                     }});
-                    let _ = tx.send(stream::json_line(&aux)).await;
+                    let _ = tx.send(stream::json_line(&aux));
                 }
                 Err(e) => {
-                    let _ = tx.send(stream::json_error(&e.to_string())).await;
+                    let _ = tx.send(stream::json_error(&e.to_string()));
                     return;
                 }
             }
