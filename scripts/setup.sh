@@ -9,6 +9,7 @@ packages=(
   fuse3 libfuse3-dev fuse-overlayfs
   libseccomp-dev
   busybox-static iproute2 procps kmod tar gzip zstd curl jq openssl
+  apache2-utils
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -31,6 +32,20 @@ if ! command -v dockerd >/dev/null; then
   [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
 fi
 command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
+
+# Debian's docker-registry (distribution 2.8) for runtime/tests/registry.rs, which starts it
+# itself on 127.0.0.1 with its own config. Its systemd service must never run: policy-rc.d
+# refuses the start during the install, and the service is disabled.
+if ! command -v docker-registry >/dev/null; then
+  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
+  [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service 2>/dev/null || true
+  fi
+fi
 
 # Kernel features the drivers need; modules may be built in, so a failed modprobe is only
 # fatal if the feature is then absent.

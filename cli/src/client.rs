@@ -118,12 +118,26 @@ impl Client {
         path: &str,
         body: ReqBody,
     ) -> Result<Response<Incoming>> {
+        self.request_with_auth(method, path, body, None).await
+    }
+
+    /// [`Client::request`] with an `X-Registry-Auth` header (pull and push).
+    pub async fn request_with_auth(
+        &self,
+        method: Method,
+        path: &str,
+        body: ReqBody,
+        registry_auth: Option<String>,
+    ) -> Result<Response<Incoming>> {
         let mut sender = self.connect().await?;
         let uri = format!("/v{API_VERSION}{path}");
         let mut builder = Request::builder()
             .method(method)
             .uri(uri)
             .header("Host", "strata");
+        if let Some(auth) = registry_auth {
+            builder = builder.header("X-Registry-Auth", auth);
+        }
         let body = match body {
             ReqBody::Empty => Full::new(Bytes::new())
                 .map_err(|never| match never {})

@@ -3,6 +3,7 @@
 
 mod container;
 mod image;
+mod registry;
 mod run;
 mod system;
 mod volume;
@@ -43,6 +44,14 @@ pub enum Command {
     Images(image::ImagesArgs),
     /// Load an image from a tar archive or STDIN.
     Load(image::LoadArgs),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Log in to a registry.
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default).
     Save(image::SaveArgs),
     /// Import the contents from a tarball to create a filesystem image.
@@ -95,6 +104,10 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<u8> {
         Command::Commit(a) => image::commit(client, a).await,
         Command::Images(a) => image::images(client, a).await,
         Command::Load(a) => image::load(client, a).await,
+        Command::Pull(a) => registry::pull(client, a).await,
+        Command::Push(a) => registry::push(client, a).await,
+        Command::Login(a) => registry::login(client, a).await,
+        Command::Logout(a) => registry::logout(a).await,
         Command::Save(a) => image::save(client, a).await,
         Command::Import(a) => image::import(client, a).await,
         Command::Tag(a) => image::tag(client, a).await,

@@ -81,7 +81,7 @@ pub struct RunArgs {
     /// Set metadata on a container.
     #[arg(short, long)]
     label: Vec<String>,
-    /// Pull image before running ("never" is the only policy without a registry).
+    /// Pull image before running: missing (default), always or never.
     #[arg(long, default_value = "missing")]
     pull: String,
     image: String,
@@ -232,7 +232,28 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     }))
 }
 
+/// Creates the container; a missing image is pulled first (`--pull missing`, the default) or
+/// always (`--pull always`), as the docker CLI does.
 async fn create(client: &Client, a: &RunArgs) -> anyhow::Result<String> {
+    if a.pull == "always" {
+        super::registry::pull_image(client, &a.image, false).await?;
+    }
+    match create_once(client, a).await {
+        Err(e) if is_missing_image(&e) && a.pull == "missing" => {
+            eprintln!("Unable to find image '{}' locally", a.image);
+            super::registry::pull_image(client, &a.image, false).await?;
+            create_once(client, a).await
+        }
+        other => other,
+    }
+}
+
+fn is_missing_image(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::client::ClientError>()
+        .is_some_and(|c| c.status() == Some(hyper::StatusCode::NOT_FOUND))
+}
+
+async fn create_once(client: &Client, a: &RunArgs) -> anyhow::Result<String> {
     let mut path = "/containers/create".to_string();
     if let Some(n) = &a.name {
         path.push_str(&format!("?name={}", q(n)));
@@ -248,10 +269,6 @@ async fn create(client: &Client, a: &RunArgs) -> anyhow::Result<String> {
                 eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
             }
             Ok(str_of(&v, "Id").to_string())
-        }
-        Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) && a.pull != "never" => {
-            eprintln!("Unable to find image '{}' locally", a.image);
-            anyhow::bail!("{e} (Strata has no registry client: load the image with `strata load`)")
         }
         Err(e) => Err(e.into()),
     }

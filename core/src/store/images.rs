@@ -270,6 +270,31 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Docker's `RepoDigests` (`name@sha256:<manifest digest>`) the image was pulled or pushed
+    /// as, kept in its metadata directory (`repoDigests`, a JSON list).
+    pub fn repo_digests(&self, id: &Digest) -> Vec<String> {
+        std::fs::read(self.metadata_dir(id).join("repoDigests"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds `name@digest` to the image's `RepoDigests`, replacing that name's older digest.
+    pub async fn add_repo_digest(&self, id: &Digest, repo_digest: &str) -> Result<()> {
+        self.get(id)?;
+        let name = repo_digest.split('@').next().unwrap_or_default();
+        let mut list = self.repo_digests(id);
+        list.retain(|d| d.split('@').next() != Some(name));
+        list.push(repo_digest.to_string());
+        let dir = self.metadata_dir(id);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            let raw = serde_json::to_vec(&list).map_err(|e| Error::Other(e.to_string()))?;
+            atomic_write(&dir.join("repoDigests"), &raw)
+        })
+        .await?
+    }
+
     pub fn get(&self, id: &Digest) -> Result<ImageRecord> {
         self.state()
             .images
@@ -291,6 +316,9 @@ impl ImageStore {
     /// Finds an image by reference (`bb`, `bb:latest`), full id (`sha256:...` or 64 hex) or
     /// unique id prefix, in Docker's order.
     pub fn resolve(&self, name: &str) -> Result<Digest> {
+        if name.contains('@') {
+            return self.resolve_repo_digest(name);
+        }
         let state = self.state();
         if let Ok(d) = Digest::parse(name) {
             if state.images.contains_key(&d) {
@@ -321,6 +349,18 @@ impl ImageStore {
             }
         }
         Err(Error::not_found(format!("No such image: {name}")))
+    }
+
+    /// `name@sha256:...`: the image with that `RepoDigests` entry (Docker's short names).
+    fn resolve_repo_digest(&self, name: &str) -> Result<Digest> {
+        let short = name
+            .strip_prefix("docker.io/")
+            .map(|n| n.strip_prefix("library/").unwrap_or(n))
+            .unwrap_or(name);
+        let ids: Vec<Digest> = self.state().images.keys().cloned().collect();
+        ids.into_iter()
+            .find(|id| self.repo_digests(id).iter().any(|d| d == short))
+            .ok_or_else(|| Error::not_found(format!("No such image: {name}")))
     }
 
     /// The `repo:tag`s pointing at an image, sorted.
@@ -466,7 +506,7 @@ impl ImageStore {
         Ok(ImageInspect {
             id: id.to_string(),
             repo_tags: self.tags_of(id),
-            repo_digests: Vec::new(),
+            repo_digests: self.repo_digests(id),
             parent: img
                 .parent
                 .as_ref()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -151,17 +151,21 @@ pub async fn get_by_name(
     }
 }
 
-/// `POST /images/{name}/tag`.
+/// `POST /images/{name}/tag` and `/images/{name}/push`.
 pub async fn post_by_name(
     State(d): State<AppState>,
     Path(rest): Path<String>,
     Query(q): Params,
-) -> ApiResult<StatusCode> {
-    match rest.strip_suffix("/tag") {
-        Some(name) => tag(&d, name, &q).await,
-        None => Err(ApiError::not_found(format!(
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/tag") {
+        tag(&d, name, &q).await.map(IntoResponse::into_response)
+    } else if let Some(name) = rest.strip_suffix("/push") {
+        super::registry::push(d, name, &q, &headers).await
+    } else {
+        Err(ApiError::not_found(format!(
             "page not found: /images/{rest}"
-        ))),
+        )))
     }
 }
 
@@ -183,17 +187,17 @@ async fn save_names(d: &Daemon, names: Vec<String>) -> ApiResult<Response> {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// `POST /images/create`: `fromSrc=-` imports the body; pulling has no registry here.
+/// `POST /images/create`: `fromImage=` pulls (see `registry::pull`); `fromSrc=-` imports
+/// the body.
 pub async fn create(
     State(d): State<AppState>,
     RawQuery(raw): RawQuery,
     Query(q): Params,
     req: Request,
 ) -> ApiResult<Response> {
-    if let Some(from) = param(&q, "fromImage") {
-        return Err(ApiError::not_found(format!(
-            "pull access denied for {from}: Strata has no registry client; load the image with `docker load` (and run with --pull never)"
-        )));
+    if param(&q, "fromImage").is_some_and(|f| !f.is_empty()) {
+        let headers = req.headers().clone();
+        return super::registry::pull(d, &q, &headers).await;
     }
     let Some(src) = param(&q, "fromSrc") else {
         return Err(ApiError::bad_request("fromSrc or fromImage is required"));
@@ -274,7 +278,7 @@ pub fn summary(d: &Daemon, id: &Digest, shared: Option<i64>) -> ApiResult<Value>
         "Id": id.to_string(),
         "ParentId": rec.parent.map(|p| p.to_string()).unwrap_or_default(),
         "RepoTags": d.images.tags_of(id),
-        "RepoDigests": [],
+        "RepoDigests": d.images.repo_digests(id),
         "Created": created,
         "Size": size,
         "SharedSize": shared.unwrap_or(-1),

@@ -14,6 +14,7 @@ pub mod filters;
 mod fuzz_tests;
 pub mod host;
 pub mod images;
+pub mod registry;
 pub mod stats;
 pub mod stream;
 pub mod system;
@@ -68,6 +69,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/images/load", post(images::load))
         .route("/images/get", get(images::save_many))
         .route("/images/create", post(images::create))
+        .route("/auth", post(registry::auth))
         .route("/images/prune", post(images::prune))
         // Served by the images wildcard below otherwise, as an image named `search`.
         .route("/images/search", get(unsupported::fallback))

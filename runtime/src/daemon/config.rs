@@ -48,6 +48,19 @@ pub struct DaemonConfig {
     #[arg(long, default_values = ["/etc/strata/plugins", "/usr/lib/strata/plugins"])]
     pub plugin_spec_dir: Vec<PathBuf>,
 
+    /// Registries reached without TLS verification, over plain HTTP if HTTPS fails:
+    /// `host[:port]` or a CIDR range (repeatable). 127.0.0.0/8 and localhost always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+
+    /// Layers a pull downloads at once.
+    #[arg(long, default_value_t = 3)]
+    pub max_concurrent_downloads: usize,
+
+    /// Per-registry CA certificates: DIR/<host[:port]>/*.crt (Docker's certs.d layout).
+    #[arg(long, default_value = "/etc/strata/certs.d")]
+    pub registry_certs_dir: PathBuf,
+
     /// Require TLS client certificates on TCP listeners.
     #[arg(long)]
     pub tlsverify: bool,
@@ -66,6 +79,15 @@ impl DaemonConfig {
         strata_core::plugin::PluginDirs {
             sockets: vec![self.plugin_socket_dir.clone()],
             specs: self.plugin_spec_dir.clone(),
+        }
+    }
+
+    /// How the registry client reaches registries.
+    pub fn registry_client(&self) -> strata_distribution::ClientConfig {
+        strata_distribution::ClientConfig {
+            insecure_registries: self.insecure_registries.clone(),
+            certs_dir: self.registry_certs_dir.clone(),
+            loopback_insecure: true,
         }
     }
 

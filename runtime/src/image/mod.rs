@@ -8,7 +8,10 @@
 //! - [`save::save`] for `GET /images/get` (a tar stream),
 //! - [`import::import`] for `POST /images/create?fromSrc=`,
 //! - [`history::history`], [`manage::tag`], [`manage::remove`], [`manage::prune`],
-//! - [`commit::commit`] with the container's read-write layer id.
+//! - [`commit::commit`] with the container's read-write layer id,
+//! - [`pull::resolve`] then [`pull::PullPlan::fetch`] for `POST /images/create?fromImage=`,
+//!   and [`push::push`] for `POST /images/{name}/push` (registry access is the
+//!   `strata-distribution` crate).
 //!
 //! `POST /build` is `crate::build` (it runs RUN steps through the daemon's containers and
 //! commits them with [`commit::commit`]).
@@ -21,7 +24,10 @@ pub mod load;
 pub mod manage;
 pub mod manifest;
 mod outer;
+pub mod pull;
+pub mod push;
 pub mod save;
+mod spool;
 
 #[cfg(test)]
 mod tests;
