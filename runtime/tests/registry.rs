@@ -5,28 +5,13 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.join("bb.tar").exists(),
-        "fixtures not found at {} (set STRATA_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
+#[path = "common/stratad.rs"]
+mod stratad;
 
-/// The daemon binary: `STRATA_STRATAD` if set (helpers sharing one target directory build
-/// other branches' `stratad` to the same path), else this crate's.
-fn stratad_bin() -> PathBuf {
-    std::env::var_os("STRATA_STRATAD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stratad")))
-}
+use stratad::{fixtures, Stratad};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -154,95 +139,20 @@ impl Drop for TestRegistry {
     }
 }
 
-/// A daemon of our own with its own docker CLI config; dropped, it is stopped and whatever
-/// it mounted is unmounted.
-struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+/// A daemon of our own (overlay2), with its own docker CLI config (logins stay in the test).
+struct Daemon(Stratad);
+
+impl std::ops::Deref for Daemon {
+    type Target = Stratad;
+    fn deref(&self) -> &Stratad {
+        &self.0
+    }
 }
 
 impl Daemon {
     fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-registry-daemon-")
-            .tempdir()
-            .expect("temp dir");
-        std::fs::create_dir_all(dir.path().join("docker-config")).unwrap();
-        let log = std::fs::File::create(dir.path().join("stratad.log")).expect("log");
-        let child = Command::new(stratad_bin())
-            .arg("--data-root")
-            .arg(dir.path().join("root"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("pid"))
-            .args(["--storage-driver", "overlay2"])
-            .arg("--registry-certs-dir")
-            .arg(dir.path().join("certs.d"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.path().join("s.sock").display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start stratad");
-        let d = Daemon {
-            child: Some(child),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if d.docker(&["version"]).status.success() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("stratad did not answer: {}", d.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stratad.log")).unwrap_or_default()
-    }
-
-    fn data_root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .arg("-H")
-            .arg(format!(
-                "unix://{}",
-                self.dir.path().join("s.sock").display()
-            ))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the docker CLI must be installed (scripts/setup.sh installs it)")
-    }
-
-    /// Runs docker and insists on success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({:?}): {}\n--- daemon log ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs docker and insists on failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            !out.status.success(),
-            "docker {args:?} succeeded but should not have: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let d = Stratad::start(Some("overlay2"));
+        Daemon(d)
     }
 
     fn load(&self, name: &str) -> String {
@@ -261,24 +171,6 @@ impl Daemon {
     fn layer_count(&self) -> usize {
         let dir = self.data_root().join("image/overlay2/layerdb/sha256");
         std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = strata_core::fsutil::mounts::unmount_all_under(self.dir.path());
     }
 }
 

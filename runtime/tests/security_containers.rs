@@ -552,5 +552,8 @@ fn mount_paths_stay_inside_their_roots() {
     let on_host = std::path::Path::new("/").join(&unique);
     let escaped = on_host.exists();
     let _ = std::fs::remove_dir(&on_host);
-    assert!(!escaped, "the bind target was made on the host at {on_host:?}");
+    assert!(
+        !escaped,
+        "the bind target was made on the host at {on_host:?}"
+    );
 }

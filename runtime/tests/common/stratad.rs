@@ -156,7 +156,9 @@ impl Stratad {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("docker");
-        cmd.arg("-H")
+        // The CLI's own config (logins, detach keys) is the test's, never the host user's.
+        cmd.env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .arg("-H")
             .arg(format!("unix://{}", self.sock().display()))
             .args(args)
             .stdin(Stdio::null());
