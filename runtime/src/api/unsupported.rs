@@ -40,17 +40,12 @@ const REFUSED: &[(&str, &str, &str)] = &[
     (
         "/distribution",
         "registry distribution inspection",
-        "Strata has no registry client for it",
-    ),
-    (
-        "/auth",
-        "registry login",
-        "Strata has no registry client for it",
+        "it is not implemented yet (pull resolves manifests itself)",
     ),
     (
         "/images/search",
         "registry search",
-        "Strata has no registry client for it",
+        "Strata speaks the distribution API, which has no search",
     ),
     (
         "/session",
