@@ -21,31 +21,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Docker's own daemon (Debian's docker.io), for the test that loads our saved images into it
-# and for bench/engine.sh. It is never started as a service: policy-rc.d refuses that during
-# the install, and the tests start it themselves inside `unshare --net`.
-if ! command -v dockerd >/dev/null; then
-  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+# Installs Debian packages that ship a system service, without ever starting it: policy-rc.d
+# refuses every service start during the install (and the service is disabled after), because
+# the tests start these servers themselves with their own config, data and socket.
+install_without_services() {
+  local had_policy=0
+  [ -e /usr/sbin/policy-rc.d ] && had_policy=1
   [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io
-  [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
-fi
-command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
-
-# Debian's docker-registry (distribution 2.8) for runtime/tests/registry.rs, which starts it
-# itself on 127.0.0.1 with its own config. Its systemd service must never run: policy-rc.d
-# refuses the start during the install, and the service is disabled.
-if ! command -v docker-registry >/dev/null; then
-  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
-  [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
   [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    systemctl disable --now docker-registry.service 2>/dev/null || true
+    for unit in "$@"; do systemctl disable --now "$unit.service" 2>/dev/null || true; done
   fi
-fi
+}
+
+# Docker's own daemon (Debian's docker.io, with containerd) for the tests that compare with it
+# or run our plugins under it, and for bench/engine.sh; the tests start it inside
+# `unshare --net`. Debian's docker-registry (distribution 2.8) for runtime/tests/registry.rs,
+# which starts it on 127.0.0.1.
+command -v dockerd >/dev/null || install_without_services docker.io
+command -v docker-registry >/dev/null || install_without_services docker-registry
+command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
 
 # Kernel features the drivers need; modules may be built in, so a failed modprobe is only
 # fatal if the feature is then absent.
