@@ -8,6 +8,7 @@ packages=(
   btrfs-progs libbtrfsutil-dev xfsprogs e2fsprogs util-linux
   fuse3 libfuse3-dev fuse-overlayfs
   busybox-static iproute2 procps kmod tar gzip zstd curl jq openssl
+  protobuf-compiler
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -20,13 +21,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Docker's own daemon (Debian's docker.io), for the test that loads our saved images into it
-# and for bench/engine.sh. It is never started as a service: policy-rc.d refuses that during
-# the install, and the tests start it themselves inside `unshare --net`.
-if ! command -v dockerd >/dev/null; then
+# and for bench/engine.sh, and containerd with ctr (1.6, also a docker.io dependency) for the
+# snapshotter's tests. Neither is ever started as a service: policy-rc.d refuses that during
+# the install, and the tests start them themselves inside `unshare --net`.
+service_packages=(docker.io containerd)
+if ! command -v dockerd >/dev/null || ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
   had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
   [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${service_packages[@]}"
   [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
 fi
 command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
