@@ -3,6 +3,7 @@
 //! `LayerDriver` (a built-in by name or a graphdriver plugin), with its metadata in redb.
 
 pub mod client;
+pub mod df;
 pub mod drivers;
 pub mod error;
 pub mod filters;

@@ -257,3 +257,68 @@ fn btrfs_under_containerd() {
 fn fuse_overlay_under_containerd() {
     scenario("fuse-overlay");
 }
+
+/// One process serving overlay2 and vfs on `--socket-dir`, both proxy snapshotters of one
+/// containerd, the same image imported on each, and `df` comparing them: three.tar's four
+/// layers are four full copies on vfs and one copy plus small diffs on overlay2.
+#[test]
+fn one_process_serves_two_drivers_and_df_compares_them() {
+    let env = scratch("two-drivers");
+    let dir = env.scratch();
+    let sockets = dir.join("sockets");
+    let args: Vec<String> = ["--driver", "overlay2", "--driver", "vfs", "--socket-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([sockets.display().to_string()])
+        .collect();
+    let (overlay2, vfs) = (
+        sockets.join("strata-overlay2.sock"),
+        sockets.join("strata-vfs.sock"),
+    );
+    let log = dir.join("snapshotter.log");
+    let _snap = SnapshotterProcess::start_with(&args, env.root(), env.root(), &vfs, &log);
+    let c = Containerd::start_with(dir, &[("strata-overlay2", &overlay2), ("strata-vfs", &vfs)]);
+    for name in ["strata-overlay2", "strata-vfs"] {
+        c.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            name,
+            &format!("{FIXTURES}/three.tar"),
+        ]);
+        let out = c.ctr(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            name,
+            THREE,
+            "t",
+            "cat",
+            "/data/hello.txt",
+        ]);
+        assert!(!out.trim().is_empty(), "{name}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata-snapshotter"))
+        .args(["df", "--socket-dir"])
+        .arg(&sockets)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let chain_bytes = |driver: &str| -> i64 {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(driver) && l.contains(" chain ") && l.contains(" 4 "))
+            .unwrap_or_else(|| panic!("no four-layer chain of {driver} in\n{table}"));
+        row.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    let (o, v) = (chain_bytes("overlay2"), chain_bytes("vfs"));
+    assert!(
+        o > 1 << 20 && v > 3 * o,
+        "overlay2 {o} bytes, vfs {v} bytes:\n{table}"
+    );
+}

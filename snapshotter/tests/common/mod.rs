@@ -21,16 +21,34 @@ pub struct SnapshotterProcess {
 
 impl SnapshotterProcess {
     pub fn start(driver: &str, root: &Path, socket: &Path, log: &Path) -> Self {
+        let mut args = vec![
+            "--driver".to_string(),
+            driver.to_string(),
+            "--socket".into(),
+        ];
+        args.push(socket.display().to_string());
+        // Its own mounts lie under ROOT/DRIVER; ROOT itself may be the test's loop mount.
+        Self::start_with(&args, root, &root.join(driver), socket, log)
+    }
+
+    /// `strata-snapshotter ARGS --root ROOT`, ready once `socket` answers; mounts left under
+    /// `mounts` are taken down when it is stopped.
+    pub fn start_with(
+        args: &[String],
+        root: &Path,
+        mounts: &Path,
+        socket: &Path,
+        log: &Path,
+    ) -> Self {
         let logfile = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("open the snapshotter log");
         let child = Command::new(env!("CARGO_BIN_EXE_strata-snapshotter"))
-            .args(["--driver", driver, "--root"])
+            .args(args)
+            .arg("--root")
             .arg(root)
-            .arg("--socket")
-            .arg(socket)
             .env("RUST_LOG", "info")
             .stderr(logfile)
             .stdout(Stdio::null())
@@ -41,8 +59,7 @@ impl SnapshotterProcess {
             socket: socket.to_path_buf(),
             log: log.to_path_buf(),
             pid,
-            // Its own mounts lie under ROOT/DRIVER; ROOT itself may be the test's loop mount.
-            process: Some(DaemonProcess::new(child, root.join(driver))),
+            process: Some(DaemonProcess::new(child, mounts.to_path_buf())),
         };
         wait_until(Duration::from_secs(30), || {
             std::os::unix::net::UnixStream::connect(socket).is_ok()
@@ -71,9 +88,15 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start(dir: &Path, name: &str, snapshotter_socket: &Path) -> Self {
+        Self::start_with(dir, &[(name, snapshotter_socket)])
+    }
+
+    /// containerd with one proxy snapshotter per `(name, socket)`.
+    pub fn start_with(dir: &Path, snapshotters: &[(&str, &Path)]) -> Self {
+        let name = snapshotters[0].0;
         let socket = dir.join("containerd.sock");
         let config = dir.join("containerd.toml");
-        std::fs::write(&config, config_toml(dir, &socket, name, snapshotter_socket))
+        std::fs::write(&config, config_toml(dir, &socket, snapshotters))
             .expect("write the containerd config");
         let log = dir.join("containerd.log");
         let child = Command::new("unshare")
@@ -125,8 +148,8 @@ impl Containerd {
 }
 
 /// The config the tests (and docs/kubernetes.md) use: everything under `dir`, CRI disabled.
-pub fn config_toml(dir: &Path, socket: &Path, name: &str, snapshotter_socket: &Path) -> String {
-    format!(
+pub fn config_toml(dir: &Path, socket: &Path, snapshotters: &[(&str, &Path)]) -> String {
+    let mut config = format!(
         r#"version = 2
 root = "{root}"
 state = "{state}"
@@ -134,15 +157,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "{socket}"
 [proxy_plugins]
-  [proxy_plugins.{name}]
-    type = "snapshot"
-    address = "{snap}"
 "#,
         root = dir.join("root").display(),
         state = dir.join("state").display(),
         socket = socket.display(),
-        snap = snapshotter_socket.display(),
-    )
+    );
+    for (name, snap) in snapshotters {
+        config.push_str(&format!(
+            "  [proxy_plugins.{name}]\n    type = \"snapshot\"\n    address = \"{}\"\n",
+            snap.display()
+        ));
+    }
+    config
 }
 
 /// A scratch directory for one test; on btrfs for the btrfs driver.
