@@ -9,6 +9,7 @@ packages=(
   fuse3 libfuse3-dev fuse-overlayfs
   busybox-static iproute2 procps kmod tar gzip zstd curl jq openssl
   protobuf-compiler
+  golang-go golang-github-containerd-containerd-dev
 )
 missing=()
 for p in "${packages[@]}"; do

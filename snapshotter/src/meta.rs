@@ -196,9 +196,12 @@ impl Meta {
                 return Err(SnapError::AlreadyExists(name.to_string()));
             }
             snaps.remove(key).store()?;
+            // A new snapshot as far as containerd is concerned: created and updated now, the
+            // same instant (its testsuite's Update case checks Created == Updated).
             record.kind = Kind::Committed;
             record.labels = labels;
-            record.updated = SystemTime::now();
+            record.created = SystemTime::now();
+            record.updated = record.created;
             snaps
                 .insert(name, encode(name, &record)?.as_slice())
                 .store()?;
