@@ -9,7 +9,8 @@ packages=(
   fuse3 libfuse3-dev fuse-overlayfs
   libseccomp-dev
   busybox-static iproute2 procps kmod tar gzip zstd curl jq openssl
-  apache2-utils
+  apache2-utils protobuf-compiler
+  golang-go golang-github-containerd-containerd-dev
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -36,11 +37,12 @@ install_without_services() {
   fi
 }
 
-# Docker's own daemon (Debian's docker.io, with containerd) for the tests that compare with it
-# or run our plugins under it, and for bench/engine.sh; the tests start it inside
-# `unshare --net`. Debian's docker-registry (distribution 2.8) for runtime/tests/registry.rs,
-# which starts it on 127.0.0.1.
+# Docker's own daemon (Debian's docker.io) for the tests that compare with it or run our
+# plugins under it, and for bench/engine.sh; containerd 1.6 with ctr for the snapshotter's
+# tests; Debian's docker-registry (distribution 2.8) for runtime/tests/registry.rs. The tests
+# start each of them themselves (inside `unshare --net`, or on 127.0.0.1).
 command -v dockerd >/dev/null || install_without_services docker.io
+{ command -v containerd && command -v ctr; } >/dev/null || install_without_services containerd
 command -v docker-registry >/dev/null || install_without_services docker-registry
 command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
 

@@ -49,6 +49,7 @@ pub mod failure;
 pub mod plugin;
 pub mod rawtar;
 pub mod report;
+pub mod snapshots;
 pub mod tree;
 pub mod volume_suite;
 

@@ -5,6 +5,7 @@
 //! strata-conformance --driver vfs
 //! strata-conformance --volume-driver local
 //! strata-conformance --graphdriver-plugin /run/strata/plugins/myvfs.sock
+//! strata-conformance --snapshotter /run/strata-snapshotter/overlay2.sock
 //! strata-conformance --volume-plugin /run/strata/plugins/loopvol.sock
 //! strata-conformance --list
 //! ```
@@ -20,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use strata_conformance::builtin::{builtin, builtin_volume, layer_factories, volume_factories};
 use strata_conformance::plugin::{GraphPluginFactory, VolumePluginFactory};
 use strata_conformance::report::{any_failed, run_layer_suite, run_volume_suite, table, Row};
+use strata_conformance::snapshots::SnapshotterFactory;
 use strata_conformance::{probe_capabilities, DriverFactory, VolumeFactory};
 
 /// What to run the suite against.
@@ -28,6 +30,9 @@ enum Target {
     VolumeDriver(String),
     GraphPlugin(PathBuf),
     VolumePlugin(PathBuf),
+    /// A containerd snapshotter (strata-snapshotter on any driver): the layer cases through
+    /// the Snapshots API.
+    Snapshotter(PathBuf),
 }
 
 fn usage() -> String {
@@ -41,7 +46,8 @@ fn usage() -> String {
         .collect();
     format!(
         "usage: strata-conformance --driver NAME | --volume-driver NAME\n\
-         \x20      | --graphdriver-plugin SOCKET | --volume-plugin SOCKET | --list\n\
+         \x20      | --graphdriver-plugin SOCKET | --volume-plugin SOCKET\n\
+         \x20      | --snapshotter SOCKET | --list\n\
          built-in layer drivers: {}\nbuilt-in volume drivers: {}\n(run as root)",
         layers.join(", "),
         if volumes.is_empty() {
@@ -64,6 +70,7 @@ fn parse_args() -> Result<Option<Target>> {
         ["--volume-driver", name] => Ok(Some(Target::VolumeDriver(name.to_string()))),
         ["--graphdriver-plugin", socket] => Ok(Some(Target::GraphPlugin(socket.into()))),
         ["--volume-plugin", socket] => Ok(Some(Target::VolumePlugin(socket.into()))),
+        ["--snapshotter", socket] => Ok(Some(Target::Snapshotter(socket.into()))),
         ["--list"] => Ok(None),
         ["--help"] | ["-h"] => {
             println!("{}", usage());
@@ -152,6 +159,14 @@ fn main() -> Result<()> {
         Some(Target::GraphPlugin(socket)) => {
             check_socket(&socket)?;
             let factory = GraphPluginFactory::external(&socket).into_arc();
+            runtime.block_on(async {
+                check_graph_plugin(&factory).await?;
+                Ok::<_, anyhow::Error>(run_layer_suite(factory, print_progress).await)
+            })?
+        }
+        Some(Target::Snapshotter(socket)) => {
+            check_socket(&socket)?;
+            let factory = SnapshotterFactory::external(&socket).into_arc();
             runtime.block_on(async {
                 check_graph_plugin(&factory).await?;
                 Ok::<_, anyhow::Error>(run_layer_suite(factory, print_progress).await)

@@ -120,6 +120,15 @@ pub struct Capabilities {
     pub layers_share_parent: bool,
 }
 
+/// A mount described for a caller that mounts for itself (containerd's snapshotter clients):
+/// what `mount -t FS_TYPE -o OPTIONS SOURCE TARGET` does, in containerd's `Mount` terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub fs_type: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
 /// The contract of a layer (graph) driver. Async and object safe: used as `Arc<dyn LayerDriver>`.
 ///
 /// Rules every implementation keeps (the conformance suite checks them):
@@ -151,6 +160,14 @@ pub trait LayerDriver: Send + Sync + 'static {
 
     /// Releases one `mount`.
     async fn unmount(&self, id: &LayerId) -> Result<()>;
+
+    /// The layer's full tree as a mount the caller performs itself (read-only when
+    /// `read_only`), so the driver mounts nothing and counts no reference. `None`, the default:
+    /// the tree is reachable only through [`Self::mount`], which callers then bind-mount.
+    async fn mount_spec(&self, id: &LayerId, read_only: bool) -> Result<Option<MountSpec>> {
+        let _ = (id, read_only);
+        Ok(None)
+    }
 
     /// What differs between `id` and `parent` (None: everything in `id` is an addition).
     async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>>;

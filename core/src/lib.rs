@@ -22,7 +22,8 @@ pub mod volume;
 pub use error::{Error, IoContext, Result};
 pub use ids::{CallerId, LayerId, VolumeName};
 pub use layer::{
-    Capabilities, Change, ChangeKind, CreateOpts, LayerDriver, LayerKind, TarStream, Usage,
+    Capabilities, Change, ChangeKind, CreateOpts, LayerDriver, LayerKind, MountSpec, TarStream,
+    Usage,
 };
 pub use options::StorageOpts;
 pub use volume::{VolumeCapabilities, VolumeDriver, VolumeInfo, VolumeScope};

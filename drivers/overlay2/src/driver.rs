@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use strata_core::fsutil;
-use strata_core::{CreateOpts, Error, IoContext, LayerId, LayerKind, Result, Usage};
+use strata_core::{CreateOpts, Error, IoContext, LayerId, LayerKind, MountSpec, Result, Usage};
 
 use crate::layout::{self, LayerMeta, Layout};
 use crate::mount::{self, MountApi, Mounter, OverlaySpec};
@@ -376,6 +376,41 @@ impl Overlay2 {
         }
         entry.mounts = 1;
         Ok(merged)
+    }
+
+    /// The layer's tree as a mount a client performs itself (see [`Mounter::client_options`]):
+    /// a bind of `diff` for a base layer, else an overlay whose upper is the layer's own diff
+    /// unless `read_only` (or the layer is an image layer). `None` when the chain is too deep
+    /// for a client's mount(2); `get` (new mount API) still mounts it.
+    pub fn mount_spec(&self, id: &LayerId, read_only: bool) -> Result<Option<MountSpec>> {
+        let layers = self.lock();
+        let entry = layers
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
+        if entry.parent.is_none() {
+            let mode = if read_only { "ro" } else { "rw" };
+            return Ok(Some(MountSpec {
+                fs_type: "bind".into(),
+                source: self.layout.diff(id).to_string_lossy().into_owned(),
+                options: vec!["rbind".into(), mode.into()],
+            }));
+        }
+        let writable = !read_only && !entry.meta.read_only;
+        let mut lowers = Vec::with_capacity(entry.meta.lower.len() + 1);
+        if !writable {
+            lowers.push(Layout::relative_link(&entry.meta.link));
+        }
+        lowers.extend(entry.meta.lower.iter().cloned());
+        let (upper, work) = (format!("{id}/diff"), format!("{id}/work"));
+        let upper = writable.then_some((upper.as_str(), work.as_str()));
+        Ok(self
+            .mounter
+            .client_options(&lowers, upper)
+            .map(|options| MountSpec {
+                fs_type: "overlay".into(),
+                source: "overlay".into(),
+                options,
+            }))
     }
 
     /// Releases one `get`; the last release unmounts and removes `merged`.

@@ -26,8 +26,8 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use strata_core::registry::DriverConfig;
 use strata_core::{
-    Capabilities, Change, CreateOpts, Error, LayerDriver, LayerId, Result, StorageOpts, TarStream,
-    Usage,
+    Capabilities, Change, CreateOpts, Error, LayerDriver, LayerId, MountSpec, Result, StorageOpts,
+    TarStream, Usage,
 };
 
 pub use driver::Settings;
@@ -183,6 +183,11 @@ impl LayerDriver for Overlay2Driver {
     async fn unmount(&self, id: &LayerId) -> Result<()> {
         let id = id.clone();
         self.blocking(move |d| d.put(&id)).await
+    }
+
+    async fn mount_spec(&self, id: &LayerId, read_only: bool) -> Result<Option<MountSpec>> {
+        let id = id.clone();
+        self.blocking(move |d| d.mount_spec(&id, read_only)).await
     }
 
     async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {

@@ -145,6 +145,41 @@ impl Mounter {
         new_api_mount(spec, &self.options, Some(&self.root))
     }
 
+    /// The options of a mount(2) that a client such as containerd performs itself: absolute
+    /// paths, the `l/<short>` links for lowers. `None` when they would not fit: containerd
+    /// rewrites the lowers relative to their common directory (`<root>/l/`) once the options
+    /// pass a page less 512 bytes, so each lower then costs its short id and a separator, and
+    /// the whole string must still fit in one page.
+    pub fn client_options(
+        &self,
+        lowers: &[String],
+        upper: Option<(&str, &str)>,
+    ) -> Option<Vec<String>> {
+        if lowers.len() > KERNEL_MAX_LOWERS {
+            return None;
+        }
+        let abs = |p: &str| self.root.join(p).to_string_lossy().into_owned();
+        let mut options: Vec<String> = self
+            .options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let lowerdir: Vec<String> = lowers.iter().map(|l| abs(l)).collect();
+        options.push(format!("lowerdir={}", lowerdir.join(":")));
+        if let Some((u, w)) = upper {
+            options.push(format!("upperdir={}", abs(u)));
+            options.push(format!("workdir={}", abs(w)));
+        }
+        let size = options.iter().map(|o| o.len() + 1).sum::<usize>();
+        let page = page_size();
+        if size < page - 512 {
+            return Some(options);
+        }
+        let common_dir_len = self.root.join("l").as_os_str().len() + 1;
+        let compacted = size - lowers.len() * common_dir_len;
+        (compacted < page).then_some(options)
+    }
+
     /// The mount(2) option string for `spec`, paths joined to `root` when given.
     fn mount_data(&self, spec: &OverlaySpec, root: Option<&Path>) -> String {
         let path = |p: &str| match root {
