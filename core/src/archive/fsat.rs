@@ -153,27 +153,8 @@ pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
 }
 
 pub(crate) fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n < buf.len() {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
+    let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name)?;
+    Ok(std::os::unix::ffi::OsStringExt::into_vec(target))
 }
 
 /// Removes `name` inside `dir`, a whole tree if it is a directory, never following symlinks.

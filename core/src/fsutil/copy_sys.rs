@@ -135,21 +135,7 @@ pub fn mkdir_at(dir: &File, name: &CStr, mode: u32) -> io::Result<()> {
 }
 
 pub fn readlink_at(dir: &File, name: &CStr) -> io::Result<CString> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: `buf` is writable for its whole length.
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    cstring(&buf)
+    cstring(nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name)?.as_bytes())
 }
 
 pub fn symlink_at(target: &CStr, dir: &File, name: &CStr) -> io::Result<()> {

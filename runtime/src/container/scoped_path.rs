@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use strata_core::{Error, IoContext, Result};
@@ -144,20 +144,9 @@ impl ScopedRoot {
 
 /// The symlink target of `name` in `dir`, or `None` when it is not a symlink.
 fn read_link_at(dir: &OwnedFd, name: &CString) -> Option<PathBuf> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+    nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name.as_c_str())
+        .ok()
+        .map(PathBuf::from)
 }
 
 /// Lexically cleans a container path into plain components; `..` stops at the root, as it

@@ -5,7 +5,6 @@
 use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -76,21 +75,7 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 }
 
 pub(crate) fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OsString> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(OsString::from_vec(buf))
+    Ok(nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name)?)
 }
 
 /// The names in a directory (without `.` and `..`), sorted so output is deterministic.
