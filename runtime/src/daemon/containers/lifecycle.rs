@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use strata_core::{CallerId, Error, Result, VolumeName};
 
 use super::mounts::MountRequest;
+use super::process_identity::ProcessIdentity;
 use super::record::{MountPoint, Status, ZERO_TIME};
 use super::{Container, Exits};
 use crate::cgroups::{CpuLimits, MemoryLimits, Resources};
@@ -19,10 +20,19 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-/// Kills a container process left by a daemon that died (we do not live-restore).
-pub fn kill_orphan(pid: i32) {
-    if pid > 1 {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+/// Kills a container process left by a daemon that died (we do not live-restore), only if it
+/// is still that process: after a reboot, or when the pid now belongs to another process (or
+/// the record predates process identities), nothing is signalled.
+pub fn kill_orphan(state: &super::record::State) {
+    match &state.process {
+        Some(p) if p.is_alive() => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        Some(_) => tracing::info!(pid = state.pid, "recorded container process is gone"),
+        None => tracing::warn!(
+            pid = state.pid,
+            "no identity recorded for the container's process; not signalling the pid"
+        ),
     }
 }
 
@@ -109,6 +119,7 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
                 r.sizes = None;
                 r.state.status = Status::Running;
                 r.state.pid = running.pid();
+                r.state.process = ProcessIdentity::of(running.pid());
                 r.state.exit_code = 0;
                 r.state.oom_killed = false;
                 r.state.error.clear();
@@ -185,6 +196,7 @@ async fn monitor(
         let mut r = c.record();
         r.state.status = Status::Exited;
         r.state.pid = 0;
+        r.state.process = None;
         r.state.exit_code = status.code;
         r.state.oom_killed = status.oom_killed;
         r.state.finished_at = Some(

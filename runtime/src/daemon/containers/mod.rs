@@ -11,6 +11,7 @@ mod fsops;
 pub mod lifecycle;
 pub mod mounts;
 pub mod pause;
+pub mod process_identity;
 pub mod record;
 mod rename;
 pub mod rootfs;
@@ -158,6 +159,21 @@ impl Drop for NameReservation<'_> {
     }
 }
 
+/// Moves a container directory that cannot be loaded to `<root>/.quarantine/`, with a log line
+/// saying why; a failed move leaves it in place (it is skipped again at the next start).
+fn quarantine(root: &std::path::Path, dir: &std::path::Path, why: &str) {
+    let aside = root.join(".quarantine");
+    let target = dir.file_name().map(|n| aside.join(n));
+    let moved = target.as_ref().is_some_and(|t| {
+        std::fs::create_dir_all(&aside).is_ok() && std::fs::rename(dir, t).is_ok()
+    });
+    tracing::warn!(
+        dir = %dir.display(),
+        moved_to = ?target.filter(|_| moved),
+        "container not loaded: {why}"
+    );
+}
+
 impl Containers {
     /// Loads every container record. Containers that were running when the daemon died are
     /// recorded as exited (their processes are killed: we do not live-restore).
@@ -168,25 +184,28 @@ impl Containers {
         for entry in entries {
             let entry = entry.ctx("read directory", &root)?;
             let dir = entry.path();
+            if entry.file_name().as_encoded_bytes().starts_with(b".") {
+                continue; // the quarantine, or a temporary
+            }
             let mut rec = match ContainerRecord::load(&dir) {
                 Ok(r) => r,
                 Err(e) => {
-                    // A directory without a complete record is a create that never finished.
-                    tracing::warn!("discarding incomplete container {}: {e}", dir.display());
-                    let _ = std::fs::remove_dir_all(&dir);
+                    // A create that never finished, or a record damaged on disk: kept aside
+                    // for the operator, never deleted, and not served.
+                    quarantine(&root, &dir, &e.to_string());
                     continue;
                 }
             };
             if layers.get_rw(&rec.id).is_none() {
-                tracing::warn!(container = %rec.id, "container has no read-write layer; discarding it");
-                let _ = std::fs::remove_dir_all(&dir);
+                quarantine(&root, &dir, "the container has no read-write layer");
                 continue;
             }
             if rec.state.status == Status::Running || rec.state.status == Status::Removing {
-                lifecycle::kill_orphan(rec.state.pid);
+                lifecycle::kill_orphan(&rec.state);
                 rec.state.status = Status::Exited;
                 rec.state.exit_code = 137;
                 rec.state.pid = 0;
+                rec.state.process = None;
                 rec.state.error = "the daemon stopped while the container was running".into();
                 rec.state.finished_at = Some(lifecycle::now());
                 rec.save(&root)?;

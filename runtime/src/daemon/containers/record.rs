@@ -46,6 +46,9 @@ pub struct State {
     /// RFC 3339 with nanoseconds; Docker's zero time until set.
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Who `pid` was, so recovery never signals a process that merely has the same number.
+    #[serde(default)]
+    pub process: Option<super::process_identity::ProcessIdentity>,
 }
 
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
