@@ -101,9 +101,6 @@ async fn memory_hog_is_oom_killed_with_137() {
         .unwrap();
     assert_eq!(status.code, 137);
     assert!(status.oom_killed);
-    let state = strata_runtime::container::ContainerState::load(&sb.dir).unwrap();
-    assert!(state.oom_killed);
-    assert_eq!(state.exit_code, 137);
     assert!(sb.cgroup_removed());
 }
 

@@ -64,6 +64,39 @@ fn recovery_never_kills_a_process_that_only_shares_the_pid() {
     );
 }
 
+/// The one recovery path the daemon runs: a container left running by a daemon that died is
+/// killed (its whole cgroup, since its recorded process is still the one started) and recorded
+/// as exited with 255, as Docker records a container it could not restore.
+#[test]
+fn a_container_left_running_is_killed_and_recorded_255() {
+    let mut d = Stratad::start(Some("vfs"));
+    d.load_busybox();
+    let id = run_detached(&d, "left");
+    let rec: Value = serde_json::from_slice(&std::fs::read(record_path(&d, &id)).unwrap()).unwrap();
+    let pid = rec["state"]["pid"].as_i64().unwrap() as i32;
+    d.kill();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container should outlive the daemon's crash"
+    );
+    d.spawn();
+    let state = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "left",
+    ]);
+    assert_eq!(state.trim(), "exited 255");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leftover container process {pid} is still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Guards against deleting what the daemon cannot read. A container whose record is damaged
 /// is moved to `containers/.quarantine/` with a log line, the daemon starts and serves the
 /// rest. On 3af0184 the directory was deleted.

@@ -10,8 +10,8 @@
 //! c.kill(Signal::SIGHUP)?; c.stop(Signal::SIGTERM, 10s).await; let status = c.wait().await;   // {code, signal, oom_killed}
 //! container::logs::read_logs(c.log_path().into(), opts, Some(c.exit_watch()));               // docker logs [-f] [--tail] [--since]
 //! ```
-//! State for `inspect` and restart recovery is in `<container_dir>/state.json`
-//! ([`ContainerState`]); the log is `<container_dir>/<id>-json.log`.
+//! The log is `<container_dir>/<id>-json.log`. The container's state lives in one record, the
+//! daemon's `config.v2.json` (`daemon::containers::record`); this module keeps none of its own.
 //!
 //! # How a container starts (one process, no re-exec)
 //! The daemon is a multithreaded tokio process and a library cannot re-exec its own binary,
@@ -44,7 +44,7 @@
 //!    EOF means the exec happened. Exec errors become Docker's 127 (not found) and 126.
 //! 5. **Running** (`running.rs`): a pidfd tells the monitor when PID 1 exits (no SIGCHLD
 //!    handler, no `waitpid(-1)`); it drains output into the json log, reads the OOM counter,
-//!    removes the cgroup and writes the final state, then publishes the [`ExitStatus`].
+//!    removes the cgroup, then publishes the [`ExitStatus`] (the daemon records it).
 //!
 //! Why not youki's libcontainer: it is built around OCI bundles on disk, `config.json` and a
 //! state directory per container, and it forks through three processes (main, intermediate,
@@ -73,7 +73,6 @@ pub(crate) mod scoped_path;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
-pub mod state;
 pub(crate) mod user;
 
 use std::sync::OnceLock;
@@ -87,7 +86,6 @@ pub use running::{ContainerStdin, ExitStatus, RunningContainer};
 pub use seccomp::SeccompMode;
 pub use security::{DeviceMapping, SecuritySpec};
 pub use spec::{ContainerSpec, MountKind, MountSpec, Network, Propagation, DEFAULT_PATH};
-pub use state::ContainerState;
 pub use user::ResolvedUser;
 
 /// The capability names every container keeps (for `inspect`'s effective set and docs).
@@ -115,28 +113,11 @@ fn host_layout() -> Result<Layout, strata_core::Error> {
     Ok(LAYOUT.get_or_init(|| layout).clone())
 }
 
-/// After a daemon restart: a container whose state says running lost its parent (the
-/// daemon) and its log pipes, so it is killed with its whole cgroup and recorded as exited
-/// with 255, as Docker does for containers it cannot restore. Other states are returned as
-/// they are.
-pub fn recover_after_restart(
-    container_dir: &std::path::Path,
-    id: &str,
-    cgroup_parent: &str,
-) -> Result<ContainerState, strata_core::Error> {
-    let mut state = ContainerState::load(container_dir)?;
-    if !state.running {
-        return Ok(state);
-    }
-    crate::cgroups::Cgroup::open(&host_layout()?, cgroup_parent, id)?.remove()?;
-    state.status = "exited".into();
-    state.running = false;
-    state.pid = 0;
-    state.exit_code = 255;
-    state.error = "the daemon restarted while the container was running".into();
-    state.finished_at = logs::format_rfc3339_nano(&chrono::Utc::now());
-    state.save(container_dir)?;
-    Ok(state)
+/// Kills every process left in a container's cgroup and removes it: what a restarted daemon
+/// does with a container whose recorded process is still the one it started (we do not
+/// live-restore; the container lost its monitor and its log pipes).
+pub fn kill_leftover(id: &str, cgroup_parent: &str) -> Result<(), strata_core::Error> {
+    crate::cgroups::Cgroup::open(&host_layout()?, cgroup_parent, id)?.remove()
 }
 
 /// Starts a container. Returns when its command has been exec'd (or failed to be). Its log
@@ -165,7 +146,6 @@ pub async fn spawn_with_log(
     Ok(RunningContainer::start(
         launched,
         id,
-        dir,
         (log_path, log),
         output,
     )?)

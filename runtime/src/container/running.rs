@@ -18,8 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::io::{FdStream, OutputChunk, ParentIo, StreamKind};
 use super::launch::Launched;
-use super::logs::{format_rfc3339_nano, JsonLogWriter, LogOptions};
-use super::state::ContainerState;
+use super::logs::{JsonLogWriter, LogOptions};
 use crate::cgroups::Cgroup;
 
 /// How a container ended.
@@ -89,13 +88,12 @@ impl RunningContainer {
     pub(crate) fn start(
         launched: Launched,
         id: String,
-        container_dir: PathBuf,
         log: (PathBuf, LogOptions),
         output: broadcast::Sender<OutputChunk>,
     ) -> Result<RunningContainer> {
         let pid = launched.pid;
         let cgroup = launched.cgroup.clone();
-        Self::start_inner(launched, id, container_dir, log, output).inspect_err(|_| {
+        Self::start_inner(launched, id, log, output).inspect_err(|_| {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -108,7 +106,6 @@ impl RunningContainer {
     fn start_inner(
         launched: Launched,
         id: String,
-        container_dir: PathBuf,
         (log_path, log_opts): (PathBuf, LogOptions),
         output: broadcast::Sender<OutputChunk>,
     ) -> Result<RunningContainer> {
@@ -158,7 +155,6 @@ impl RunningContainer {
             }
         };
         drop(log_tx);
-        ContainerState::running(pid, format_rfc3339_nano(&started_at)).save(&container_dir)?;
         let pidfd = Arc::new(pidfd);
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(monitor(Monitor {
@@ -168,8 +164,6 @@ impl RunningContainer {
             pumps,
             log_task,
             exit_tx,
-            container_dir,
-            started_at,
         }));
         Ok(RunningContainer {
             id,
@@ -357,8 +351,6 @@ struct Monitor {
     pumps: Vec<JoinHandle<()>>,
     log_task: JoinHandle<()>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
-    container_dir: PathBuf,
-    started_at: DateTime<Utc>,
 }
 
 /// How long output may keep flowing after PID 1 died (the kernel kills the rest of the pid
@@ -383,19 +375,6 @@ async fn monitor(m: Monitor) {
     })
     .await;
     status.oom_killed = matches!(oom, Ok(Ok(true)));
-    let mut state = ContainerState::running(m.pid, format_rfc3339_nano(&m.started_at));
-    state.status = "exited".into();
-    state.running = false;
-    state.pid = 0;
-    state.exit_code = status.code;
-    state.oom_killed = status.oom_killed;
-    state.finished_at = format_rfc3339_nano(&status.finished_at);
-    let dir = m.container_dir;
-    match tokio::task::spawn_blocking(move || state.save(&dir)).await {
-        Ok(Err(e)) => tracing::warn!("saving container state: {e}"),
-        Err(e) => tracing::warn!("saving container state: {e}"),
-        Ok(Ok(())) => {}
-    }
     let _ = m.exit_tx.send(Some(status));
 }
 

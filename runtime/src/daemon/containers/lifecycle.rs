@@ -20,13 +20,24 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-/// Kills a container process left by a daemon that died (we do not live-restore), only if it
-/// is still that process: after a reboot, or when the pid now belongs to another process (or
-/// the record predates process identities), nothing is signalled.
-pub fn kill_orphan(state: &super::record::State) {
+/// Kills what a daemon that died left of a container (we do not live-restore): every process
+/// in its cgroup, and only if its recorded process is still that process. After a reboot, or
+/// when the pid now belongs to another process (or the record predates process identities),
+/// nothing is signalled.
+pub fn kill_orphan(rec: &super::record::ContainerRecord) {
+    let state = &rec.state;
     match &state.process {
         Some(p) if p.is_alive() => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
+            let parent = rec
+                .host_config
+                .get("CgroupParent")
+                .and_then(|v| v.as_str())
+                .filter(|p| !p.is_empty())
+                .unwrap_or(crate::cgroups::DEFAULT_PARENT);
+            if let Err(e) = container::kill_leftover(&rec.id, parent) {
+                tracing::warn!(container = %rec.id, "killing the leftover container: {e}");
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
         }
         Some(_) => tracing::info!(pid = state.pid, "recorded container process is gone"),
         None => tracing::warn!(

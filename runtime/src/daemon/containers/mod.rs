@@ -201,9 +201,10 @@ impl Containers {
                 continue;
             }
             if rec.state.status == Status::Running || rec.state.status == Status::Removing {
-                lifecycle::kill_orphan(&rec.state);
+                lifecycle::kill_orphan(&rec);
+                // Docker records 255 for a container it could not restore.
                 rec.state.status = Status::Exited;
-                rec.state.exit_code = 137;
+                rec.state.exit_code = 255;
                 rec.state.pid = 0;
                 rec.state.process = None;
                 rec.state.error = "the daemon stopped while the container was running".into();
