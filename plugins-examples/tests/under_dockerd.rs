@@ -107,6 +107,69 @@ fn plugin_name(kind: &str) -> String {
     format!("strata-{kind}-t{}", std::process::id())
 }
 
+/// A plugin binary twice: one process for dockerd on `/run/docker/plugins/NAME.sock`, and a
+/// second with the conformance binary already running the suite (`suite_flag SOCKET`) on it.
+/// With `rooted`, each process gets its own `--root` under the test's directory.
+struct PluginUnderTest {
+    name: String,
+    /// The dockerd-facing process's `--root`, when `rooted`.
+    root: PathBuf,
+    _for_dockerd: Plugin,
+    _for_suite: Plugin,
+    suite: Child,
+    suite_log: PathBuf,
+}
+
+impl PluginUnderTest {
+    fn start(t: &Path, kind: &str, binary: &str, suite_flag: &str, rooted: bool) -> Self {
+        std::fs::create_dir_all(PLUGIN_DIR).unwrap();
+        let name = plugin_name(kind);
+        let root = t.join(kind);
+        let suite_root = t.join(format!("{kind}-conformance"));
+        let root_args = |dir: &Path| -> Vec<String> {
+            if rooted {
+                vec!["--root".into(), dir.display().to_string()]
+            } else {
+                Vec::new()
+            }
+        };
+        let (dockerd_args, suite_args) = (root_args(&root), root_args(&suite_root));
+        let for_dockerd = Plugin::start(
+            binary,
+            Path::new(PLUGIN_DIR).join(format!("{name}.sock")),
+            t.join("plugin.log"),
+            &dockerd_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            // A graphdriver plugin's mounts live under dockerd's data root.
+            if rooted { &root } else { t },
+        );
+        let for_suite = Plugin::start(
+            binary,
+            t.join(format!("conformance-{kind}.sock")),
+            t.join("plugin-conformance.log"),
+            &suite_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            if rooted { &suite_root } else { t },
+        );
+        let suite_log = t.join("conformance.log");
+        let suite = conformance(
+            &[suite_flag, for_suite.socket.to_str().unwrap()],
+            &suite_log,
+        );
+        PluginUnderTest {
+            name,
+            root,
+            _for_dockerd: for_dockerd,
+            _for_suite: for_suite,
+            suite,
+            suite_log,
+        }
+    }
+
+    /// Waits for the suite that ran beside dockerd and insists it passed.
+    fn assert_suite_passed(self) {
+        assert_conformance_passed(self.suite, &self.suite_log);
+    }
+}
+
 fn run(d: &Dockerd, image: &str, script: &str) -> String {
     d.docker(&[
         "run",
@@ -128,29 +191,14 @@ fn dockerd_runs_on_the_graphdriver_plugin() {
         .prefix("strata-dockerd-graph-")
         .tempdir()
         .unwrap();
-    std::fs::create_dir_all(PLUGIN_DIR).unwrap();
-    let name = plugin_name("vfs");
-    let bin = env!("CARGO_BIN_EXE_strata-vfs-plugin");
-    let _plugin = Plugin::start(
-        bin,
-        Path::new(PLUGIN_DIR).join(format!("{name}.sock")),
-        t.path().join("plugin.log"),
-        &[],
-        &t.path().join("docker"),
-    );
-    let second = Plugin::start(
-        bin,
-        t.path().join("conformance-vfs.sock"),
-        t.path().join("plugin-conformance.log"),
-        &[],
+    let plugin = PluginUnderTest::start(
         t.path(),
+        "vfs",
+        env!("CARGO_BIN_EXE_strata-vfs-plugin"),
+        "--graphdriver-plugin",
+        false,
     );
-    let conformance_log = t.path().join("conformance.log");
-    let suite = conformance(
-        &["--graphdriver-plugin", second.socket.to_str().unwrap()],
-        &conformance_log,
-    );
-
+    let name = plugin.name.clone();
     let d = Dockerd::start(
         t.path(),
         &format!("{name}-ns"),
@@ -232,8 +280,7 @@ fn dockerd_runs_on_the_graphdriver_plugin() {
         "layers left in the plugin's home: {left:?}"
     );
     d.stop();
-
-    assert_conformance_passed(suite, &conformance_log);
+    plugin.assert_suite_passed();
 }
 
 #[test]
@@ -242,31 +289,14 @@ fn dockerd_uses_the_volume_plugin() {
         .prefix("strata-dockerd-vol-")
         .tempdir()
         .unwrap();
-    std::fs::create_dir_all(PLUGIN_DIR).unwrap();
-    let name = plugin_name("loopvol");
-    let bin = env!("CARGO_BIN_EXE_strata-loopvol-plugin");
-    let root = t.path().join("loopvol");
-    let _plugin = Plugin::start(
-        bin,
-        Path::new(PLUGIN_DIR).join(format!("{name}.sock")),
-        t.path().join("plugin.log"),
-        &["--root", root.to_str().unwrap()],
-        &root,
+    let plugin = PluginUnderTest::start(
+        t.path(),
+        "loopvol",
+        env!("CARGO_BIN_EXE_strata-loopvol-plugin"),
+        "--volume-plugin",
+        true,
     );
-    let second_root = t.path().join("loopvol-conformance");
-    let second = Plugin::start(
-        bin,
-        t.path().join("conformance-loopvol.sock"),
-        t.path().join("plugin-conformance.log"),
-        &["--root", second_root.to_str().unwrap()],
-        &second_root,
-    );
-    let conformance_log = t.path().join("conformance.log");
-    let suite = conformance(
-        &["--volume-plugin", second.socket.to_str().unwrap()],
-        &conformance_log,
-    );
-
+    let (name, root) = (plugin.name.clone(), plugin.root.clone());
     let d = Dockerd::start(
         t.path(),
         &format!("{name}-ns"),
@@ -319,6 +349,5 @@ fn dockerd_uses_the_volume_plugin() {
         "the volume's files are left in the plugin's root: {left:?}"
     );
     d.stop();
-
-    assert_conformance_passed(suite, &conformance_log);
+    plugin.assert_suite_passed();
 }
