@@ -52,26 +52,12 @@ pub(crate) fn open_regular_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<st
 }
 
 pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, C string and out-pointer.
-    cvt(unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    Ok(st)
+    let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+    Ok(nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, flags)?)
 }
 
 pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd; the empty path with AT_EMPTY_PATH stats the fd itself.
-    cvt(unsafe { libc::fstatat(fd.as_raw_fd(), c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) })?;
-    Ok(st)
+    Ok(nix::sys::stat::fstat(fd.as_raw_fd())?)
 }
 
 pub(crate) fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OsString> {
