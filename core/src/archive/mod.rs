@@ -35,6 +35,7 @@ mod header;
 pub(crate) mod limits;
 mod path_safety;
 mod reader;
+pub(crate) mod tar_fields;
 mod tarout;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,9 @@ use std::io::{self, Read};
 
 use super::header::{kind, BLOCK};
 use super::limits::ExtensionBudget;
+use super::tar_fields::{
+    field, header_path, parse_number, parse_octal, parse_signed, pax_records, trim_nul,
+};
 use crate::error::{Error, Result};
 
 /// One file entry, with every extension header folded in.
@@ -101,9 +104,9 @@ impl<R: Read> TarReader<R> {
                 return Ok(None);
             }
             verify_checksum(&block, at)?;
-            let typeflag = block[156];
+            let typeflag = block[field::TYPEFLAG];
             let header_size =
-                parse_number(&block[124..136]).ok_or_else(|| corrupt(at, "bad size field"))?;
+                parse_number(&block[field::SIZE]).ok_or_else(|| corrupt(at, "bad size field"))?;
             match typeflag {
                 kind::PAX | b'g' | b'L' | b'K' => {
                     // A PAX size applies to the next file entry, never to extension headers.
@@ -233,7 +236,8 @@ impl<R: Read> TarReader<R> {
 }
 
 fn verify_checksum(block: &[u8; BLOCK], at: u64) -> Result<()> {
-    let stored = parse_octal(&block[148..156]).ok_or_else(|| corrupt(at, "bad checksum field"))?;
+    let stored =
+        parse_octal(&block[field::CHECKSUM]).ok_or_else(|| corrupt(at, "bad checksum field"))?;
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, b) in block.iter().enumerate() {
@@ -254,32 +258,18 @@ fn build_entry(
     pending: Pending,
     at: u64,
 ) -> Result<Entry> {
-    let field = |r: std::ops::Range<usize>, what: &str| {
+    let number = |r: std::ops::Range<usize>, what: &str| {
         parse_number(&block[r]).ok_or_else(|| corrupt(at, format!("bad {what} field")))
     };
-    let is_ustar = &block[257..263] == b"ustar\0";
-    let path = match pending.path {
-        Some(p) => p,
-        None => {
-            let name = trim_nul(&block[..100]);
-            let prefix = trim_nul(&block[345..500]);
-            if is_ustar && !prefix.is_empty() {
-                let mut p = prefix.to_vec();
-                p.push(b'/');
-                p.extend_from_slice(name);
-                p
-            } else {
-                name.to_vec()
-            }
-        }
-    };
+    let path = pending.path.unwrap_or_else(|| header_path(block));
     let link = pending
         .link
-        .unwrap_or_else(|| trim_nul(&block[157..257]).to_vec());
+        .unwrap_or_else(|| trim_nul(&block[field::LINKNAME]).to_vec());
     let mtime = match pending.mtime {
         Some(t) => t,
         None => {
-            let secs = parse_signed(&block[136..148]).ok_or_else(|| corrupt(at, "bad mtime"))?;
+            let secs =
+                parse_signed(&block[field::MTIME]).ok_or_else(|| corrupt(at, "bad mtime"))?;
             (secs, 0)
         }
     };
@@ -293,8 +283,8 @@ fn build_entry(
         };
     }
     let (devmajor, devminor) = if matches!(kind, kind::CHAR | kind::BLOCK) {
-        let ma = field(329..337, "devmajor")?;
-        let mi = field(337..345, "devminor")?;
+        let ma = number(field::DEVMAJOR, "devmajor")?;
+        let mi = number(field::DEVMINOR, "devminor")?;
         let ma = u32::try_from(ma).map_err(|_| corrupt(at, "device major out of range"))?;
         let mi = u32::try_from(mi).map_err(|_| corrupt(at, "device minor out of range"))?;
         (ma, mi)
@@ -305,14 +295,14 @@ fn build_entry(
         path,
         link,
         kind,
-        mode: (field(100..108, "mode")? & 0o7777) as u32,
+        mode: (number(field::MODE, "mode")? & 0o7777) as u32,
         uid: match pending.uid {
             Some(u) => u,
-            None => field(108..116, "uid")?,
+            None => number(field::UID, "uid")?,
         },
         gid: match pending.gid {
             Some(g) => g,
-            None => field(116..124, "gid")?,
+            None => number(field::GID, "gid")?,
         },
         size,
         mtime,
@@ -323,92 +313,10 @@ fn build_entry(
     })
 }
 
-fn trim_nul(b: &[u8]) -> &[u8] {
-    match b.iter().position(|c| *c == 0) {
-        Some(i) => &b[..i],
-        None => b,
-    }
-}
-
-/// A numeric field: octal text (spaces and NULs around it allowed) or GNU base-256.
-fn parse_number(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|b| b & 0x80 != 0) {
-        if field[0] != 0x80 {
-            return None; // negative base-256 makes no sense for sizes and ids
-        }
-        let mut v: u64 = 0;
-        for (i, b) in field.iter().enumerate() {
-            let b = if i == 0 { b & 0x7f } else { *b };
-            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
-        }
-        return Some(v);
-    }
-    parse_octal(field)
-}
-
-fn parse_signed(field: &[u8]) -> Option<i64> {
-    if field.first() == Some(&0xff) {
-        // Negative base-256 (two's complement).
-        let mut v: i64 = -1;
-        for b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(i64::from(*b))?;
-        }
-        return Some(v);
-    }
-    parse_number(field).and_then(|v| i64::try_from(v).ok())
-}
-
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    let trimmed: &[u8] = {
-        let start = field.iter().position(|b| *b != b' ' && *b != 0);
-        match start {
-            None => return Some(0),
-            Some(s) => {
-                let rest = &field[s..];
-                let end = rest
-                    .iter()
-                    .position(|b| *b == b' ' || *b == 0)
-                    .unwrap_or(rest.len());
-                // Only spaces and NULs may follow the digits.
-                if rest[end..].iter().any(|b| *b != b' ' && *b != 0) {
-                    return None;
-                }
-                &rest[..end]
-            }
-        }
-    };
-    let mut v: u64 = 0;
-    for b in trimmed {
-        if !(b'0'..=b'7').contains(b) {
-            return None;
-        }
-        v = v.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(v)
-}
-
 fn parse_pax(data: &[u8], p: &mut Pending) -> std::result::Result<(), String> {
-    let mut rest = data;
-    while !rest.is_empty() {
-        let sp = rest
-            .iter()
-            .position(|b| *b == b' ')
-            .ok_or("PAX record without length")?;
-        let len: usize = std::str::from_utf8(&rest[..sp])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("bad PAX record length")?;
-        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
-            return Err("bad PAX record length".into());
-        }
-        let record = &rest[sp + 1..len - 1];
-        let eq = record
-            .iter()
-            .position(|b| *b == b'=')
-            .ok_or("PAX record without =")?;
-        let (key, value) = (&record[..eq], &record[eq + 1..]);
+    for record in pax_records(data) {
+        let (key, value) = record?;
         apply_pax(key, value, p)?;
-        rest = &rest[len..];
     }
     Ok(())
 }
@@ -490,21 +398,6 @@ mod limits_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers() {
-        assert_eq!(parse_octal(b"0000644\0"), Some(0o644));
-        assert_eq!(parse_octal(b"  644 \0"), Some(0o644));
-        assert_eq!(parse_octal(b"\0\0\0"), Some(0));
-        assert_eq!(parse_octal(b"64x4"), None);
-        assert_eq!(parse_octal(b"64 4"), None);
-        let mut f = [0u8; 12];
-        f[0] = 0x80;
-        f[11] = 5;
-        f[10] = 1;
-        assert_eq!(parse_number(&f), Some(261));
-        assert_eq!(parse_signed(&[0xff; 12]), Some(-1));
-    }
 
     #[test]
     fn pax_times_parse() {

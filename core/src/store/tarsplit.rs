@@ -13,6 +13,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
 use crate::archive::limits::ExtensionBudget;
+use crate::archive::tar_fields::{field, header_path, parse_number, pax_records, trim_nul};
 use crate::error::{Error, Result};
 
 const BLOCK: usize = 512;
@@ -47,6 +48,8 @@ pub struct Recorder {
     header: Vec<u8>,
     raw: Vec<u8>,
     next_name: Option<Vec<u8>>,
+    /// A PAX `size` for the next entry (files over 8 GiB), as the archive reader honours it.
+    next_size: Option<u64>,
     /// Extension headers since the last file entry, capped as the archive reader caps them.
     budget: ExtensionBudget,
     files: u64,
@@ -67,6 +70,7 @@ impl Recorder {
             header: Vec::with_capacity(BLOCK),
             raw: Vec::new(),
             next_name: None,
+            next_size: None,
             budget: ExtensionBudget::default(),
             files: 0,
             error: None,
@@ -116,13 +120,12 @@ impl Recorder {
                     buf.extend_from_slice(&data[..take]);
                     *remaining -= take as u64;
                     if *remaining == 0 {
-                        let name = if *kind == b'x' {
-                            pax_path(buf)
+                        if *kind == b'x' {
+                            let (path, size) = pax_path_and_size(buf);
+                            self.next_name = path.or(self.next_name.take());
+                            self.next_size = size.or(self.next_size);
                         } else {
-                            Some(buf.split(|b| *b == 0).next().unwrap_or(&[]).to_vec())
-                        };
-                        if name.is_some() {
-                            self.next_name = name;
+                            self.next_name = Some(trim_nul(buf).to_vec());
                         }
                         self.state = after_padding(*padding);
                     }
@@ -141,12 +144,18 @@ impl Recorder {
         if h.iter().all(|b| *b == 0) {
             return; // end-of-archive block (or padding): raw
         }
-        let Some(size) = parse_size(&h[124..136]) else {
+        let Some(header_size) = parse_number(&h[field::SIZE]) else {
             self.state = State::Opaque;
             return;
         };
+        let kind = h[field::TYPEFLAG];
+        // A PAX size applies to the next file entry, never to extension headers.
+        let size = if matches!(kind, b'x' | b'g' | b'L' | b'K') {
+            header_size
+        } else {
+            self.next_size.take().unwrap_or(header_size)
+        };
         let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
-        let kind = h[156];
         if matches!(kind, b'x' | b'g' | b'L' | b'K') {
             if self.budget.charge(size).is_err() {
                 self.state = State::Opaque;
@@ -157,7 +166,8 @@ impl Recorder {
         }
         match kind {
             b'0' | 0 | b'7' => {
-                let name = self.next_name.take().unwrap_or_else(|| header_name(&h));
+                let block: &[u8; BLOCK] = h.as_slice().try_into().expect("a whole block");
+                let name = self.next_name.take().unwrap_or_else(|| header_path(block));
                 self.flush_raw();
                 self.write_file(&name, size);
                 self.state = if size == 0 {
@@ -184,6 +194,7 @@ impl Recorder {
             // Header-only types carry no body whatever their size field says (as Go's reader).
             b'1' | b'2' | b'3' | b'4' | b'5' | b'6' => {
                 self.next_name = None;
+                self.next_size = None;
             }
             _ => {
                 self.state = after_padding(size + padding);
@@ -241,64 +252,19 @@ fn after_padding(padding: u64) -> State {
     }
 }
 
-fn parse_size(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        // GNU base-256: big-endian binary after the marker bit.
-        let mut v: u64 = (field[0] & 0x7f) as u64;
-        for b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(*b as u64)?;
-        }
-        return Some(v);
-    }
-    let s: Vec<u8> = field
-        .iter()
-        .copied()
-        .take_while(|b| *b != 0)
-        .filter(|b| *b != b' ')
-        .collect();
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(std::str::from_utf8(&s).ok()?, 8).ok()
-}
-
-fn cstr(field: &[u8]) -> &[u8] {
-    field.split(|b| *b == 0).next().unwrap_or(&[])
-}
-
-/// The ustar name (prefix joined) of a header block.
-fn header_name(h: &[u8]) -> Vec<u8> {
-    let name = cstr(&h[0..100]);
-    if &h[257..262] == b"ustar" {
-        let prefix = cstr(&h[345..500]);
-        if !prefix.is_empty() {
-            let mut full = prefix.to_vec();
-            full.push(b'/');
-            full.extend_from_slice(name);
-            return full;
+/// The `path` and `size` records of a PAX header body; a malformed body gives neither (the
+/// archive reader refuses such a layer, so what is recorded for it does not matter).
+fn pax_path_and_size(body: &[u8]) -> (Option<Vec<u8>>, Option<u64>) {
+    let (mut path, mut size) = (None, None);
+    for record in pax_records(body) {
+        match record {
+            Ok((b"path", v)) => path = Some(v.to_vec()),
+            Ok((b"size", v)) => size = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+            Ok(_) => {}
+            Err(_) => return (None, None),
         }
     }
-    name.to_vec()
-}
-
-/// The `path` record of a PAX extended header body.
-fn pax_path(body: &[u8]) -> Option<Vec<u8>> {
-    let mut rest = body;
-    let mut path = None;
-    while !rest.is_empty() {
-        let sp = rest.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
-        if len <= sp || len > rest.len() {
-            return None;
-        }
-        let record = &rest[sp + 1..len];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some(v) = record.strip_prefix(b"path=") {
-            path = Some(v.to_vec());
-        }
-        rest = &rest[len..];
-    }
-    path
+    (path, size)
 }
 
 /// One element of a recorded tar-split.
@@ -448,9 +414,38 @@ mod tests {
     }
 
     #[test]
-    fn pax_path_is_parsed() {
-        let body = b"28 path=some/very/long/name\n13 mtime=1.5\n";
-        assert_eq!(pax_path(body).unwrap(), b"some/very/long/name".to_vec());
+    fn pax_path_and_size_are_parsed() {
+        let body = b"28 path=some/very/long/name\n13 mtime=1.5\n16 size=9999999\n";
+        let (path, size) = pax_path_and_size(body);
+        assert_eq!(path.unwrap(), b"some/very/long/name".to_vec());
+        assert_eq!(size, Some(9_999_999));
+    }
+
+    /// Guards that the recorder names files as the archive reader does. A GNU header keeps its
+    /// access time where ustar has the name prefix; the recorder's own header parser (before
+    /// the two shared one) joined those bytes to the name, so the file could not be found at
+    /// save time ("00000000001/f" instead of "f").
+    #[test]
+    fn gnu_header_times_are_not_a_name_prefix() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().set_atime(1);
+        h.set_cksum();
+        b.append(&h, &b"abc"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut rec = Recorder::new();
+        rec.feed(&tar);
+        let encoded = rec.finish().unwrap();
+        let mut out = Vec::new();
+        assemble(&encoded[..], &mut out, &mut |name| {
+            assert_eq!(name, b"f");
+            Ok(Box::new(std::io::Cursor::new(b"abc".to_vec())))
+        })
+        .unwrap();
+        assert_eq!(out, tar);
     }
 
     /// Guards that the recorder holds the archive reader's per-entry caps on extension headers
