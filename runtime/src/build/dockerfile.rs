@@ -117,77 +117,6 @@ pub fn exec_form(args: &str) -> Option<Vec<String>> {
     serde_json::from_str::<Vec<String>>(t).ok()
 }
 
-/// Replaces `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alt}` from `vars`; `\$` stays a
-/// literal dollar. Unknown variables become empty, as Docker's.
-pub fn substitute(s: &str, vars: &[(String, String)]) -> String {
-    let lookup = |name: &str| {
-        vars.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    // Once no `}` is left, no later `${` can close: remembering it keeps a text full of
-    // unclosed `${` linear instead of rescanning to the end for each one.
-    let mut no_close_left = false;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\\' && chars.get(i + 1) == Some(&'$') {
-            out.push('$');
-            i += 2;
-            continue;
-        }
-        if c != '$' {
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        if chars.get(i + 1) == Some(&'{') {
-            let close = if no_close_left {
-                None
-            } else {
-                chars[i + 2..].iter().position(|&c| c == '}')
-            };
-            let Some(close) = close else {
-                no_close_left = true;
-                out.push(c);
-                i += 1;
-                continue;
-            };
-            let inner: String = chars[i + 2..i + 2 + close].iter().collect();
-            let value = if let Some((name, default)) = inner.split_once(":-") {
-                lookup(name)
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| default.to_string())
-            } else if let Some((name, alt)) = inner.split_once(":+") {
-                lookup(name)
-                    .filter(|v| !v.is_empty())
-                    .map(|_| alt.to_string())
-                    .unwrap_or_default()
-            } else {
-                lookup(&inner).unwrap_or_default()
-            };
-            out.push_str(&value);
-            i += 3 + close;
-            continue;
-        }
-        let name: String = chars[i + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-            .collect();
-        if name.is_empty() {
-            out.push(c);
-            i += 1;
-        } else {
-            out.push_str(&lookup(&name).unwrap_or_default());
-            i += 1 + name.chars().count();
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 #[path = "dockerfile_fuzz.rs"]
 mod fuzz;
@@ -209,27 +138,5 @@ mod tests {
         assert!(parse("FROBNICATE x").is_err());
         assert!(parse("# nothing\n").is_err());
         assert!(parse("RUN").is_err());
-    }
-
-    /// Guards the cost of unclosed `${`: each one rescanned the rest of the text (quadratic:
-    /// 100,000 of them are about 10^10 steps); found while reviewing the Dockerfile fuzzer.
-    #[test]
-    fn unclosed_braces_are_linear() {
-        let text = "${".repeat(100_000);
-        let started = std::time::Instant::now();
-        assert_eq!(substitute(&text, &[]), text);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    }
-
-    #[test]
-    fn substitutes_like_docker() {
-        let vars = vec![
-            ("A".to_string(), "1".to_string()),
-            ("E".to_string(), String::new()),
-        ];
-        assert_eq!(
-            substitute("x$A ${A} ${B:-d} ${A:+y} \\$A $E.", &vars),
-            "x1 1 d y $A ."
-        );
     }
 }

@@ -10,6 +10,7 @@ mod dirfd;
 mod dockerfile;
 mod owner;
 mod scope;
+pub(crate) mod words;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::api::stream::json_line;
 use crate::daemon::containers::lifecycle;
 use crate::daemon::Daemon;
-use crate::image::{self, changes::apply_changes, changes::empty_container_config};
+use crate::image::{self, changes::apply_changes_with_args, changes::empty_container_config};
 use context::Context;
 use dockerfile::Instruction;
 
@@ -168,7 +169,7 @@ async fn from(
     opts: &BuildOptions,
     out: &Output,
 ) -> Result<()> {
-    let text = dockerfile::substitute(&ins.args, &stage.args);
+    let text = expand(ins, &stage.args)?;
     let name = text.split_whitespace().next().unwrap_or("");
     stage.args.retain(|_| false);
     if name == "scratch" {
@@ -212,6 +213,13 @@ fn cache_key(parent: &Option<Digest>, step: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The instruction's arguments with its variables expanded; a malformed substitution fails
+/// the step with Docker's message.
+fn expand(ins: &Instruction, vars: &[(String, String)]) -> Result<String> {
+    words::expand(&ins.args, vars)
+        .map_err(|e| Error::invalid(format!("{} (line {}): {e}", ins.original, ins.line)))
+}
+
 fn cache_lookup(d: &Daemon, key: &str) -> Option<Digest> {
     let text = std::fs::read_to_string(cache_path(d, key)).ok()?;
     let id = Digest::parse(text.trim()).ok()?;
@@ -247,7 +255,7 @@ async fn step(
                     "COPY --from (multi-stage builds) is not supported by the classic builder yet",
                 ));
             }
-            let words = copy_words(&dockerfile::substitute(&ins.args, &vars))?;
+            let words = copy_words(&expand(ins, &vars)?)?;
             let (srcs, _dest) = words.split_at(words.len() - 1);
             let mut paths = Vec::new();
             for s in srcs {
@@ -289,14 +297,7 @@ async fn step(
             }
             (format!("ARG|{}", ins.args), None)
         }
-        _ => (
-            format!(
-                "{}|{}",
-                ins.keyword,
-                dockerfile::substitute(&ins.args, &vars)
-            ),
-            None,
-        ),
+        _ => (format!("{}|{}", ins.keyword, expand(ins, &vars)?), None),
     };
     let key = cache_key(&stage.image, &key_text);
     if !opts.no_cache {
@@ -316,15 +317,13 @@ async fn step(
         _ => {
             let text = match ins.keyword.as_str() {
                 "ARG" | "MAINTAINER" | "SHELL" | "ONBUILD" | "HEALTHCHECK" => None,
-                _ => Some(format!(
-                    "{} {}",
-                    ins.keyword,
-                    dockerfile::substitute(&ins.args, &vars)
-                )),
+                // Expanded once, by the instruction's own rules (quotes kept where Docker
+                // keeps them), with the build arguments beneath the image's environment.
+                _ => Some(format!("{} {}", ins.keyword, ins.args)),
             };
             let mut config = stage.config.clone();
             if let Some(t) = &text {
-                apply_changes(&mut config, std::slice::from_ref(t))?;
+                apply_changes_with_args(&mut config, std::slice::from_ref(t), &stage.args)?;
             }
             config_image(
                 d,

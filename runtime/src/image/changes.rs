@@ -6,6 +6,8 @@
 use serde_json::{Map, Value};
 use strata_core::{Error, Result};
 
+use crate::build::words::split_words;
+
 /// Docker's empty container config, field order as Docker writes it.
 pub fn empty_container_config() -> Map<String, Value> {
     let mut m = Map::new();
@@ -35,16 +37,26 @@ pub fn empty_container_config() -> Map<String, Value> {
 
 /// Applies each `--change` line to `config` (a container config object).
 pub fn apply_changes(config: &mut Map<String, Value>, changes: &[String]) -> Result<()> {
+    apply_changes_with_args(config, changes, &[])
+}
+
+/// As [`apply_changes`], with build arguments visible to the expansion beneath the config's
+/// environment (an `ENV` of the same name wins, as in Docker's builder).
+pub fn apply_changes_with_args(
+    config: &mut Map<String, Value>,
+    changes: &[String],
+    args: &[(String, String)],
+) -> Result<()> {
     for change in changes {
         // The API may pass several instructions in one value, one per line.
         for line in change.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            apply_one(config, line)?;
+            apply_one(config, line, args)?;
         }
     }
     Ok(())
 }
 
-fn apply_one(config: &mut Map<String, Value>, line: &str) -> Result<()> {
+fn apply_one(config: &mut Map<String, Value>, line: &str, args: &[(String, String)]) -> Result<()> {
     let (word, rest) = match line.split_once(char::is_whitespace) {
         Some((w, r)) => (w, r.trim()),
         None => (line, ""),
@@ -54,7 +66,7 @@ fn apply_one(config: &mut Map<String, Value>, line: &str) -> Result<()> {
     if rest.is_empty() {
         return Err(bad(&format!("{instruction} requires an argument")));
     }
-    let env = env_of(config);
+    let env: Vec<(String, String)> = args.iter().cloned().chain(env_of(config)).collect();
     match instruction.as_str() {
         "CMD" | "ENTRYPOINT" => {
             let cmd = match exec_form(rest) {
@@ -69,19 +81,21 @@ fn apply_one(config: &mut Map<String, Value>, line: &str) -> Result<()> {
             config.insert(key.into(), strings(cmd));
         }
         "ENV" => {
-            for (k, v) in name_values(rest, &env, true).map_err(|e| bad(&e))? {
+            for (k, v) in name_values(rest, &env, true).map_err(|e| bad(&e.to_string()))? {
                 set_env(config, &k, &v);
             }
         }
         "LABEL" => {
-            let pairs = name_values(rest, &env, false).map_err(|e| bad(&e))?;
+            let pairs = name_values(rest, &env, false).map_err(|e| bad(&e.to_string()))?;
             let labels = object_field(config, "Labels");
             for (k, v) in pairs {
                 labels.insert(k, Value::from(v));
             }
         }
         "WORKDIR" => {
-            let dir = expand_words(rest, &env).map_err(|e| bad(&e))?.join(" ");
+            let dir = split_words(rest, &env)
+                .map_err(|e| bad(&e.to_string()))?
+                .join(" ");
             let current = config
                 .get("WorkingDir")
                 .and_then(Value::as_str)
@@ -99,12 +113,14 @@ fn apply_one(config: &mut Map<String, Value>, line: &str) -> Result<()> {
             config.insert("WorkingDir".into(), Value::from(joined));
         }
         "USER" => {
-            let user = expand_words(rest, &env).map_err(|e| bad(&e))?.join(" ");
+            let user = split_words(rest, &env)
+                .map_err(|e| bad(&e.to_string()))?
+                .join(" ");
             config.insert("User".into(), Value::from(user));
         }
         "EXPOSE" => {
             let ports = object_field(config, "ExposedPorts");
-            for p in expand_words(rest, &env).map_err(|e| bad(&e))? {
+            for p in split_words(rest, &env).map_err(|e| bad(&e.to_string()))? {
                 let p = if p.contains('/') {
                     p
                 } else {
@@ -116,7 +132,7 @@ fn apply_one(config: &mut Map<String, Value>, line: &str) -> Result<()> {
         "VOLUME" => {
             let vols = match exec_form(rest) {
                 Some(v) => v,
-                None => expand_words(rest, &env).map_err(|e| bad(&e))?,
+                None => split_words(rest, &env).map_err(|e| bad(&e.to_string()))?,
             };
             let volumes = object_field(config, "Volumes");
             for v in vols {
@@ -223,12 +239,14 @@ fn name_values(
         let (k, v) = rest
             .split_once(char::is_whitespace)
             .ok_or("ENV needs a value (ENV key=value or ENV key value)")?;
-        let v = expand_words(v.trim(), env)?.join(" ");
+        let v = split_words(v.trim(), env)
+            .map_err(|e| e.to_string())?
+            .join(" ");
         return Ok(vec![(k.to_string(), v)]);
     }
     let mut out = Vec::new();
     let mut scope: Vec<(String, String)> = env.to_vec();
-    for word in expand_words(rest, env)? {
+    for word in split_words(rest, env).map_err(|e| e.to_string())? {
         let (k, v) = word
             .split_once('=')
             .ok_or_else(|| format!("{word:?} is not of the form key=value"))?;
@@ -239,126 +257,6 @@ fn name_values(
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
-}
-
-/// Splits like Docker's shell-word rules: whitespace separates words outside quotes, quotes
-/// are removed, backslash escapes the next character (outside single quotes), and `$VAR`
-/// expands outside single quotes.
-pub fn expand_words(s: &str, env: &[(String, String)]) -> std::result::Result<Vec<String>, String> {
-    let chars: Vec<char> = s.chars().collect();
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-                i += 1;
-            }
-            '\'' => {
-                in_word = true;
-                let end = chars[i + 1..]
-                    .iter()
-                    .position(|c| *c == '\'')
-                    .ok_or("unmatched single quote")?;
-                cur.extend(&chars[i + 1..i + 1 + end]);
-                i += end + 2;
-            }
-            '"' => {
-                in_word = true;
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err("unmatched double quote".into()),
-                        Some('"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some('\\') if matches!(chars.get(i + 1), Some('"' | '\\' | '$')) => {
-                            cur.push(chars[i + 1]);
-                            i += 2;
-                        }
-                        Some('$') => i = expand_var(&chars, i, env, &mut cur)?,
-                        Some(c) => {
-                            cur.push(*c);
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                if let Some(n) = chars.get(i + 1) {
-                    cur.push(*n);
-                }
-                i += 2;
-            }
-            '$' => {
-                in_word = true;
-                i = expand_var(&chars, i, env, &mut cur)?;
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-                i += 1;
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
-}
-
-/// Expands the variable at `chars[i] == '$'`; returns the index after it.
-fn expand_var(
-    chars: &[char],
-    i: usize,
-    env: &[(String, String)],
-    out: &mut String,
-) -> std::result::Result<usize, String> {
-    let lookup = |name: &str| {
-        env.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    if chars.get(i + 1) == Some(&'{') {
-        let end = chars[i + 2..]
-            .iter()
-            .position(|c| *c == '}')
-            .ok_or("unmatched ${")?;
-        let inner: String = chars[i + 2..i + 2 + end].iter().collect();
-        let value = if let Some((name, word)) = inner.split_once(":-") {
-            lookup(name)
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| word.to_string())
-        } else if let Some((name, word)) = inner.split_once(":+") {
-            lookup(name)
-                .filter(|v| !v.is_empty())
-                .map(|_| word.to_string())
-                .unwrap_or_default()
-        } else {
-            lookup(&inner).unwrap_or_default()
-        };
-        out.push_str(&value);
-        return Ok(i + 3 + end);
-    }
-    let name: String = chars[i + 1..]
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-        .collect();
-    if name.is_empty() {
-        out.push('$');
-        return Ok(i + 1);
-    }
-    out.push_str(&lookup(&name).unwrap_or_default());
-    Ok(i + 1 + name.chars().count())
 }
 
 #[cfg(test)]
@@ -406,6 +304,23 @@ mod tests {
         assert_eq!(c["User"], "nobody");
     }
 
+    /// Guards the builder's one expansion: it used to expand a line once itself (inside single
+    /// quotes too) and once more here, so `ENV A='$B'` got B's value instead of `$B`.
+    #[test]
+    fn build_args_sit_beneath_the_environment_and_quotes_hold() {
+        let mut c = empty_container_config();
+        let args = [
+            ("B".to_string(), "arg".to_string()),
+            ("C".to_string(), "c".to_string()),
+        ];
+        let lines = ["ENV C=env".to_string(), "ENV A='$B' D=$B E=$C".to_string()];
+        apply_changes_with_args(&mut c, &lines, &args).unwrap();
+        assert_eq!(
+            c["Env"],
+            serde_json::json!(["C=env", "A=$B", "D=arg", "E=env"])
+        );
+    }
+
     #[test]
     fn expose_volume_and_refusals() {
         let c = apply(&["EXPOSE 80 53/udp", r#"VOLUME ["/data"]"#]);
@@ -427,7 +342,7 @@ mod tests {
     fn words_quote_and_escape() {
         let env = vec![("X".to_string(), "1".to_string())];
         assert_eq!(
-            expand_words(r#"a\ b 'c $X' "d $X" ${Y:-def}"#, &env).unwrap(),
+            split_words(r#"a\ b 'c $X' "d $X" ${Y:-def}"#, &env).unwrap(),
             vec!["a b", "c $X", "d 1", "def"]
         );
     }
