@@ -13,6 +13,7 @@ pub mod naive;
 pub mod options;
 pub mod plugin;
 pub mod registry;
+pub mod rfc3339;
 pub mod store;
 pub mod stream;
 #[cfg(any(test, feature = "test-driver"))]

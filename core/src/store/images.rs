@@ -21,10 +21,10 @@ pub use super::image_inspect::{GraphDriverData, ImageInspect, ImageMetadata, Roo
 use super::layers::{LayerInfo, LayerStore};
 use super::read_opt;
 use super::reference::Reference;
-pub use super::rfc3339::{format_rfc3339, now_rfc3339, parse_rfc3339};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::doc_lock::DocLocks;
 use crate::fsutil::{atomic_write, remove_tree};
+pub use crate::rfc3339::{now as now_rfc3339, unix_seconds as parse_rfc3339};
 
 /// The parts of a Docker/OCI image config the engine reads. The stored bytes stay as given.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -12,7 +12,6 @@ mod layer_sync;
 mod layerdb_files;
 pub mod layers;
 pub mod reference;
-mod rfc3339;
 pub mod tarsplit;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod testdriver;

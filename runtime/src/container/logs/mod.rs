@@ -4,12 +4,10 @@
 
 pub mod options;
 pub mod reader;
-pub mod time;
 pub mod writer;
 
 pub use options::{LogConfig, LogOptions};
 pub use reader::{read_logs, LogEntry, LogReadOptions};
-pub use time::{format_rfc3339_nano, parse_rfc3339};
 pub use writer::JsonLogWriter;
 
 /// Docker's name for a container's log file in its directory.

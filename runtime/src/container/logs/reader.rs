@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::super::io::StreamKind;
 use super::super::running::ExitStatus;
-use super::time::{format_rfc3339_nano, parse_rfc3339};
 use super::writer::rotated_path;
+use strata_core::rfc3339;
 
 /// How often a follower looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -64,7 +64,7 @@ impl LogEntry {
     /// The bytes `logs` prints: the text, prefixed by its RFC3339Nano time with `timestamps`.
     pub fn render(&self, timestamps: bool) -> Bytes {
         if timestamps {
-            Bytes::from(format!("{} {}", format_rfc3339_nano(&self.time), self.log))
+            Bytes::from(format!("{} {}", rfc3339::format_nano(&self.time), self.log))
         } else {
             Bytes::from(self.log.clone())
         }
@@ -87,7 +87,8 @@ fn parse_line(line: &[u8]) -> Result<LogEntry> {
     };
     Ok(LogEntry {
         stream,
-        time: parse_rfc3339(&raw.time)?,
+        time: rfc3339::parse(&raw.time)
+            .ok_or_else(|| Error::invalid(format!("bad timestamp {:?}", raw.time)))?,
         log: raw.log,
     })
 }
@@ -340,7 +341,7 @@ mod tests {
         assert_eq!(late.len(), 2);
         let stamped = all[0].render(true);
         assert!(stamped.ends_with(b" line 0\n"));
-        assert!(String::from_utf8_lossy(&stamped).starts_with(&format_rfc3339_nano(&all[0].time)));
+        assert!(String::from_utf8_lossy(&stamped).starts_with(&rfc3339::format_nano(&all[0].time)));
     }
 
     #[tokio::test]

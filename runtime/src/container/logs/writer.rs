@@ -14,7 +14,7 @@ use strata_core::{IoContext, Result};
 
 use super::super::io::StreamKind;
 use super::options::LogOptions;
-use super::time::format_rfc3339_nano;
+use strata_core::rfc3339;
 
 /// Docker's buffer size for one log message.
 const MAX_LINE: usize = 16 * 1024;
@@ -170,7 +170,7 @@ fn encode(out: &mut Vec<u8>, line: &[u8], stream: StreamKind, time: &DateTime<Ut
     let entry = Entry {
         log: &String::from_utf8_lossy(line),
         stream: stream.as_str(),
-        time: format_rfc3339_nano(time),
+        time: rfc3339::format_nano(time),
     };
     serde_json::to_writer(&mut *out, &entry)
         .map_err(|e| strata_core::Error::Other(format!("encode log entry: {e}")))?;
