@@ -44,6 +44,8 @@ pub struct Stratad {
     pub extra_args: Vec<String>,
     /// btrfs needs its data root on btrfs: a loop-mounted image made for the test.
     fs: Option<strata_btrfs::testing::LoopBtrfs>,
+    /// A data root the test made itself (on a filesystem of its own), instead of one in `dir`.
+    root: Option<PathBuf>,
 }
 
 impl Stratad {
@@ -52,21 +54,34 @@ impl Stratad {
     }
 
     pub fn start_with<S: AsRef<str>>(driver: Option<&str>, extra_args: &[S]) -> Stratad {
+        let mut d = Self::new(driver, extra_args);
+        d.spawn();
+        d
+    }
+
+    /// A daemon whose data root is `root` (the test owns and cleans that filesystem).
+    pub fn start_on(root: &Path, driver: Option<&str>) -> Stratad {
+        let mut d = Self::new::<&str>(driver, &[]);
+        d.root = Some(root.to_path_buf());
+        d.spawn();
+        d
+    }
+
+    fn new<S: AsRef<str>>(driver: Option<&str>, extra_args: &[S]) -> Stratad {
         let dir = tempfile::Builder::new()
             .prefix("strata-test-")
             .tempdir()
             .expect("temp dir");
         let fs = (driver == Some("btrfs"))
             .then(|| strata_btrfs::testing::LoopBtrfs::new().expect("a loop-mounted btrfs"));
-        let mut d = Stratad {
+        Stratad {
             child: None,
             dir,
             driver: driver.map(str::to_string),
             extra_args: extra_args.iter().map(|a| a.as_ref().to_string()).collect(),
             fs,
-        };
-        d.spawn();
-        d
+            root: None,
+        }
     }
 
     pub fn sock(&self) -> PathBuf {
@@ -74,9 +89,10 @@ impl Stratad {
     }
 
     pub fn data_root(&self) -> PathBuf {
-        match &self.fs {
-            Some(fs) => fs.path().join("root"),
-            None => self.dir.path().join("root"),
+        match (&self.root, &self.fs) {
+            (Some(root), _) => root.clone(),
+            (None, Some(fs)) => fs.path().join("root"),
+            (None, None) => self.dir.path().join("root"),
         }
     }
 
