@@ -366,6 +366,18 @@ fn observation_and_control() {
     // Unsupported endpoints name what is missing.
     let err = d.fails(&["network", "create", "n"]);
     assert!(err.contains("does not support networks"), "{err}");
+    let err = d.fails(&["network", "rm", "none"]);
+    assert!(err.contains("does not support networks"), "{err}");
+    // The built-in networks are listed, and `system prune` (which prunes networks and the
+    // build cache too) runs; both answered 501 before.
+    let names = d.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert_eq!(names.trim(), "host host\nnone null");
+    assert_eq!(
+        d.ok(&["network", "inspect", "-f", "{{.Name}}", "none"])
+            .trim(),
+        "none"
+    );
+    d.ok(&["system", "prune", "-f"]);
     let err = d.fails(&["swarm", "init"]);
     assert!(err.contains("swarm"), "{err}");
     d.ok(&["rm", "-f", "c2", "other", "e4"]);

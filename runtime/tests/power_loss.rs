@@ -11,6 +11,8 @@
 //! `STRATA_POWERLOSS_CASES` adds that many random cut points (default 4); `STRATA_FUZZ_SEED`
 //! picks them (printed on failure).
 
+#[path = "common/loop_ext4.rs"]
+mod loop_ext4;
 #[path = "common/stratad.rs"]
 mod stratad;
 
@@ -19,63 +21,15 @@ mod recorder;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use loop_ext4::{make_ext4, LoopMount};
 use recorder::{Event, Log, Recorder};
 use sha2::{Digest, Sha256};
 use stratad::Stratad;
 
 const IMAGE_SIZE: u64 = 256 << 20;
-
-/// Runs a host tool and insists on success; returns stdout.
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e} (scripts/setup.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// An ext4 image attached to a loop device and mounted; undone on drop, also on failure.
-struct Mounted {
-    device: String,
-    at: PathBuf,
-}
-
-impl Mounted {
-    fn new(image: &Path, at: &Path) -> Mounted {
-        let device = run("losetup", &["--find", "--show", image.to_str().unwrap()]);
-        let m = Mounted {
-            device,
-            at: at.to_path_buf(),
-        };
-        run("mount", &["-t", "ext4", &m.device, at.to_str().unwrap()]);
-        m
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = strata_core::fsutil::mounts::unmount_all_under(&self.at.join("root"));
-        let _ = Command::new("umount").arg(&self.at).status();
-        if Command::new("mountpoint")
-            .arg("-q")
-            .arg(&self.at)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
 
 /// What the daemon acknowledged, and the recorder's position when it did.
 struct Acked {
@@ -100,7 +54,7 @@ fn record(base: &Path, dir: &Path) -> (Log, Vec<Acked>) {
     let rec = Recorder::serve(&live, &fuse_dir, &dir.join("log.data"));
     let mut acked = Vec::new();
     {
-        let _mounted = Mounted::new(&rec.disk(), &mnt);
+        let _mounted = LoopMount::attach(&rec.disk(), &mnt);
         let mut d = Stratad::start_on(&mnt.join("root"), Some("overlay2"));
         d.load_busybox();
         let id = |name: &str| {
@@ -285,7 +239,7 @@ fn check_cut(base: &Path, log: &Log, cut: &Cut, acked: &[Acked], dir: &Path) {
         String::from_utf8_lossy(&fsck.stdout)
     );
     let mnt = dir.join("mnt");
-    let _mounted = Mounted::new(&image, &mnt);
+    let _mounted = LoopMount::attach(&image, &mnt);
     let d = Stratad::start_on(&mnt.join("root"), Some("overlay2"));
     for a in acked.iter().filter(|a| a.at <= cut.cut) {
         match &a.check {
@@ -323,21 +277,7 @@ fn acknowledged_objects_survive_power_loss_and_nothing_torn_is_served() {
         .tempdir()
         .unwrap();
     let base = dir.path().join("base.img");
-    std::fs::File::create(&base)
-        .unwrap()
-        .set_len(IMAGE_SIZE)
-        .unwrap();
-    // A journaled ext4 as a user's disk has; lazy init off so mkfs writes everything now.
-    run(
-        "mkfs.ext4",
-        &[
-            "-q",
-            "-F",
-            "-E",
-            "lazy_itable_init=0,lazy_journal_init=0",
-            base.to_str().unwrap(),
-        ],
-    );
+    make_ext4(&base, IMAGE_SIZE);
     let (log, acked) = record(&base, dir.path());
     let seed = std::env::var("STRATA_FUZZ_SEED")
         .ok()

@@ -511,14 +511,28 @@ impl Staged {
             parent,
             done: false,
         };
-        tokio::task::spawn_blocking(move || {
+        let made = tokio::task::spawn_blocking(move || {
             std::fs::create_dir(&dir).ctx("create directory", &dir)?;
             write_file_synced(&dir.join("cache-id"), cache_id.as_str().as_bytes())?;
             fsync_dir(&dir)?;
             fsync_dir(dir.parent().unwrap_or(Path::new("/")))
         })
-        .await??;
-        Ok(staged)
+        .await
+        .map_err(Error::from)
+        .and_then(|r| r);
+        match made {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                // Nothing was staged: the caller still owns the parent reference and gives it
+                // back (`stage`); this one must not release it a second time when dropped.
+                let mut staged = staged;
+                staged.parent = None;
+                staged.done = true;
+                let dir = staged.dir.clone();
+                let _ = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
+                Err(e)
+            }
+        }
     }
 
     async fn commit_layer(&mut self, info: LayerInfo, tar_split: Vec<u8>) -> Result<LayerInfo> {

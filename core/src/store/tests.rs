@@ -242,6 +242,40 @@ async fn failures_at_each_step_leave_nothing() {
     }
 }
 
+/// Guards the parent's reference count when staging fails (a full disk: the staging directory
+/// cannot be made). The staging step and the dropped stage both gave the parent reference
+/// back, so a failed commit on a full disk removed its image's layer from under it (seen in
+/// runtime/tests/full_disk.rs as "layer ... not found" at the next `run`).
+#[tokio::test]
+async fn a_failed_staging_gives_the_parent_reference_back_once() {
+    let env = Env::new();
+    let store = env.open().await;
+    let parent = register(&store, None, layer_tar(&[("p", "parent")]))
+        .await
+        .layer;
+    let tmp = env.image_root.join("layerdb/tmp");
+    std::fs::remove_dir(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a directory").unwrap();
+    let failed = store
+        .register(
+            Some(&parent.chain_id),
+            from_bytes(layer_tar(&[("c", "child")])),
+            RegisterOpts::default(),
+        )
+        .await;
+    assert!(failed.is_err());
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    // Give any background clean-up the time to run, then the parent must still be there,
+    // with the one reference its registration gave.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        store.get(&parent.chain_id).is_some(),
+        "the parent layer was removed"
+    );
+    assert_eq!(store.release(&parent.chain_id).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_dropped_registration_cleans_up() {
     for op in ["create", "apply_diff", "usage"] {

@@ -44,12 +44,44 @@ pub fn run(root: &Path, forced_api: Option<MountApi>) -> Result<ProbeReport> {
     }
     let scratch = root.join(format!("{PROBE_PREFIX}{}", std::process::id()));
     fsutil::remove_tree(&scratch)?;
-    std::fs::create_dir(&scratch).ctx("create", &scratch)?;
-    let outcome = probe_in(root, &scratch, backing_fs, forced_api);
+    let outcome = std::fs::create_dir(&scratch)
+        .ctx("create", &scratch)
+        .and_then(|()| probe_in(root, &scratch, backing_fs.clone(), forced_api));
     let merged = scratch.join("merged");
     let _ = mount::unmount(&merged);
     fsutil::remove_tree(&scratch)?;
-    outcome
+    match outcome {
+        Err(e) if out_of_space(&e) => Ok(without_probes(root, backing_fs, forced_api, &e)),
+        other => other,
+    }
+}
+
+/// Whether a probe failed only because the backing filesystem is full (or over quota).
+fn out_of_space(e: &Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || e.to_string().contains("No space left on device")
+}
+
+/// The report when the probes cannot write: the daemon must still start on a full disk so a
+/// user can free space. Everything kept is what works everywhere: the mount API can be asked
+/// without writing, and diffs compare trees (always right, only slower), until a start with
+/// space probes again. d_type is assumed, as a data root that filled up was in use.
+fn without_probes(
+    root: &Path,
+    backing_fs: String,
+    forced_api: Option<MountApi>,
+    why: &Error,
+) -> ProbeReport {
+    tracing::warn!(error = %why, "overlay2: start-up probes could not write; assuming safe settings");
+    let api = forced_api.unwrap_or_else(|| mount::detect_api(root));
+    ProbeReport {
+        backing_fs,
+        supports_d_type: true,
+        api,
+        options: accepted_options(api),
+        naive_reason: Some("the start-up probes could not run on a full disk".into()),
+        using_metacopy: false,
+    }
 }
 
 fn probe_in(

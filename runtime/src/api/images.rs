@@ -8,11 +8,9 @@ use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use serde_json::{json, Value};
 use strata_core::store::{Digest, Reference};
 use strata_core::TarStream;
-use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiResult};
 use super::filters::{truthy, Filters};
@@ -57,11 +55,7 @@ fn urlencoding_decode(v: &str) -> Option<String> {
 }
 
 fn body_stream(req: Request) -> TarStream {
-    let stream = req
-        .into_body()
-        .into_data_stream()
-        .map(|r| r.map_err(std::io::Error::other));
-    Box::pin(StreamReader::new(stream))
+    super::upload::drained_reader(req.into_body())
 }
 
 /// Tells the image operations which container uses an image.

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod build_cache;
 pub mod changes;
 pub mod containers;
 pub mod control;
@@ -14,12 +15,14 @@ pub mod filters;
 mod fuzz_tests;
 pub mod host;
 pub mod images;
+pub mod networks;
 pub mod registry;
 pub mod stats;
 pub mod stream;
 pub mod system;
 pub mod top;
 pub mod unsupported;
+pub mod upload;
 pub mod version;
 pub mod volumes;
 
@@ -65,6 +68,17 @@ pub fn router(daemon: AppState) -> Router {
         .route("/containers/{id}/rename", post(control::rename))
         .route("/commit", post(images::commit))
         .route("/build", post(build::build))
+        .route("/build/prune", post(build_cache::prune))
+        // Other methods on these paths (create, remove, connect) answer as the fallback does.
+        .route(
+            "/networks",
+            get(networks::list).fallback(unsupported::fallback),
+        )
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).fallback(unsupported::fallback),
+        )
         .route("/images/json", get(images::list))
         .route("/images/load", post(images::load))
         .route("/images/get", get(images::save_many))

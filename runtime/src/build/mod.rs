@@ -197,12 +197,37 @@ async fn from(
     Ok(())
 }
 
-fn cache_path(d: &Daemon, key: &str) -> PathBuf {
+fn cache_dir(d: &Daemon) -> PathBuf {
     d.data_root
         .join("image")
         .join(d.driver.name())
         .join("buildcache")
-        .join(key)
+}
+
+fn cache_path(d: &Daemon, key: &str) -> PathBuf {
+    cache_dir(d).join(key)
+}
+
+/// `docker builder prune`: forgets every cached step. The steps' images are ordinary images
+/// (pruned as such), so only the index goes; returns the forgotten keys.
+pub async fn prune_cache(d: &Daemon) -> Result<Vec<String>> {
+    let dir = cache_dir(d);
+    tokio::task::spawn_blocking(move || {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", &dir, e)),
+        };
+        let mut forgotten = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            forgotten.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        Ok(forgotten)
+    })
+    .await?
 }
 
 fn cache_key(parent: &Option<Digest>, step: &str) -> String {
