@@ -17,12 +17,25 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>
 /// Wraps `inner` so it yields an error instead of its end when the content is not
 /// `expected` (`size` bytes).
 pub fn verified(inner: ByteStream, expected: Digest, size: u64) -> ByteStream {
+    verified_after(inner, expected, size, Sha256::new(), 0)
+}
+
+/// As [`verified`] for the rest of a blob whose first `prefix_len` bytes were fetched before
+/// (a resumed download) and hashed into `prefix`: the digest and size checked at the end are
+/// the whole blob's.
+pub fn verified_after(
+    inner: ByteStream,
+    expected: Digest,
+    size: u64,
+    prefix: Sha256,
+    prefix_len: u64,
+) -> ByteStream {
     Box::pin(Verified {
         inner,
         expected,
         size,
-        seen: 0,
-        hasher: Some(Sha256::new()),
+        seen: prefix_len,
+        hasher: Some(prefix),
     })
 }
 
@@ -102,6 +115,35 @@ mod tests {
             out.extend_from_slice(&c?);
         }
         Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_resumed_blob_is_checked_whole() {
+        let d = Digest::of_bytes(b"hello world");
+        let prefix = |p: &[u8]| {
+            let mut h = Sha256::new();
+            h.update(p);
+            h
+        };
+        let rest = drain(verified_after(
+            chunks(&[b"world"]),
+            d.clone(),
+            11,
+            prefix(b"hello "),
+            6,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(rest, b"world");
+        let bad = drain(verified_after(
+            chunks(&[b"world"]),
+            d,
+            11,
+            prefix(b"HELLO "),
+            6,
+        ))
+        .await;
+        assert!(bad.is_err(), "a wrong prefix must fail the digest");
     }
 
     #[tokio::test]

@@ -360,6 +360,34 @@ impl Registry {
         check(resp, &url).await
     }
 
+    /// `GET /v2/<repo>/blobs/<digest>` from byte `offset` on (`Range: bytes=offset-`). The
+    /// answer says whether the registry honoured the range (206) or sent the whole blob (200,
+    /// as a registry without range support does); a range past the end (416) is asked again
+    /// whole.
+    pub async fn get_blob_from(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        scope: &str,
+        offset: u64,
+    ) -> Result<(reqwest::Response, bool)> {
+        if offset == 0 {
+            return Ok((self.get_blob(repo, digest, scope).await?, false));
+        }
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let range = [(reqwest::header::RANGE, format!("bytes={offset}-"))];
+        let resp = self
+            .send(Method::GET, url.clone(), scope, &range, None)
+            .await?;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => Ok((resp, true)),
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                Ok((self.get_blob(repo, digest, scope).await?, false))
+            }
+            _ => Ok((check(resp, &url).await?, false)),
+        }
+    }
+
     /// `HEAD /v2/<repo>/blobs/<digest>`: its size if the repository has it.
     pub async fn blob_size(&self, repo: &str, digest: &Digest, scope: &str) -> Result<Option<u64>> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;

@@ -5,139 +5,15 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 #[path = "common/stratad.rs"]
 mod stratad;
+#[path = "common/test_registry.rs"]
+mod test_registry;
 
 use stratad::{fixtures, Stratad};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
-}
-
-/// How a test registry is set up.
-#[derive(Default)]
-struct RegistrySetup {
-    /// Serve HTTPS with a test CA's certificate for 127.0.0.1.
-    tls: bool,
-    /// htpasswd basic auth with this user and password.
-    basic_auth: Option<(&'static str, &'static str)>,
-    /// Bearer token auth: tokens from this realm, signed by the key of this PEM certificate.
-    token: Option<(String, PathBuf)>,
-}
-
-/// A `docker-registry` process; dropped, it is killed and its storage removed.
-struct TestRegistry {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl TestRegistry {
-    fn start(setup: RegistrySetup) -> TestRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-registry-")
-            .tempdir()
-            .expect("temp dir");
-        let port = free_port();
-        let root = dir.path();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-test\n",
-            root.join("data").display()
-        );
-        if setup.tls {
-            strata_core::testing::make_test_certs(root);
-            config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                root.join("server.pem").display(),
-                root.join("server-key.pem").display()
-            ));
-        }
-        if let Some((user, password)) = setup.basic_auth {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .expect("htpasswd (apache2-utils) must be installed: scripts/setup.sh");
-            assert!(out.status.success(), "htpasswd failed");
-            std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
-                root.join("htpasswd").display()
-            ));
-        }
-        if let Some((realm, cert)) = &setup.token {
-            config.push_str(&format!(
-                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
-                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
-                cert.display()
-            ));
-        }
-        std::fs::write(root.join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(root.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(root.join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry must be installed (scripts/setup.sh installs it)");
-        let mut r = TestRegistry {
-            child: Some(child),
-            dir,
-            port,
-        };
-        r.wait_ready();
-        r
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("docker-registry exited ({status}): {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("docker-registry did not listen: {}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The file holding a blob on the registry's disk.
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use test_registry::{RegistrySetup, TestRegistry, TOKEN_ISSUER, TOKEN_SERVICE};
 
 /// A daemon of our own (overlay2), with its own docker CLI config (logins stay in the test).
 struct Daemon(Stratad);
@@ -327,10 +203,18 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
         "no image is left"
     );
     assert_eq!(d.layer_count(), 0, "no layer is left");
-    let spool = std::fs::read_dir(d.data_root().join("tmp"))
+    // The blob failed its digest, so not even a partial file is kept for resuming.
+    let tmp = d.data_root().join("tmp");
+    let spool = std::fs::read_dir(&tmp)
         .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "blobs")
         .count();
-    assert_eq!(spool, 0, "no download is left in the spool directory");
+    let partials = std::fs::read_dir(tmp.join("blobs")).map_or(0, |d| d.count());
+    assert_eq!(
+        spool + partials,
+        0,
+        "no download is left in the spool directory"
+    );
 }
 
 /// An OCI index: the pull takes the linux/amd64 entry, `--platform` another one, and the
@@ -512,9 +396,6 @@ async fn certs_d_ca_makes_a_registry_trusted() {
         .unwrap_err();
     assert_eq!(e.registry_code(), Some("MANIFEST_UNKNOWN"), "{e}");
 }
-
-const TOKEN_SERVICE: &str = "strata-test-service";
-const TOKEN_ISSUER: &str = "strata-test-issuer";
 
 /// A token service for `auth: token` registries: answers `GET /token?scope=` with a JWT
 /// (RS256, signed with openssl by a test key whose certificate travels in `x5c`) granting the

@@ -8,6 +8,7 @@ pub mod containers;
 pub mod driver_select;
 pub mod listen;
 pub mod plugins;
+mod scratch;
 pub mod serve;
 pub mod sizes;
 pub mod tls;
@@ -58,6 +59,10 @@ impl Daemon {
     ) -> Result<Arc<Self>, StartError> {
         let data_root = config.data_root.clone();
         std::fs::create_dir_all(&data_root).ctx("create", &data_root)?;
+        let cleaned = scratch::clean_at_start(&data_root)?;
+        if cleaned > 0 {
+            tracing::info!("removed {cleaned} scratch entr(y/ies) left by interrupted operations");
+        }
         let options = StorageOpts::parse(&config.storage_opts)?;
         let plugin_dirs = config.plugin_dirs();
         let plugins = plugins::inventory(&plugin_dirs).await;

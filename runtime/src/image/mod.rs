@@ -24,6 +24,7 @@ pub mod load;
 pub mod manage;
 pub mod manifest;
 mod outer;
+mod partial;
 pub mod pull;
 pub mod push;
 pub mod save;

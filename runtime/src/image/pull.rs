@@ -18,17 +18,26 @@ use strata_core::store::{
 };
 use strata_core::TarStream;
 use strata_distribution::auth::repository_scope;
-use strata_distribution::blob::{body_stream, verified};
+use strata_distribution::blob::{body_stream, verified, verified_after};
 use strata_distribution::manifest::{select_platform, ImageManifest, Manifest};
 use strata_distribution::{
     AuthConfig, BlobMetadata, BlobSource, ClientConfig, Descriptor, DistError, ImageRef, Platform,
     Registry,
 };
 
+use super::partial::PartialBlob;
 use super::spool::{spool_file, SpoolFollower, SpoolWriter};
 
 type Result<T> = std::result::Result<T, DistError>;
 type Download = tokio::task::JoinHandle<Result<()>>;
+
+/// One layer's download: the task, the spool file's follower (taken by the apply), and the
+/// claim on the blob's resumable partial file (None: spooled privately).
+struct LayerDownload {
+    task: Download,
+    follower: Option<SpoolFollower>,
+    partial: Option<Arc<PartialBlob>>,
+}
 
 /// Bytes of a layer download gathered before each spool write.
 const SPOOL_WRITE: usize = 1 << 20;
@@ -236,8 +245,8 @@ impl PullPlan {
         let outcome = self
             .apply_in_order(layers, first_missing, &mut downloads, progress, held)
             .await;
-        for (handle, _) in &downloads {
-            handle.abort();
+        for d in &downloads {
+            d.task.abort();
         }
         outcome?;
         self.create_image(images).await
@@ -248,16 +257,16 @@ impl PullPlan {
         &self,
         layers: &LayerStore,
         from: usize,
-        downloads: &mut [(Download, Option<SpoolFollower>)],
+        downloads: &mut [LayerDownload],
         progress: &PullProgressFn,
         held: &mut Vec<Digest>,
     ) -> Result<()> {
         let diffs = &self.config.rootfs.diff_ids;
         let chains = chain_ids(diffs);
-        for (i, (handle, follower)) in (from..).zip(downloads.iter_mut()) {
+        for (i, download) in (from..).zip(downloads.iter_mut()) {
             let desc = &self.manifest.layers[i];
             let parent = i.checked_sub(1).map(|p| chains[p].clone());
-            let body = follower.take().map(SpoolFollower::stream);
+            let body = download.follower.take().map(SpoolFollower::stream);
             let registered = match body {
                 Some(body) => {
                     self.apply(layers, desc, &diffs[i], parent, body, progress)
@@ -266,11 +275,15 @@ impl PullPlan {
                 None => Err(DistError::Invalid("layer applied twice".into())),
             };
             // The download's own error (a digest mismatch) explains a failed apply best.
-            let downloaded = handle
+            let downloaded = (&mut download.task)
                 .await
                 .map_err(|e| DistError::Invalid(format!("layer download stopped: {e}")))?;
             downloaded?;
             held.push(registered?);
+            // Applied: nothing to resume any more.
+            if let Some(p) = &download.partial {
+                p.discard();
+            }
             progress(PullProgress::PullComplete {
                 id: short(&desc.digest),
             });
@@ -285,7 +298,7 @@ impl PullPlan {
         from: usize,
         dir: &std::path::Path,
         progress: &PullProgressFn,
-    ) -> Vec<(Download, Option<SpoolFollower>)> {
+    ) -> Vec<LayerDownload> {
         let limit = Arc::new(tokio::sync::Semaphore::new(
             self.opts.max_concurrent_downloads.max(1),
         ));
@@ -302,12 +315,22 @@ impl PullPlan {
             let (registry, limit, progress) =
                 (self.registry.clone(), limit.clone(), progress.clone());
             let (desc, repo) = (desc.clone(), self.reference.repository.clone());
-            let (writer, follower) = spool_file(&dir.join(format!("layer-{i}")));
-            let handle = tokio::spawn(async move {
+            let partial = PartialBlob::claim(&self.opts.spool_dir, &desc.digest).map(Arc::new);
+            let path = match &partial {
+                Some(p) => p.path().to_path_buf(),
+                None => dir.join(format!("layer-{i}")),
+            };
+            let (writer, follower) = spool_file(&path);
+            let resume = partial.clone();
+            let task = tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                download(&registry, &repo, &desc, writer, &progress).await
+                download(&registry, &repo, &desc, writer, resume, &progress).await
             });
-            out.push((handle, Some(follower)));
+            out.push(LayerDownload {
+                task,
+                follower: Some(follower),
+                partial,
+            });
         }
         out
     }
@@ -380,12 +403,19 @@ async fn download(
     repo: &str,
     desc: &Descriptor,
     mut out: SpoolWriter,
+    partial: Option<Arc<PartialBlob>>,
     progress: &PullProgressFn,
 ) -> Result<()> {
-    let result = copy_verified(registry, repo, desc, &mut out, progress).await;
+    let result = copy_verified(registry, repo, desc, &mut out, partial.as_deref(), progress).await;
     match &result {
         Ok(()) => out.finish(),
-        Err(e) => out.fail(&e.to_string()),
+        Err(e) => {
+            // Wrong bytes are never resumed from; a broken connection's are.
+            if let (Some(p), DistError::DigestMismatch { .. }) = (&partial, e) {
+                p.discard();
+            }
+            out.fail(&e.to_string())
+        }
     }
     result
 }
@@ -395,14 +425,40 @@ async fn copy_verified(
     repo: &str,
     desc: &Descriptor,
     out: &mut SpoolWriter,
+    partial: Option<&PartialBlob>,
     progress: &PullProgressFn,
 ) -> Result<()> {
     let id = short(&desc.digest);
     let scope = repository_scope(repo, false);
-    let resp = registry.get_blob(repo, &desc.digest, &scope).await?;
-    let mut body = verified(body_stream(resp), desc.digest.clone(), desc.size);
-    out.open().await?;
-    let mut current = 0u64;
+    let kept = match partial {
+        Some(p) => Some(p.resume(desc.size).await?),
+        None => None,
+    };
+    let (have, prefix) = kept.map_or((0, Default::default()), |k| (k.have, k.prefix));
+    if have == desc.size && Digest::from_hasher(prefix.clone()) == desc.digest {
+        // Fetched whole before (its apply did not finish): nothing to download.
+        out.open_keeping(have).await?;
+        progress(PullProgress::DownloadComplete { id });
+        return Ok(());
+    }
+    let (resp, resumed) = registry
+        .get_blob_from(repo, &desc.digest, &scope, have.min(desc.size - 1))
+        .await?;
+    let (have, prefix) = if resumed {
+        tracing::info!(blob = %desc.digest, from = have, "resuming a layer download");
+        (have, prefix)
+    } else {
+        (0, Default::default())
+    };
+    let mut body = verified_after(
+        body_stream(resp),
+        desc.digest.clone(),
+        desc.size,
+        prefix,
+        have,
+    );
+    out.open_keeping(have).await?;
+    let mut current = have;
     // Network chunks are small; the spool file is written (and its follower woken) per MiB.
     let mut pending = Vec::with_capacity(SPOOL_WRITE);
     while let Some(chunk) = body.next().await {

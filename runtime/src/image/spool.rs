@@ -53,10 +53,21 @@ pub fn spool_file(path: &Path) -> (SpoolWriter, SpoolFollower) {
 }
 
 impl SpoolWriter {
-    /// Creates the file (the follower waits for this).
-    pub async fn open(&mut self) -> std::io::Result<()> {
-        self.file = Some(tokio::fs::File::create(&self.path).await?);
-        self.state.send_replace(Written::Partial(0));
+    /// Opens (creating) the file keeping its first `keep` bytes (a resumed download; 0
+    /// starts afresh); the follower waits for this, then reads those bytes first.
+    pub async fn open_keeping(&mut self, keep: u64) -> std::io::Result<()> {
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(keep == 0)
+            .open(&self.path)
+            .await?;
+        file.set_len(keep).await?;
+        let mut file = file;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(keep)).await?;
+        self.file = Some(file);
+        self.written = keep;
+        self.state.send_replace(Written::Partial(keep));
         Ok(())
     }
 
@@ -175,7 +186,7 @@ mod tests {
             let mut out = Vec::new();
             r.stream().read_to_end(&mut out).await.map(|_| out)
         });
-        w.open().await.unwrap();
+        w.open_keeping(0).await.unwrap();
         for i in 0..50u8 {
             w.write(&[i; 1000]).await.unwrap();
             if i % 10 == 0 {
@@ -195,7 +206,7 @@ mod tests {
     async fn a_failed_or_abandoned_download_fails_the_reader() {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, r) = spool_file(&dir.path().join("a"));
-        w.open().await.unwrap();
+        w.open_keeping(0).await.unwrap();
         w.write(b"partial").await.unwrap();
         w.fail("blob sha256:x failed verification");
         let mut out = Vec::new();
