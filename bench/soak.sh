@@ -131,6 +131,12 @@ soak_driver() {
     "$driver" "$MINUTES" "$ops" "$failed" "$rss0" "$rss1" "$fds0" "$fds1" "$mounts0" "$mounts1" \
     "$cgroups0" "$cgroups1" "$files0" "$files1" "$verdict"
   cat "$work"/client-*.log 2>/dev/null | head -5 || true
+  comm -13 "$work/cgroups.start" "$work/cgroups.now" | head -5 | sed 's/^/  cgroup left: /'
+  # Which daemon made a leftover cgroup: a container of this one has a record here.
+  comm -13 "$work/cgroups.start" "$work/cgroups.now" | xargs -r -n1 basename | sort -u |
+    while read -r id; do
+      [ -d "$root/containers/$id" ] && echo "  ... $id is this daemon's (record present)"
+    done | head -5
   rm -f "$work"/client-* "$work/cgroups.start"
   kill -TERM "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true
   daemon_pid=

@@ -9,7 +9,7 @@ packages=(
   fuse3 libfuse3-dev fuse-overlayfs
   libseccomp-dev
   busybox-static iproute2 procps kmod tar gzip zstd curl jq openssl
-  apache2-utils protobuf-compiler
+  apache2-utils protobuf-compiler python3-venv
   golang-go golang-github-containerd-containerd-dev
 )
 missing=()
@@ -45,6 +45,14 @@ command -v dockerd >/dev/null || install_without_services docker.io
 { command -v containerd && command -v ctr; } >/dev/null || install_without_services containerd
 command -v docker-registry >/dev/null || install_without_services docker-registry
 command -v docker >/dev/null || { echo "setup: no docker CLI" >&2; exit 1; }
+
+# Docker's Python SDK, a second client in runtime/tests/python_sdk.rs, in a virtual
+# environment of its own (never the system Python's packages).
+sdk_venv=/var/cache/strata/sdk-venv
+if ! "$sdk_venv/bin/python" -c 'import docker' 2>/dev/null; then
+  python3 -m venv "$sdk_venv"
+  "$sdk_venv/bin/pip" install -q 'docker==7.1.0'
+fi
 
 # Kernel features the drivers need; modules may be built in, so a failed modprobe is only
 # fatal if the feature is then absent.
