@@ -72,6 +72,9 @@ fn a_full_disk_fails_cleanly_and_the_daemon_still_frees_space() {
     let mut d = Stratad::start_on(&mnt.path().join("root"), Some("overlay2"));
     d.load_busybox();
     d.ok(&["run", "--name", "keep", "--pull", "never", "bb", "true"]);
+    d.ok(&[
+        "create", "--name", "later", "--pull", "never", "bb", "sleep", "300",
+    ]);
     d.ok(&["volume", "create", "vkeep"]);
     d.ok(&["tag", "bb", "kept:tag"]);
     let images_before = ids(&d);
@@ -98,6 +101,28 @@ fn a_full_disk_fails_cleanly_and_the_daemon_still_frees_space() {
         refused >= 3,
         "a full disk refused only {refused} of 6 calls"
     );
+    // A start is all or nothing: if its record cannot be written, the process is gone too.
+    let started = needs_space(&d, &["start", "later"]);
+    eprintln!(
+        "full disk: start of a created container {}",
+        if started { "succeeded" } else { "was refused" }
+    );
+    let state = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}} {{.State.Pid}}",
+        "later",
+    ]);
+    if started {
+        assert!(state.starts_with("true"), "{state}");
+        d.ok(&["kill", "later"]);
+    } else {
+        assert_eq!(
+            state.trim(),
+            "false 0",
+            "a failed start left the container running"
+        );
+    }
     // What was stored is whole and still served.
     assert_eq!(d.ok(&["image", "inspect", "-f", "{{.Id}}", "bb"]), bb_id);
     d.ok(&["image", "inspect", "kept:tag"]);
