@@ -218,10 +218,7 @@ async fn cleanup_unmounts_everything() {
 async fn bad_options_are_refused_with_the_known_ones() {
     let t = TestDir::new();
     let opts = StorageOpts::parse(&["overlay2.nonsense=1"]).unwrap();
-    let err = strata_overlay2::open(t.root(), &opts)
-        .await
-        .err()
-        .unwrap();
+    let err = strata_overlay2::open(t.root(), &opts).await.err().unwrap();
     assert!(err.to_string().contains("overlay2.naive_diff"), "{err}");
     let d = open(&t.root()).await;
     create_ro(&d, 1, None).await;
@@ -229,4 +226,34 @@ async fn bad_options_are_refused_with_the_known_ones() {
         CreateOpts::read_write().with_storage_opts(StorageOpts::parse(&["size=10M"]).unwrap());
     let err = d.create(&id(2), Some(&id(1)), &sized).await.unwrap_err();
     assert!(err.to_string().contains("pquota"), "{err}");
+}
+
+/// Many tasks mount and unmount one layer at once (the kit serialises the real mount and
+/// unmount per layer, with no driver-wide lock): every mount hands out a live overlay, and at
+/// the end the layer is unmounted and can be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_mounts_and_unmounts_of_one_layer_stay_consistent() {
+    let t = TestDir::new();
+    let d = std::sync::Arc::new(open(&t.root()).await);
+    let base = create_ro(d.as_ref(), 1, None).await;
+    let rw = create_rw(d.as_ref(), 2, Some(1)).await;
+    std::fs::write(d.driver().root().join(base.as_str()).join("diff/f"), b"x").unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (d, rw) = (d.clone(), rw.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let path = d.mount(&rw, "").await.unwrap();
+                assert_eq!(std::fs::read(path.join("f")).unwrap(), b"x");
+                d.unmount(&rw).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let merged = d.driver().root().join(rw.as_str()).join("merged");
+    assert!(!merged.exists() || !mounted(&merged));
+    d.remove(&rw).await.unwrap();
+    d.remove(&base).await.unwrap();
 }
