@@ -13,8 +13,9 @@
 //!   `staging/` and `trash/` hold.
 //! - `mount` returns the subvolume directory itself (no mount(2)), reference counted in memory,
 //!   as Docker's btrfs driver; `metadata` is empty (Docker shows GraphDriver.Data null).
-//! - Children are found by btrfs itself: a child's `parent_uuid` is its parent's uuid. No
-//!   metadata file can disagree with the filesystem.
+//! - Parents are recorded by btrfs itself: a child's `parent_uuid` is its parent's uuid, read
+//!   once at open into the driver kit's index. No metadata file can disagree with the
+//!   filesystem.
 //! - `size=` is a qgroup limit on the layer's exclusive bytes (what the layer writes itself,
 //!   whatever its parent holds). Quotas are enabled on the filesystem on first use, as Docker
 //!   does; note that quotas make snapshot deletion markedly slower on btrfs.

@@ -1,4 +1,5 @@
-//! The driver's state and its blocking operations; `lib.rs` wraps them in the async trait.
+//! The driver's state and its blocking operations, a `BlockingLayerDriver` that the driver
+//! kit's `Blocking` adapter serves as the async trait.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
