@@ -4,6 +4,7 @@
 //! drivers would both need (archive handling, naive diff, id validation, sizes) lives here once.
 
 pub mod archive;
+pub mod driverkit;
 pub mod error;
 pub mod fsutil;
 pub mod humanize;

@@ -42,7 +42,25 @@ impl StorageOpts {
 
     /// The `size=` option in bytes, if given.
     pub fn size(&self) -> Result<Option<u64>> {
-        self.get("size").map(parse_bytes).transpose()
+        self.bytes("size")
+    }
+
+    /// A size option (`512`, `10G`) in bytes, if given.
+    pub fn bytes(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key).map(parse_bytes).transpose()
+    }
+
+    /// A boolean option: `true`/`1`/`yes` or `false`/`0`/`no` in any case; `default` when
+    /// absent; anything else is refused naming the key.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" => Ok(false),
+            _ => Err(Error::invalid(format!("{key}={v:?} is not true or false"))),
+        }
     }
 
     /// Refuses any key not in `known`, naming it and the keys that are accepted.
@@ -113,5 +131,18 @@ mod tests {
         assert!(o.check_known("vfs", &["size"]).is_ok());
         assert!(o.check_known("vfs", &[]).is_err());
         assert!(StorageOpts::parse(&["nonsense"]).is_err());
+    }
+
+    #[test]
+    fn flags_parse_both_spellings_and_refuse_others() {
+        let o = StorageOpts::parse(&["a=TRUE", "b=0", "c=yes", "d=maybe", "e=10k"]).unwrap();
+        assert!(o.flag("a", false).unwrap());
+        assert!(!o.flag("b", true).unwrap());
+        assert!(o.flag("c", false).unwrap());
+        assert!(o.flag("absent", true).unwrap());
+        let err = o.flag("d", false).unwrap_err().to_string();
+        assert!(err.contains("d=\"maybe\""), "{err}");
+        assert_eq!(o.bytes("e").unwrap(), Some(10 << 10));
+        assert_eq!(o.bytes("absent").unwrap(), None);
     }
 }

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata_btrfs::qgroup;
 use strata_btrfs::testing::LoopBtrfs;
-use strata_btrfs::{qgroup, BtrfsDriver};
 use strata_core::registry::DriverConfig;
 use strata_core::{CreateOpts, LayerDriver, LayerId, StorageOpts};
 
@@ -193,7 +193,7 @@ async fn main() {
     }
     let fs = LoopBtrfs::with_size(16 << 30).expect("loop btrfs (root, btrfs-progs)");
     let driver: Arc<dyn LayerDriver> = Arc::new(
-        BtrfsDriver::open(fs.path().join("btrfs"), StorageOpts::default())
+        strata_btrfs::open(fs.path().join("btrfs"), StorageOpts::default())
             .await
             .unwrap(),
     );

@@ -13,8 +13,9 @@
 //!   `staging/` and `trash/` hold.
 //! - `mount` returns the subvolume directory itself (no mount(2)), reference counted in memory,
 //!   as Docker's btrfs driver; `metadata` is empty (Docker shows GraphDriver.Data null).
-//! - Children are found by btrfs itself: a child's `parent_uuid` is its parent's uuid. No
-//!   metadata file can disagree with the filesystem.
+//! - Parents are recorded by btrfs itself: a child's `parent_uuid` is its parent's uuid, read
+//!   once at open into the driver kit's index. No metadata file can disagree with the
+//!   filesystem.
 //! - `size=` is a qgroup limit on the layer's exclusive bytes (what the layer writes itself,
 //!   whatever its parent holds). Quotas are enabled on the filesystem on first use, as Docker
 //!   does; note that quotas make snapshot deletion markedly slower on btrfs.
@@ -24,16 +25,19 @@
 //!   extents it shares with the child are no longer exclusive to it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use strata_core::archive::WhiteoutMode;
+use strata_core::archive::{self, WhiteoutMode};
+use strata_core::driverkit::{
+    layer_size, run_blocking, Blocking, BlockingLayerDriver, Held, InPlace, Layers,
+};
 use strata_core::fsutil::{atomic_write, filesystem_name, fsync_dir, remove_tree};
 use strata_core::naive::{self, MountedPair};
 use strata_core::{
-    Capabilities, Change, CreateOpts, Error, IoContext, LayerDriver, LayerId, LayerKind, Result,
-    StorageOpts, TarStream, Usage,
+    Capabilities, Change, CreateOpts, Error, IoContext, LayerId, LayerKind, Result, StorageOpts,
+    TarStream, Usage,
 };
 
 use crate::layout::Layout;
@@ -46,17 +50,23 @@ pub const NAME: &str = "btrfs";
 const DAEMON_OPTIONS: &[&str] = &["size", "btrfs.min_space"];
 const CREATE_OPTIONS: &[&str] = &["size"];
 
-pub struct BtrfsDriver {
-    inner: Arc<Inner>,
+/// The btrfs driver as the registry and the daemon use it: blocking code on the kit's adapter.
+pub type BtrfsDriver = Blocking<Btrfs>;
+
+/// Opens the driver on `root` (`<data-root>/btrfs`): refuses unless it is on btrfs, creates
+/// the layout and deletes whatever a crash left in `staging/` and `trash/`.
+pub async fn open(root: PathBuf, options: StorageOpts) -> Result<BtrfsDriver> {
+    let driver = run_blocking(move || Btrfs::open(&root, &options)).await?;
+    Ok(Blocking::new(Arc::new(driver)))
 }
 
-pub(crate) struct Inner {
+pub struct Btrfs {
     pub(crate) layout: Layout,
     default_size: Option<u64>,
     min_space: Option<u64>,
-    /// Mount reference counts. Also held while a layer is staged into place or moved to the
-    /// trash, so create/remove/mount never see each other half done.
-    state: Mutex<HashMap<LayerId, usize>>,
+    /// Parents and children (from the subvolumes' parent uuids) and mount references.
+    layers: Layers<()>,
+    in_place: Arc<InPlace>,
     /// Serialises updates of the `qgroups-pending` list.
     pending: Mutex<()>,
 }
@@ -66,62 +76,58 @@ pub(crate) struct Staged {
     pub(crate) path: PathBuf,
 }
 
-impl BtrfsDriver {
-    /// Opens the driver on `root` (`<data-root>/btrfs`): refuses unless it is on btrfs, creates
-    /// the layout and deletes whatever a crash left in `staging/` and `trash/`.
-    pub async fn open(root: PathBuf, options: StorageOpts) -> Result<Self> {
-        let inner = tokio::task::spawn_blocking(move || Inner::open(&root, &options)).await??;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
-    }
-
-    pub fn root(&self) -> &Path {
-        self.inner.layout.root()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
-    }
-
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner)).await?
-    }
-}
-
-impl Inner {
+impl Btrfs {
     fn open(root: &Path, options: &StorageOpts) -> Result<Self> {
         options.check_known(NAME, DAEMON_OPTIONS)?;
         let default_size = options.size()?;
-        let min_space = options
-            .get("btrfs.min_space")
-            .map(strata_core::options::parse_bytes)
-            .transpose()?;
+        let min_space = options.bytes("btrfs.min_space")?;
         check_backing_fs(root)?;
         let layout = Layout::new(root);
         for dir in [layout.subvolumes(), layout.staging(), layout.trash()] {
             std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
         }
-        let inner = Self {
+        let mut driver = Self {
+            in_place: Arc::new(InPlace(layout.subvolumes())),
             layout,
             default_size,
             min_space,
-            state: Mutex::new(HashMap::new()),
+            layers: Layers::load("layer", []),
             pending: Mutex::new(()),
         };
-        inner.recover()?;
-        Ok(inner)
+        driver.recover()?;
+        driver.layers = Layers::load("layer", driver.find_layers()?);
+        Ok(driver)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<LayerId, usize>> {
-        // A panic while holding the lock leaves only counters behind: keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// Every layer with its parent: the layer whose uuid is its `parent_uuid` (btrfs records
+    /// the snapshot source itself; no file of ours can disagree with it).
+    fn find_layers(&self) -> Result<Vec<(LayerId, Option<LayerId>, ())>> {
+        let dir = self.layout.subvolumes();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let entry = entry.ctx("read directory", &dir)?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| LayerId::new(n).ok())
+            else {
+                continue;
+            };
+            let info = subvol::subvolume_info(&entry.path())?;
+            found.push((id, info.uuid, info.parent_uuid));
+        }
+        let by_uuid: HashMap<[u8; 16], LayerId> = found
+            .iter()
+            .map(|(id, uuid, _)| (*uuid, id.clone()))
+            .collect();
+        Ok(found
+            .into_iter()
+            .map(|(id, _, parent_uuid)| (id, by_uuid.get(&parent_uuid).cloned(), ()))
+            .collect())
     }
 
     /// Deletes every half-created (staging) and half-removed (trash) subvolume.
@@ -143,7 +149,7 @@ impl Inner {
     }
 
     /// First half of `create` for a writable layer: the new subvolume under `staging/`, with
-    /// its quota limit, invisible as a layer until [`Inner::commit_staged`].
+    /// its quota limit, invisible as a layer until [`Btrfs::commit_staged`].
     pub(crate) fn stage(&self, parent: Option<&LayerId>, size: Option<u64>) -> Result<Staged> {
         let path = self.layout.new_staging_path();
         match parent {
@@ -189,19 +195,15 @@ impl Inner {
         fsync_dir(&self.layout.subvolumes())
     }
 
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+    fn create_layer(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
         opts.storage_opts.check_known(NAME, CREATE_OPTIONS)?;
         let read_only = opts.kind == LayerKind::ReadOnly;
-        let size = match (opts.storage_opts.size()?, opts.kind) {
-            (Some(_), LayerKind::ReadOnly) => {
-                return Err(Error::invalid(
-                    "the size= storage option applies to read-write layers only",
-                ))
-            }
-            (Some(s), LayerKind::ReadWrite) => Some(s),
-            (None, LayerKind::ReadWrite) => self.default_size,
-            (None, LayerKind::ReadOnly) => None,
-        };
+        let size = layer_size(opts, self.default_size)?;
         if let (Some(s), Some(min)) = (size, self.min_space) {
             if s < min {
                 return Err(Error::invalid(format!(
@@ -209,7 +211,7 @@ impl Inner {
                 )));
             }
         }
-        let _guard = self.lock();
+        let creating = self.layers.begin_create(id, parent)?;
         let dest = self.layout.layer(id);
         if dest.exists() {
             return Err(Error::AlreadyExists(format!("layer {id}")));
@@ -219,7 +221,7 @@ impl Inner {
         // it would cost a second commit for the rename, 25% of a create). A layer that needs
         // more than one step (a quota limit) is staged and renamed into place. btrfs refuses to
         // rename read-only subvolumes (EROFS), which is why size= is for writable layers only.
-        match (parent, size) {
+        let made = match (parent, size) {
             (Some(p), None) => subvol::create_snapshot(&self.parent_path(p)?, &dest, read_only),
             (None, None) => {
                 // A new subvolume appears whole too; the flag is set in the same transaction
@@ -235,7 +237,10 @@ impl Inner {
                 let staged = self.stage(parent, size)?;
                 self.commit_staged(staged, id)
             }
-        }
+        };
+        made?;
+        creating.commit(());
+        Ok(())
     }
 
     /// Sets a qgroup limit on the subvolume at `path`, enabling quotas first if needed.
@@ -258,33 +263,22 @@ impl Inner {
     /// subvolumes, and its deletion is one ioctl, done here. Returns the trash path, if any,
     /// and the subvolume id (for its qgroup).
     pub(crate) fn move_to_trash(&self, id: &LayerId) -> Result<(Option<PathBuf>, u64)> {
-        let mounts = self.lock();
+        let removing = self.layers.begin_remove(id)?;
         let path = self.layout.layer(id);
-        if !path.exists() {
-            return Err(Error::not_found(format!("layer {id}")));
-        }
-        if let Some(n) = mounts.get(id).filter(|n| **n > 0) {
-            return Err(Error::busy(format!(
-                "layer {id} is mounted ({n} times); unmount it before removing it"
-            )));
-        }
         let info = subvol::subvolume_info(&path)?;
-        if let Some(child) = self.child_of(&info.uuid)? {
-            return Err(Error::busy(format!(
-                "cannot remove layer {id}: layer {child} is created on it; remove that first"
-            )));
-        }
         if info.read_only {
             subvol::delete_subvolume_recursive(&path)?;
+            removing.done();
             return Ok((None, info.id));
         }
         let trash = self.layout.new_trash_path();
         std::fs::rename(&path, &trash).ctx("rename to trash", &path)?;
+        removing.done();
         fsync_dir(&self.layout.subvolumes())?;
         Ok((Some(trash), info.id))
     }
 
-    fn remove(&self, id: &LayerId) -> Result<()> {
+    fn remove_layer(&self, id: &LayerId) -> Result<()> {
         let (trash, subvol_id) = self.move_to_trash(id)?;
         if let Some(trash) = trash {
             purge(&trash)?;
@@ -323,82 +317,73 @@ impl Inner {
         Ok(())
     }
 
-    /// The name of a layer that is a snapshot of the subvolume with `uuid`, if any.
-    fn child_of(&self, uuid: &[u8; 16]) -> Result<Option<String>> {
-        let dir = self.layout.subvolumes();
-        for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let entry = entry.ctx("read directory", &dir)?;
-            let path = entry.path();
-            match subvol::subvolume_info(&path) {
-                Ok(info) if info.parent_uuid == *uuid => {
-                    return Ok(Some(entry.file_name().to_string_lossy().into_owned()))
-                }
-                Ok(_) | Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
-    /// The layer this one was snapshotted from, if it still is a layer.
-    fn parent_of(&self, layer: &Path) -> Result<Option<PathBuf>> {
-        let info = subvol::subvolume_info(layer)?;
-        if info.parent_uuid == [0u8; 16] {
-            return Ok(None);
-        }
-        let dir = self.layout.subvolumes();
-        for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let path = entry.ctx("read directory", &dir)?.path();
-            match subvol::subvolume_info(&path) {
-                Ok(candidate) if candidate.uuid == info.parent_uuid => return Ok(Some(path)),
-                Ok(_) | Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
     fn existing(&self, id: &LayerId) -> Result<PathBuf> {
-        let path = self.layout.layer(id);
-        if path.exists() {
-            Ok(path)
+        if self.layers.exists(id) {
+            Ok(self.layout.layer(id))
         } else {
             Err(Error::not_found(format!("layer {id}")))
         }
     }
 
-    fn mount(&self, id: &LayerId) -> Result<PathBuf> {
-        let mut mounts = self.lock();
-        let path = self.existing(id)?;
-        *mounts.entry(id.clone()).or_insert(0) += 1;
-        Ok(path)
-    }
-
-    fn unmount(&self, id: &LayerId) -> Result<()> {
-        let mut mounts = self.lock();
-        match mounts.get_mut(id) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                mounts.remove(id);
-            }
-            None => {
-                self.existing(id)?;
-                tracing::debug!(%id, "btrfs: unmount of a layer that is not mounted");
-            }
-        }
-        Ok(())
-    }
-
-    fn usage(&self, id: &LayerId) -> Result<Usage> {
+    fn layer_usage(&self, id: &LayerId) -> Result<Usage> {
         let layer = self.existing(id)?;
-        let uuid = subvol::subvolume_info(&layer)?.uuid;
-        if self.child_of(&uuid)?.is_none() {
+        if self.layers.children(id).is_empty() {
             if let Some(u) = usage::from_qgroup(&layer)? {
                 return Ok(u);
             }
         }
-        let parent = self.parent_of(&layer)?;
+        let parent = self.layers.parent(id)?.map(|p| self.layout.layer(&p));
         usage::by_walk(&layer, parent.as_deref())
+    }
+
+    /// Holds `id` (and `parent`) mounted for the length of a diff or an apply, so neither can
+    /// be removed meanwhile.
+    fn hold(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<(Held, Option<Held>)> {
+        let layer = self.layers.hold_blocking(id, &self.in_place)?;
+        match parent.map(|p| self.layers.hold_blocking(p, &self.in_place)) {
+            Some(Err(e)) => {
+                layer.release_blocking()?;
+                Err(e)
+            }
+            Some(Ok(p)) => Ok((layer, Some(p))),
+            None => Ok((layer, None)),
+        }
+    }
+
+    /// [`Self::hold`] as the pair a naive diff takes, released where the work ends.
+    fn held_pair(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<MountedPair> {
+        let (layer, parent) = self.hold(id, parent)?;
+        let pair = MountedPair::new(layer.path.clone(), parent.as_ref().map(|p| p.path.clone()));
+        Ok(pair.on_release(move || release_all(layer, parent)))
+    }
+
+    /// Applies with the read-only flag off for the duration, back on after (also on failure).
+    fn apply_tar(&self, id: &LayerId, tar: &mut dyn Read) -> Result<u64> {
+        // The layer holds its parent's full tree already: whiteouts delete for real.
+        let (layer, _) = self.hold(id, None)?;
+        let path = layer.path.clone();
+        let applied = (|| {
+            let was_read_only = subvol::is_read_only(&path)?;
+            if was_read_only {
+                subvol::set_read_only(&path, false)?;
+            }
+            let applied =
+                archive::apply_layer_with(&path, tar, &naive::driver_apply(WhiteoutMode::Delete));
+            if was_read_only {
+                subvol::set_read_only(&path, true)?;
+            }
+            applied
+        })();
+        layer.release_blocking()?;
+        Ok(applied?.content_bytes)
+    }
+}
+
+fn release_all(layer: Held, parent: Option<Held>) {
+    for held in std::iter::once(layer).chain(parent) {
+        if let Err(e) = held.release_blocking() {
+            tracing::warn!("btrfs: releasing a diff's layer: {e}");
+        }
     }
 }
 
@@ -430,8 +415,7 @@ fn check_backing_fs(root: &Path) -> Result<()> {
     Ok(())
 }
 
-#[async_trait]
-impl LayerDriver for BtrfsDriver {
+impl BlockingLayerDriver for Btrfs {
     fn name(&self) -> &str {
         NAME
     }
@@ -447,86 +431,56 @@ impl LayerDriver for BtrfsDriver {
         }
     }
 
-    async fn create(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        opts: &CreateOpts,
-    ) -> Result<()> {
-        let (id, parent, opts) = (id.clone(), parent.cloned(), opts.clone());
-        self.blocking(move |d| d.create(&id, parent.as_ref(), &opts))
-            .await
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
     }
 
-    async fn remove(&self, id: &LayerId) -> Result<()> {
-        let id = id.clone();
-        self.blocking(move |d| d.remove(&id)).await
+    fn remove(&self, id: &LayerId) -> Result<()> {
+        self.remove_layer(id)
     }
 
-    async fn exists(&self, id: &LayerId) -> Result<bool> {
-        let path = self.inner.layout.layer(id);
-        self.blocking(move |_| Ok(path.exists())).await
+    fn exists(&self, id: &LayerId) -> Result<bool> {
+        Ok(self.layers.exists(id))
     }
 
-    async fn mount(&self, id: &LayerId, _mount_label: &str) -> Result<PathBuf> {
-        let id = id.clone();
-        self.blocking(move |d| d.mount(&id)).await
+    fn mount(&self, id: &LayerId, _mount_label: &str) -> Result<PathBuf> {
+        self.layers.acquire_blocking(id, self.in_place.as_ref())
     }
 
-    async fn unmount(&self, id: &LayerId) -> Result<()> {
-        let id = id.clone();
-        self.blocking(move |d| d.unmount(&id)).await
+    fn unmount(&self, id: &LayerId) -> Result<()> {
+        self.layers.release_blocking(id, self.in_place.as_ref())
     }
 
-    async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        naive::changes(self.hold(id, parent).await?).await
+    fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        let pair = self.held_pair(id, parent)?;
+        archive::naive_changes(&pair.layer, pair.parent.as_deref())
     }
 
-    async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
-        Ok(naive::diff(self.hold(id, parent).await?))
+    fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
+        Ok(naive::diff(self.held_pair(id, parent)?))
     }
 
-    async fn apply_diff(
+    fn apply_diff(
         &self,
         id: &LayerId,
         _parent: Option<&LayerId>,
-        tar: TarStream,
+        tar: &mut dyn Read,
     ) -> Result<u64> {
-        // The layer holds its parent's full tree already: whiteouts delete for real.
-        let pair = self.hold(id, None).await?;
-        let layer = pair.layer.clone();
-        let was_read_only = {
-            let layer = layer.clone();
-            self.blocking(move |_| {
-                let ro = subvol::is_read_only(&layer)?;
-                if ro {
-                    subvol::set_read_only(&layer, false)?;
-                }
-                Ok(ro)
-            })
-            .await?
-        };
-        let applied = naive::apply(layer.clone(), tar, WhiteoutMode::Delete).await;
-        if was_read_only {
-            self.blocking(move |_| subvol::set_read_only(&layer, true))
-                .await?;
-        }
-        drop(pair);
-        Ok(applied?.content_bytes)
+        self.apply_tar(id, tar)
     }
 
-    async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        naive::diff_size(self.hold(id, parent).await?).await
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let pair = self.held_pair(id, parent)?;
+        archive::naive_changes(&pair.layer, pair.parent.as_deref())
+            .and_then(|changes| archive::changes_size(&pair.layer, &changes))
     }
 
-    async fn usage(&self, id: &LayerId) -> Result<Usage> {
-        let id = id.clone();
-        self.blocking(move |d| d.usage(&id)).await
+    fn usage(&self, id: &LayerId) -> Result<Usage> {
+        self.layer_usage(id)
     }
 
-    async fn status(&self) -> Result<Vec<(String, String)>> {
-        let root = self.inner.layout.root().to_path_buf();
-        let quota = self.blocking(move |_| qgroup::quota_status(&root)).await?;
+    fn status(&self) -> Result<Vec<(String, String)>> {
+        let quota = qgroup::quota_status(self.layout.root())?;
         Ok(vec![
             (
                 "Build Version".to_string(),
@@ -548,52 +502,12 @@ impl LayerDriver for BtrfsDriver {
         ])
     }
 
-    async fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
-        let id = id.clone();
-        self.blocking(move |d| d.existing(&id).map(|_| BTreeMap::new()))
-            .await
+    fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
+        self.existing(id).map(|_| BTreeMap::new())
     }
 
-    async fn cleanup(&self) -> Result<()> {
+    fn cleanup(&self) -> Result<()> {
         // Nothing is mounted at the filesystem level: releasing means forgetting the counts.
-        self.inner.lock().clear();
-        Ok(())
-    }
-}
-
-impl BtrfsDriver {
-    /// Holds `id` (and `parent`) mounted for the length of a diff or an apply, so neither can
-    /// be removed meanwhile; the pair releases them when the work is over.
-    async fn hold(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<MountedPair> {
-        let mut ids = vec![id.clone()];
-        ids.extend(parent.cloned());
-        let held = ids.clone();
-        let paths = self
-            .blocking(move |d| {
-                let mut mounts = d.lock();
-                let paths = held
-                    .iter()
-                    .map(|i| d.existing(i))
-                    .collect::<Result<Vec<_>>>()?;
-                for i in &held {
-                    *mounts.entry(i.clone()).or_insert(0) += 1;
-                }
-                Ok(paths)
-            })
-            .await?;
-        let inner = Arc::clone(&self.inner);
-        let mut paths = paths.into_iter();
-        let layer = paths.next().unwrap_or_default();
-        Ok(MountedPair::new(layer, paths.next()).on_release(move || {
-            let mut mounts = inner.lock();
-            for i in &ids {
-                if let Some(n) = mounts.get_mut(i) {
-                    *n -= 1;
-                    if *n == 0 {
-                        mounts.remove(i);
-                    }
-                }
-            }
-        }))
+        futures::executor::block_on(self.layers.release_all(self.in_place.as_ref()))
     }
 }

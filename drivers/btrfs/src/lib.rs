@@ -22,12 +22,12 @@ use futures::future::BoxFuture;
 use strata_core::registry::DriverConfig;
 use strata_core::{LayerDriver, Result};
 
-pub use driver::{BtrfsDriver, NAME};
+pub use driver::{open, Btrfs, BtrfsDriver, NAME};
 
 /// The registry's constructor: opens the driver on `config.root` (`<data-root>/btrfs`).
 pub fn init(config: DriverConfig) -> BoxFuture<'static, Result<Arc<dyn LayerDriver>>> {
     Box::pin(async move {
-        let driver = BtrfsDriver::open(config.root, config.options).await?;
+        let driver = open(config.root, config.options).await?;
         Ok(Arc::new(driver) as Arc<dyn LayerDriver>)
     })
 }

@@ -14,7 +14,7 @@ fn id(s: &str) -> LayerId {
 }
 
 async fn open(fs: &LoopBtrfs) -> BtrfsDriver {
-    BtrfsDriver::open(fs.path().join("btrfs"), StorageOpts::default())
+    crate::open(fs.path().join("btrfs"), StorageOpts::default())
         .await
         .unwrap()
 }
@@ -66,7 +66,7 @@ impl Drop for Tmpfs {
 async fn refuses_a_root_that_is_not_on_btrfs() {
     let tmpfs = Tmpfs::new();
     let root = tmpfs.dir.path().join("data/btrfs");
-    let err = BtrfsDriver::open(root.clone(), StorageOpts::default())
+    let err = crate::open(root.clone(), StorageOpts::default())
         .await
         .err()
         .expect("opened on tmpfs");
@@ -212,12 +212,12 @@ async fn interrupted_create_and_remove_leak_nothing() {
             .await
             .unwrap();
         // Half a create of a child of `base`, and of a fresh subvolume.
-        let staged = d.inner().stage(Some(&base), None).unwrap();
+        let staged = d.driver().stage(Some(&base), None).unwrap();
         assert!(staged.path.exists());
-        let staged2 = d.inner().stage(None, Some(10 << 20)).unwrap();
+        let staged2 = d.driver().stage(None, Some(10 << 20)).unwrap();
         assert!(staged2.path.exists());
         // Half a remove.
-        let (trash, _) = d.inner().move_to_trash(&doomed).unwrap();
+        let (trash, _) = d.driver().move_to_trash(&doomed).unwrap();
         assert!(trash.unwrap().exists());
         assert!(!d.exists(&doomed).await.unwrap());
         assert_eq!(layer_subvolumes(&fs).len(), 5);
@@ -530,6 +530,44 @@ async fn an_open_diff_holds_its_layer() {
             }
             other => panic!("remove after dropping the diff: {other:?}"),
         }
+    }
+    assert!(layer_subvolumes(&fs).is_empty());
+}
+
+/// The layer index is rebuilt from the subvolumes' parent uuids at open (btrfs keeps no file
+/// of ours): after a restart a parent is refused removal while a child exists, whether the
+/// child was snapshotted in place or staged and renamed (size=).
+#[tokio::test]
+async fn reopening_finds_children_from_parent_uuids() {
+    let fs = LoopBtrfs::new().unwrap();
+    let (base, plain, sized) = (id("base"), id("plain"), id("sized"));
+    {
+        let d = open(&fs).await;
+        d.create(&base, None, &CreateOpts::read_only())
+            .await
+            .unwrap();
+        d.create(&plain, Some(&base), &CreateOpts::read_write())
+            .await
+            .unwrap();
+        let opts = StorageOpts::parse(&["size=64M"]).unwrap();
+        d.create(
+            &sized,
+            Some(&plain),
+            &CreateOpts::read_write().with_storage_opts(opts),
+        )
+        .await
+        .unwrap();
+    }
+    let d = open(&fs).await;
+    for (layer, child) in [(&base, &plain), (&plain, &sized)] {
+        let err = d.remove(layer).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Busy(_)) && err.to_string().contains(child.as_str()),
+            "{err}"
+        );
+    }
+    for layer in [&sized, &plain, &base] {
+        d.remove(layer).await.unwrap();
     }
     assert!(layer_subvolumes(&fs).is_empty());
 }

@@ -180,6 +180,12 @@ impl OverlayMount {
     /// Unmounts and waits for the serving task to end. A busy mount is detached (it goes
     /// away when its last user does).
     pub async fn unmount(mut self) -> io::Result<()> {
+        self.stop().await
+    }
+
+    /// [`Self::unmount`] in place, for an owner that keeps the value (an error leaves it
+    /// mounted, to be tried again).
+    pub async fn stop(&mut self) -> io::Result<()> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || unmount_path(&path))
             .await

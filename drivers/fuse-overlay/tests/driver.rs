@@ -203,3 +203,54 @@ async fn start_up_detaches_stale_mounts() {
     d.cleanup().await.unwrap();
     assert!(!strata_core::fsutil::mounts::is_mounted(&m).unwrap());
 }
+
+/// The layer index is rebuilt from the `lower` and `kind` files at open: after a restart a
+/// parent is still refused removal while its child exists, the chain still mounts, and a
+/// layer's kind is kept.
+#[tokio::test]
+async fn reopening_a_root_keeps_parents_children_and_kinds() {
+    let (root, d) = driver().await;
+    let (base, mid, top) = (id("base"), id("mid"), id("top"));
+    d.create(&base, None, &CreateOpts::read_only())
+        .await
+        .unwrap();
+    // An image layer's content arrives through its diff directory (apply_diff's target).
+    let base_diff = root.dir.path().join("fuse-overlay/base/diff");
+    std::fs::write(base_diff.join("from-base"), b"base").unwrap();
+    d.create(&mid, Some(&base), &CreateOpts::read_only())
+        .await
+        .unwrap();
+    d.create(&top, Some(&mid), &CreateOpts::read_write())
+        .await
+        .unwrap();
+    d.cleanup().await.unwrap();
+    drop(d);
+
+    let d = strata_fuse_overlay::init(DriverConfig {
+        root: root.dir.path().join("fuse-overlay"),
+        options: StorageOpts::default(),
+    })
+    .await
+    .unwrap();
+    for (layer, child) in [(&base, &mid), (&mid, &top)] {
+        let err = d.remove(layer).await.unwrap_err();
+        assert!(
+            matches!(err, strata_core::Error::Busy(_)) && err.to_string().contains(child.as_str()),
+            "{err}"
+        );
+    }
+    let t = d.mount(&top, "").await.unwrap();
+    assert_eq!(std::fs::read(t.join("from-base")).unwrap(), b"base");
+    std::fs::write(t.join("written"), b"rw").unwrap();
+    d.unmount(&top).await.unwrap();
+    let m = d.mount(&mid, "").await.unwrap();
+    assert!(
+        std::fs::write(m.join("refused"), b"x").is_err(),
+        "mid is read-only"
+    );
+    d.unmount(&mid).await.unwrap();
+    for layer in [&top, &mid, &base] {
+        d.remove(layer).await.unwrap();
+    }
+    assert!(!d.exists(&base).await.unwrap());
+}

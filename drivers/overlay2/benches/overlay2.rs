@@ -52,10 +52,10 @@ async fn main() {
         .unwrap_or_else(|| PathBuf::from("/var/tmp"));
     let scratch = Scratch(tempfile::tempdir_in(&base_dir).unwrap());
     let root = scratch.0.path().join("overlay2");
-    let d = Overlay2Driver::open(root.clone(), &StorageOpts::default())
+    let d = strata_overlay2::open(root.clone(), &StorageOpts::default())
         .await
         .unwrap();
-    let root = d.root();
+    let root = d.driver().root();
     println!("overlay2 benchmark in {}", root.display());
     let status = d.status().await.unwrap();
     for (k, v) in &status {
@@ -342,7 +342,7 @@ enum Step {
 async fn bench_tar(scratch: &Path) {
     let image = (std::env::var_os("TAR_ON_BENCH_DIR").is_none()).then(|| Ext4Image::new(scratch));
     let base = image.as_ref().map_or(scratch, |i| i.path()).to_path_buf();
-    let d = Overlay2Driver::open(base.join("overlay2"), &StorageOpts::default())
+    let d = strata_overlay2::open(base.join("overlay2"), &StorageOpts::default())
         .await
         .unwrap();
     println!(
@@ -432,7 +432,7 @@ async fn bench_tar(scratch: &Path) {
         ours_diff.push(t0.elapsed());
         assert!(total > TAR_BYTES / 2);
 
-        let diff_dir = d.root().join(layer.as_str()).join("diff");
+        let diff_dir = d.driver().root().join(layer.as_str()).join("diff");
         sync();
         let t0 = Instant::now();
         let mut child = Command::new("tar")

@@ -2,23 +2,24 @@
 //! probe allows it and the parent asked for is the layer's own, else core's naive walk over
 //! mounts of the layer and its parent.
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use strata_core::archive::{self, WhiteoutMode};
+use strata_core::driverkit::Held;
 use strata_core::naive;
 use strata_core::stream;
 use strata_core::{Change, Error, LayerId, Result, TarStream};
 
-use crate::driver::{MountGuard, Overlay2};
+use crate::driver::Overlay2;
 use crate::native_diff;
 
 /// The trees a diff reads: the layer's (its upper dir, or its mount) and its parent's mount.
 struct DiffSources {
     native: bool,
     layer_root: PathBuf,
-    layer: Option<MountGuard>,
-    parent: Option<MountGuard>,
+    layer: Option<Held>,
+    parent: Option<Held>,
 }
 
 impl DiffSources {
@@ -34,41 +35,48 @@ impl DiffSources {
         }
     }
 
-    /// Drops the mounts (named so the closures that own `self` release them explicitly).
+    /// Releases the mounts, on the blocking thread that did the work.
     fn release(self) {
-        drop(self.layer);
-        drop(self.parent);
+        for held in self.layer.into_iter().chain(self.parent) {
+            if let Err(e) = held.release_blocking() {
+                tracing::warn!("releasing a diff's mount: {e}");
+            }
+        }
     }
 }
 
 impl Overlay2 {
-    fn diff_sources(
-        self: &Arc<Self>,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-    ) -> Result<DiffSources> {
-        let native = self.native_diff() && self.parent_of(id)?.as_ref() == parent;
-        let parent = parent.map(|p| self.hold(p)).transpose()?;
+    fn diff_sources(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<DiffSources> {
+        let native = self.native_diff() && self.layers.parent(id)?.as_ref() == parent;
+        let parent = parent
+            .map(|p| self.layers.hold_blocking(p, &self.mounts))
+            .transpose()?;
         if native {
-            Ok(DiffSources {
+            return Ok(DiffSources {
                 native,
                 layer_root: self.layout().diff(id),
                 layer: None,
                 parent,
-            })
-        } else {
-            let layer = self.hold(id)?;
-            Ok(DiffSources {
+            });
+        }
+        match self.layers.hold_blocking(id, &self.mounts) {
+            Ok(layer) => Ok(DiffSources {
                 native,
                 layer_root: layer.path.clone(),
                 layer: Some(layer),
                 parent,
-            })
+            }),
+            Err(e) => {
+                if let Some(p) = parent {
+                    p.release_blocking()?;
+                }
+                Err(e)
+            }
         }
     }
 
-    pub fn changes(
-        self: &Arc<Self>,
+    pub(crate) fn diff_changes(
+        &self,
         id: &LayerId,
         parent: Option<&LayerId>,
     ) -> Result<Vec<Change>> {
@@ -78,7 +86,7 @@ impl Overlay2 {
         changes
     }
 
-    pub fn diff_size(self: &Arc<Self>, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+    pub(crate) fn changes_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
         let sources = self.diff_sources(id, parent)?;
         let size = sources
             .changes()
@@ -89,16 +97,8 @@ impl Overlay2 {
 
     /// Mounts what the diff reads now (so a missing layer fails here, not mid-stream) and
     /// streams the tar; the mounts are released when the stream ends or is dropped.
-    pub async fn diff(
-        self: &Arc<Self>,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-    ) -> Result<TarStream> {
-        let driver = Arc::clone(self);
-        let (id, parent) = (id.clone(), parent.cloned());
-        let sources =
-            tokio::task::spawn_blocking(move || driver.diff_sources(&id, parent.as_ref()))
-                .await??;
+    pub(crate) fn diff_stream(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
+        let sources = self.diff_sources(id, parent)?;
         Ok(stream::blocking_chunk_stream(move |send| {
             let written = sources.changes().and_then(|changes| {
                 archive::write_diff_chunks(
@@ -115,13 +115,13 @@ impl Overlay2 {
 
     /// Unpacks a layer tar straight into the layer's upper directory, whiteouts as overlay
     /// markers. The parent named must be the layer's own.
-    pub async fn apply_diff(
-        self: &Arc<Self>,
+    pub(crate) fn apply_tar(
+        &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        tar: TarStream,
+        tar: &mut dyn Read,
     ) -> Result<u64> {
-        let recorded = self.parent_of(id)?;
+        let recorded = self.layers.parent(id)?;
         if recorded.as_ref() != parent {
             return Err(Error::invalid(format!(
                 "apply_diff onto layer {id} must name its parent {} (got {})",
@@ -132,14 +132,11 @@ impl Overlay2 {
         let dest = self.layout().diff(id);
         // The layer store hashes the stream for the diffID; hashing it here too would only
         // take CPU from the apply.
-        let stats = stream::with_blocking_reader(tar, move |input| {
-            archive::apply_layer_with(
-                &dest,
-                input,
-                &naive::driver_apply(WhiteoutMode::OverlayMarkers),
-            )
-        })
-        .await?;
+        let stats = archive::apply_layer_with(
+            &dest,
+            tar,
+            &naive::driver_apply(WhiteoutMode::OverlayMarkers),
+        )?;
         Ok(stats.content_bytes)
     }
 }

@@ -1,15 +1,21 @@
-//! The driver's state and its blocking operations; `lib.rs` wraps them in the async trait.
+//! The driver's state and its blocking operations, a `BlockingLayerDriver` that the driver
+//! kit's `Blocking` adapter serves as the async trait.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use strata_core::driverkit::{layer_size, BlockingLayerDriver, Layers};
 use strata_core::fsutil;
-use strata_core::{CreateOpts, Error, IoContext, LayerId, LayerKind, MountSpec, Result, Usage};
+use strata_core::{
+    Capabilities, Change, CreateOpts, Error, IoContext, LayerId, LayerKind, MountSpec, Result,
+    TarStream, Usage,
+};
 
+use crate::layer_mounts::OverlayMounts;
 use crate::layout::{self, LayerMeta, Layout};
-use crate::mount::{self, MountApi, Mounter, OverlaySpec};
+use crate::mount::MountApi;
 use crate::probe::{self, ProbeReport};
 use crate::quota::QuotaControl;
 use crate::recovery;
@@ -25,41 +31,21 @@ pub struct Settings {
     pub mount_api: Option<MountApi>,
 }
 
-struct Entry {
-    meta: LayerMeta,
-    parent: Option<LayerId>,
-    mounts: u32,
-    children: u32,
-}
-
 pub struct Overlay2 {
+    name: &'static str,
     layout: Layout,
-    mounter: Mounter,
+    pub(crate) mounts: Arc<OverlayMounts>,
     probe: ProbeReport,
     native_diff: bool,
-    quota: std::result::Result<QuotaControl, String>,
+    pub(crate) quota: std::result::Result<QuotaControl, String>,
     default_size: Option<u64>,
-    layers: Mutex<HashMap<LayerId, Entry>>,
-}
-
-/// A mount held for as long as the guard lives.
-pub struct MountGuard {
-    driver: Arc<Overlay2>,
-    id: LayerId,
-    pub path: PathBuf,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if let Err(e) = self.driver.put(&self.id) {
-            tracing::warn!("releasing the mount of layer {}: {e}", self.id);
-        }
-    }
+    /// Parents, children, each layer's `link`/`lower` record and its mount references.
+    pub(crate) layers: Layers<LayerMeta>,
 }
 
 impl Overlay2 {
     /// Opens (creating if needed) the driver root, recovers from a crash and probes the host.
-    pub fn open(root: PathBuf, settings: Settings) -> Result<Arc<Self>> {
+    pub fn open(root: PathBuf, settings: Settings, name: &'static str) -> Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o710)
@@ -89,21 +75,17 @@ impl Overlay2 {
             tracing::info!("overlay2: not using native diff because {why}");
         }
         let native_diff = !settings.naive_diff && probe.naive_reason.is_none();
-        let layers = index_layers(metas);
-        let mounter = Mounter::new(root, probe.api, probe.options.clone());
-        Ok(Arc::new(Self {
+        let mounts = OverlayMounts::new(layout.clone(), probe.api, probe.options.clone());
+        Ok(Self {
+            name,
+            layers: Layers::load("layer", with_parents(metas)),
             layout,
-            mounter,
+            mounts: Arc::new(mounts),
             probe,
             native_diff,
             quota,
             default_size: settings.default_size,
-            layers: Mutex::new(layers),
-        }))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<LayerId, Entry>> {
-        self.layers.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -120,22 +102,17 @@ impl Overlay2 {
 
     /// The most layers one stack can hold (its own diff included).
     pub fn max_depth(&self) -> usize {
-        self.mounter.max_lowers(Some(64))
+        self.mounts.mounter.max_lowers(Some(64))
     }
 
-    pub fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+    fn create_layer(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
         opts.storage_opts.check_known("overlay2", &["size"])?;
-        let size = match (opts.storage_opts.size()?, opts.kind) {
-            (Some(_), LayerKind::ReadOnly) => {
-                return Err(Error::invalid(
-                    "the size= storage option applies to read-write layers only",
-                ))
-            }
-            (Some(s), LayerKind::ReadWrite) => Some(s),
-            (None, LayerKind::ReadWrite) => self.default_size,
-            (None, LayerKind::ReadOnly) => None,
-        };
-        let quota = match size {
+        let quota = match layer_size(opts, self.default_size)? {
             Some(bytes) => Some((
                 self.quota
                     .as_ref()
@@ -144,41 +121,21 @@ impl Overlay2 {
             )),
             None => None,
         };
-        let mut layers = self.lock();
-        if layers.contains_key(id) || self.layout.layer_dir(id).exists() {
+        if self.layout.layer_dir(id).exists() {
             return Err(Error::AlreadyExists(format!("layer {id}")));
         }
-        let lower = match parent {
-            Some(p) => {
-                let pe = layers
-                    .get(p)
-                    .ok_or_else(|| Error::not_found(format!("parent layer {p}")))?;
-                let mut lower = vec![Layout::relative_link(&pe.meta.link)];
-                lower.extend(pe.meta.lower.iter().cloned());
+        let creating = self.layers.begin_create(id, parent)?;
+        let lower = match creating.parent_record() {
+            Some(pm) => {
+                let mut lower = vec![Layout::relative_link(&pm.link)];
+                lower.extend(pm.lower.iter().cloned());
                 lower
             }
             None => Vec::new(),
         };
         let read_only = opts.kind == LayerKind::ReadOnly;
         if parent.is_some() {
-            let needed = lower.len() + usize::from(read_only);
-            let max = self
-                .mounter
-                .max_lowers((!read_only).then_some(id.as_str().len()));
-            if needed > max {
-                return Err(Error::unsupported(format!(
-                    "cannot create layer {id}: its chain would be {} layers deep and the limit \
-                     is {} here ({})",
-                    lower.len() + 1,
-                    max + usize::from(!read_only),
-                    match self.mounter.api() {
-                        MountApi::NewApi => "overlayfs stacks at most 500 lower layers",
-                        MountApi::Legacy =>
-                            "without lowerdir+ (Linux 6.8+) the lowers must fit in one page of \
-                             mount options",
-                    }
-                )));
-            }
+            self.check_depth(id, lower.len(), read_only)?;
         }
         let meta = LayerMeta {
             link: self.unused_short_id(),
@@ -189,27 +146,34 @@ impl Overlay2 {
         let built = self.build_layer_dir(id, &staging, &meta, parent.is_some(), quota);
         if let Err(e) = built {
             let _ = fsutil::remove_tree(&staging);
-            // It may have been renamed into place already (a failed fsync); it did not exist
-            // before (checked above, under the lock), so it is ours to remove.
             let _ = fsutil::remove_tree(&self.layout.layer_dir(id));
             let _ = std::fs::remove_file(self.layout.link_path(&meta.link));
             return Err(e);
         }
-        if let Some(p) = parent {
-            if let Some(pe) = layers.get_mut(p) {
-                pe.children += 1;
-            }
-        }
-        layers.insert(
-            id.clone(),
-            Entry {
-                meta,
-                parent: parent.cloned(),
-                mounts: 0,
-                children: 0,
-            },
-        );
+        creating.commit(meta);
         Ok(())
+    }
+
+    /// Refuses a chain deeper than one mount can stack.
+    fn check_depth(&self, id: &LayerId, lowers: usize, read_only: bool) -> Result<()> {
+        let mounter = &self.mounts.mounter;
+        let needed = lowers + usize::from(read_only);
+        let max = mounter.max_lowers((!read_only).then_some(id.as_str().len()));
+        if needed <= max {
+            return Ok(());
+        }
+        Err(Error::unsupported(format!(
+            "cannot create layer {id}: its chain would be {} layers deep and the limit is {} \
+             here ({})",
+            lowers + 1,
+            max + usize::from(!read_only),
+            match mounter.api() {
+                MountApi::NewApi => "overlayfs stacks at most 500 lower layers",
+                MountApi::Legacy =>
+                    "without lowerdir+ (Linux 6.8+) the lowers must fit in one page of mount \
+                     options",
+            }
+        )))
     }
 
     /// Builds the layer under its staging name and renames it into place, so a crash leaves
@@ -283,111 +247,35 @@ impl Overlay2 {
         }
     }
 
-    pub fn remove(&self, id: &LayerId) -> Result<()> {
-        let mut layers = self.lock();
-        let entry = layers
-            .get(id)
-            .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        if entry.mounts > 0 {
-            return Err(Error::busy(format!(
-                "layer {id} is mounted ({} times); unmount it before removing it",
-                entry.mounts
-            )));
-        }
-        if entry.children > 0 {
-            return Err(Error::busy(format!(
-                "layer {id} has {} child layer(s); remove them first",
-                entry.children
-            )));
-        }
-        let removing = self.layout.removing_dir(id);
+    fn remove_layer(&self, id: &LayerId) -> Result<()> {
+        let removing = self.layers.begin_remove(id)?;
+        let link = removing.record().map(|m| self.layout.link_path(&m.link));
+        let doomed = self.layout.removing_dir(id);
         let dir = self.layout.layer_dir(id);
-        std::fs::rename(&dir, &removing).ctx("rename for removal", &dir)?;
+        std::fs::rename(&dir, &doomed).ctx("rename for removal", &dir)?;
         // Durable before anything inside is deleted: a crash then finds `.removing-<id>`
         // (recovery finishes it), never a half-emptied layer under its own name.
         fsutil::fsync_dir(self.layout.root())?;
-        let Some(entry) = layers.remove(id) else {
-            return Err(Error::not_found(format!("layer {id}")));
-        };
-        if let Some(p) = &entry.parent {
-            if let Some(pe) = layers.get_mut(p) {
-                pe.children = pe.children.saturating_sub(1);
+        removing.done();
+        if let Some(link) = link {
+            match std::fs::remove_file(&link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &link, e)),
             }
         }
-        drop(layers);
-        let link = self.layout.link_path(&entry.meta.link);
-        match std::fs::remove_file(&link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &link, e)),
-        }
-        fsutil::remove_tree(&removing)
-    }
-
-    pub fn exists(&self, id: &LayerId) -> bool {
-        self.lock().contains_key(id)
-    }
-
-    /// The parent recorded at create time.
-    pub fn parent_of(&self, id: &LayerId) -> Result<Option<LayerId>> {
-        let layers = self.lock();
-        let e = layers
-            .get(id)
-            .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        Ok(e.parent.clone())
-    }
-
-    /// Mounts the layer (or counts one more user of its mount) and returns its tree.
-    pub fn get(&self, id: &LayerId) -> Result<PathBuf> {
-        let mut layers = self.lock();
-        let entry = layers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        if entry.parent.is_none() {
-            entry.mounts += 1;
-            return Ok(self.layout.diff(id));
-        }
-        let merged = self.layout.merged(id);
-        if entry.mounts > 0 {
-            entry.mounts += 1;
-            return Ok(merged);
-        }
-        let mut lowers = Vec::with_capacity(entry.meta.lower.len() + 1);
-        let upper = if entry.meta.read_only {
-            lowers.push(Layout::relative_link(&entry.meta.link));
-            None
-        } else {
-            Some((format!("{id}/diff"), format!("{id}/work")))
-        };
-        lowers.extend(entry.meta.lower.iter().cloned());
-        match std::fs::create_dir(&merged) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create", &merged, e)),
-        }
-        let spec = OverlaySpec {
-            lowers,
-            upper,
-            target: merged.clone(),
-        };
-        if let Err(e) = self.mounter.mount(&spec) {
-            let _ = std::fs::remove_dir(&merged);
-            return Err(e);
-        }
-        entry.mounts = 1;
-        Ok(merged)
+        fsutil::remove_tree(&doomed)
     }
 
     /// The layer's tree as a mount a client performs itself (see [`Mounter::client_options`]):
     /// a bind of `diff` for a base layer, else an overlay whose upper is the layer's own diff
     /// unless `read_only` (or the layer is an image layer). `None` when the chain is too deep
-    /// for a client's mount(2); `get` (new mount API) still mounts it.
-    pub fn mount_spec(&self, id: &LayerId, read_only: bool) -> Result<Option<MountSpec>> {
-        let layers = self.lock();
-        let entry = layers
-            .get(id)
-            .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        if entry.parent.is_none() {
+    /// for a client's mount(2); `mount` (new mount API) still mounts it.
+    ///
+    /// [`Mounter::client_options`]: crate::mount::Mounter::client_options
+    fn client_mount(&self, id: &LayerId, read_only: bool) -> Result<Option<MountSpec>> {
+        let meta = self.layers.record(id)?;
+        if meta.lower.is_empty() {
             let mode = if read_only { "ro" } else { "rw" };
             return Ok(Some(MountSpec {
                 fs_type: "bind".into(),
@@ -395,15 +283,16 @@ impl Overlay2 {
                 options: vec!["rbind".into(), mode.into()],
             }));
         }
-        let writable = !read_only && !entry.meta.read_only;
-        let mut lowers = Vec::with_capacity(entry.meta.lower.len() + 1);
+        let writable = !read_only && !meta.read_only;
+        let mut lowers = Vec::with_capacity(meta.lower.len() + 1);
         if !writable {
-            lowers.push(Layout::relative_link(&entry.meta.link));
+            lowers.push(Layout::relative_link(&meta.link));
         }
-        lowers.extend(entry.meta.lower.iter().cloned());
+        lowers.extend(meta.lower.iter().cloned());
         let (upper, work) = (format!("{id}/diff"), format!("{id}/work"));
         let upper = writable.then_some((upper.as_str(), work.as_str()));
         Ok(self
+            .mounts
             .mounter
             .client_options(&lowers, upper)
             .map(|options| MountSpec {
@@ -413,38 +302,8 @@ impl Overlay2 {
             }))
     }
 
-    /// Releases one `get`; the last release unmounts and removes `merged`.
-    pub fn put(&self, id: &LayerId) -> Result<()> {
-        let mut layers = self.lock();
-        let entry = layers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-        if entry.mounts == 0 {
-            tracing::debug!("unmount of layer {id}, which is not mounted");
-            return Ok(());
-        }
-        entry.mounts -= 1;
-        if entry.mounts == 0 && entry.parent.is_some() {
-            if let Err(e) = mount::unmount(&self.layout.merged(id)) {
-                entry.mounts = 1;
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// `get` tied to a guard that releases the mount when dropped.
-    pub fn hold(self: &Arc<Self>, id: &LayerId) -> Result<MountGuard> {
-        let path = self.get(id)?;
-        Ok(MountGuard {
-            driver: Arc::clone(self),
-            id: id.clone(),
-            path,
-        })
-    }
-
-    pub fn usage(&self, id: &LayerId) -> Result<Usage> {
-        if !self.exists(id) {
+    fn layer_usage(&self, id: &LayerId) -> Result<Usage> {
+        if !self.layers.exists(id) {
             return Err(Error::not_found(format!("layer {id}")));
         }
         // The whole layer directory (diff, work, link and lower files) and its `l/` symlink
@@ -464,7 +323,7 @@ impl Overlay2 {
         Ok(usage)
     }
 
-    pub fn status(&self) -> Vec<(String, String)> {
+    fn status_lines(&self) -> Vec<(String, String)> {
         let mut out = vec![
             (
                 "Backing Filesystem".to_string(),
@@ -485,7 +344,7 @@ impl Overlay2 {
             ("Max Depth".to_string(), self.max_depth().to_string()),
             (
                 "Mount API".to_string(),
-                match self.mounter.api() {
+                match self.mounts.mounter.api() {
                     MountApi::NewApi => "fsopen with lowerdir+".to_string(),
                     MountApi::Legacy => "mount(2) with l/ short links".to_string(),
                 },
@@ -499,14 +358,8 @@ impl Overlay2 {
     }
 
     /// Docker's GraphDriver.Data for overlay2.
-    pub fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
-        let lower = {
-            let layers = self.lock();
-            let e = layers
-                .get(id)
-                .ok_or_else(|| Error::not_found(format!("layer {id}")))?;
-            e.meta.lower.clone()
-        };
+    fn graph_data(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
+        let lower = self.layers.record(id)?.lower;
         let dir = self.layout.layer_dir(id);
         let mut m = BTreeMap::new();
         let show = |p: PathBuf| p.to_string_lossy().into_owned();
@@ -526,62 +379,107 @@ impl Overlay2 {
         }
         Ok(m)
     }
-
-    /// Unmounts every merged mount (daemon shutdown).
-    pub fn cleanup(&self) -> Result<()> {
-        let mut layers = self.lock();
-        for (id, entry) in layers.iter_mut() {
-            if entry.mounts > 0 && entry.parent.is_some() {
-                mount::unmount(&self.layout.merged(id))?;
-            }
-            entry.mounts = 0;
-        }
-        Ok(())
-    }
-
-    pub fn quota_limit(&self, id: &LayerId) -> Result<u64> {
-        let control = self
-            .quota
-            .as_ref()
-            .map_err(|e| Error::unsupported(e.clone()))?;
-        control.limit_of(&self.layout.layer_dir(id))
-    }
 }
 
-/// The in-memory index: each layer's parent (from the first `lower` entry's short name) and
-/// its number of children. A layer whose parent is gone cannot be mounted and is left out.
-fn index_layers(metas: HashMap<LayerId, LayerMeta>) -> HashMap<LayerId, Entry> {
+/// Each layer with its parent, found from the first `lower` entry's short name (recovery
+/// already left out every layer whose chain does not match its parent's).
+fn with_parents(
+    metas: HashMap<LayerId, LayerMeta>,
+) -> impl Iterator<Item = (LayerId, Option<LayerId>, LayerMeta)> {
     let by_short: HashMap<String, LayerId> = metas
         .iter()
         .map(|(id, m)| (m.link.clone(), id.clone()))
         .collect();
-    let mut layers: HashMap<LayerId, Entry> = HashMap::new();
-    for (id, meta) in metas {
+    metas.into_iter().filter_map(move |(id, meta)| {
         let parent = match meta.parent_short() {
             None => None,
             Some(short) => match by_short.get(short) {
                 Some(p) => Some(p.clone()),
                 None => {
                     tracing::warn!("layer {id}: its parent (l/{short}) is gone; ignoring it");
-                    continue;
+                    return None;
                 }
             },
         };
-        layers.insert(
-            id,
-            Entry {
-                meta,
-                parent,
-                mounts: 0,
-                children: 0,
-            },
-        );
+        Some((id, parent, meta))
+    })
+}
+
+impl BlockingLayerDriver for Overlay2 {
+    fn name(&self) -> &str {
+        self.name
     }
-    let parents: Vec<LayerId> = layers.values().filter_map(|e| e.parent.clone()).collect();
-    for p in parents {
-        if let Some(e) = layers.get_mut(&p) {
-            e.children += 1;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_diff: self.native_diff,
+            quota: self.supports_quota(),
+            reproducible_diff: true,
+            requires_root: true,
+            backing_filesystems: Vec::new(),
+            layers_share_parent: true,
         }
     }
-    layers
+
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    fn remove(&self, id: &LayerId) -> Result<()> {
+        self.remove_layer(id)
+    }
+
+    fn exists(&self, id: &LayerId) -> Result<bool> {
+        Ok(self.layers.exists(id))
+    }
+
+    fn mount(&self, id: &LayerId, _mount_label: &str) -> Result<PathBuf> {
+        self.layers.acquire_blocking(id, self.mounts.as_ref())
+    }
+
+    fn unmount(&self, id: &LayerId) -> Result<()> {
+        self.layers.release_blocking(id, self.mounts.as_ref())
+    }
+
+    fn mount_spec(&self, id: &LayerId, read_only: bool) -> Result<Option<MountSpec>> {
+        self.client_mount(id, read_only)
+    }
+
+    fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        self.diff_changes(id, parent)
+    }
+
+    fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
+        self.diff_stream(id, parent)
+    }
+
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: &mut dyn std::io::Read,
+    ) -> Result<u64> {
+        self.apply_tar(id, parent, tar)
+    }
+
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        self.changes_size(id, parent)
+    }
+
+    fn usage(&self, id: &LayerId) -> Result<Usage> {
+        self.layer_usage(id)
+    }
+
+    fn status(&self) -> Result<Vec<(String, String)>> {
+        Ok(self.status_lines())
+    }
+
+    fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
+        self.graph_data(id)
+    }
+
+    /// Unmounts every merged mount (daemon shutdown).
+    fn cleanup(&self) -> Result<()> {
+        futures::executor::block_on(self.layers.release_all(self.mounts.as_ref()))
+    }
 }

@@ -17,7 +17,7 @@ fn is_short(s: &str) -> bool {
 async fn layout_is_dockers() {
     let t = TestDir::new();
     let d = open(&t.root()).await;
-    let root = d.root();
+    let root = d.driver().root();
     let base = create_ro(&d, 1, None).await;
     let mid = create_ro(&d, 2, Some(1)).await;
     let top = create_rw(&d, 3, Some(2)).await;
@@ -60,7 +60,10 @@ async fn mounts_are_reference_counted_and_shaped_by_kind() {
     let d = open(&t.root()).await;
     let base = create_ro(&d, 1, None).await;
     let base_path = d.mount(&base, "").await.unwrap();
-    assert_eq!(base_path, d.root().join(base.as_str()).join("diff"));
+    assert_eq!(
+        base_path,
+        d.driver().root().join(base.as_str()).join("diff")
+    );
     std::fs::write(base_path.join("bottom"), b"from base").unwrap();
     d.unmount(&base).await.unwrap();
 
@@ -82,7 +85,12 @@ async fn mounts_are_reference_counted_and_shaped_by_kind() {
     let p2 = d.mount(&rw, "").await.unwrap();
     assert_eq!(p1, p2);
     std::fs::write(p1.join("new"), b"upper").unwrap();
-    assert!(d.root().join(rw.as_str()).join("diff/new").exists());
+    assert!(d
+        .driver()
+        .root()
+        .join(rw.as_str())
+        .join("diff/new")
+        .exists());
     d.unmount(&rw).await.unwrap();
     assert!(mounted(&p1), "still one user");
     d.unmount(&rw).await.unwrap();
@@ -103,7 +111,12 @@ async fn remove_refuses_while_mounted_or_with_children() {
     d.remove(&child).await.unwrap();
     d.remove(&base).await.unwrap();
     assert!(!d.exists(&base).await.unwrap());
-    assert_eq!(std::fs::read_dir(d.root().join("l")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.driver().root().join("l"))
+            .unwrap()
+            .count(),
+        0
+    );
     assert!(matches!(d.remove(&base).await, Err(Error::NotFound(_))));
 }
 
@@ -128,14 +141,22 @@ async fn metadata_and_status_read_like_dockers() {
     create_ro(&d, 2, Some(1)).await;
     let rw = create_rw(&d, 3, Some(2)).await;
     let m = d.metadata(&rw).await.unwrap();
-    let dir = d.root().join(rw.as_str());
+    let dir = d.driver().root().join(rw.as_str());
     assert_eq!(m["UpperDir"], dir.join("diff").to_string_lossy());
     assert_eq!(m["WorkDir"], dir.join("work").to_string_lossy());
     assert_eq!(m["MergedDir"], dir.join("merged").to_string_lossy());
     let expected_lower = format!(
         "{}:{}",
-        d.root().join(id(2).as_str()).join("diff").display(),
-        d.root().join(id(1).as_str()).join("diff").display()
+        d.driver()
+            .root()
+            .join(id(2).as_str())
+            .join("diff")
+            .display(),
+        d.driver()
+            .root()
+            .join(id(1).as_str())
+            .join("diff")
+            .display()
     );
     assert_eq!(m["LowerDir"], expected_lower);
     assert!(!d.metadata(&id(1)).await.unwrap().contains_key("LowerDir"));
@@ -197,10 +218,7 @@ async fn cleanup_unmounts_everything() {
 async fn bad_options_are_refused_with_the_known_ones() {
     let t = TestDir::new();
     let opts = StorageOpts::parse(&["overlay2.nonsense=1"]).unwrap();
-    let err = strata_overlay2::Overlay2Driver::open(t.root(), &opts)
-        .await
-        .err()
-        .unwrap();
+    let err = strata_overlay2::open(t.root(), &opts).await.err().unwrap();
     assert!(err.to_string().contains("overlay2.naive_diff"), "{err}");
     let d = open(&t.root()).await;
     create_ro(&d, 1, None).await;
@@ -208,4 +226,34 @@ async fn bad_options_are_refused_with_the_known_ones() {
         CreateOpts::read_write().with_storage_opts(StorageOpts::parse(&["size=10M"]).unwrap());
     let err = d.create(&id(2), Some(&id(1)), &sized).await.unwrap_err();
     assert!(err.to_string().contains("pquota"), "{err}");
+}
+
+/// Many tasks mount and unmount one layer at once (the kit serialises the real mount and
+/// unmount per layer, with no driver-wide lock): every mount hands out a live overlay, and at
+/// the end the layer is unmounted and can be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_mounts_and_unmounts_of_one_layer_stay_consistent() {
+    let t = TestDir::new();
+    let d = std::sync::Arc::new(open(&t.root()).await);
+    let base = create_ro(d.as_ref(), 1, None).await;
+    let rw = create_rw(d.as_ref(), 2, Some(1)).await;
+    std::fs::write(d.driver().root().join(base.as_str()).join("diff/f"), b"x").unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (d, rw) = (d.clone(), rw.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let path = d.mount(&rw, "").await.unwrap();
+                assert_eq!(std::fs::read(path.join("f")).unwrap(), b"x");
+                d.unmount(&rw).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let merged = d.driver().root().join(rw.as_str()).join("merged");
+    assert!(!merged.exists() || !mounted(&merged));
+    d.remove(&rw).await.unwrap();
+    d.remove(&base).await.unwrap();
 }

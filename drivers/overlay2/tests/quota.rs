@@ -45,7 +45,7 @@ async fn size_limits_writes_on_xfs_with_pquota() {
         assert!(d.capabilities().quota);
         create_ro(&d, 1, None).await;
         d.create(&id(2), Some(&id(1)), &sized("8M")).await.unwrap();
-        assert_eq!(d.quota_limit(&id(2)).await.unwrap(), 8 << 20);
+        assert_eq!(d.driver().quota_limit(&id(2)).unwrap(), 8 << 20);
         let merged = d.mount(&id(2), "").await.unwrap();
         std::fs::write(merged.join("fits"), vec![1u8; 4 << 20]).unwrap();
         let err = std::fs::write(merged.join("too-big"), vec![1u8; 16 << 20]).unwrap_err();
@@ -64,7 +64,7 @@ async fn size_limits_writes_on_xfs_with_pquota() {
     // Reopening finds the used project ids and keeps handing out new ones.
     let d = open(&root).await;
     d.create(&id(5), Some(&id(1)), &sized("4M")).await.unwrap();
-    assert_eq!(d.quota_limit(&id(5)).await.unwrap(), 4 << 20);
-    assert_eq!(d.quota_limit(&id(2)).await.unwrap(), 8 << 20);
+    assert_eq!(d.driver().quota_limit(&id(5)).unwrap(), 4 << 20);
+    assert_eq!(d.driver().quota_limit(&id(2)).unwrap(), 8 << 20);
     d.cleanup().await.unwrap();
 }

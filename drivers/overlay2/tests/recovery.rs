@@ -15,7 +15,8 @@ async fn recovers_after_a_crash() {
         create_ro(&d, 1, None).await;
         let rw = create_rw(&d, 2, Some(1)).await;
         let merged = d.mount(&rw, "").await.unwrap();
-        let link = std::fs::read_to_string(d.root().join(rw.as_str()).join("link")).unwrap();
+        let link =
+            std::fs::read_to_string(d.driver().root().join(rw.as_str()).join("link")).unwrap();
         (merged, link)
         // Dropped without cleanup: the mount stays, as after a crash.
     };

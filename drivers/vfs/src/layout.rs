@@ -11,26 +11,22 @@
 //! and deleted after the rename out of it, so a crash can only leave a record without a tree
 //! (dropped at start-up), never a tree without its parent link.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use strata_core::fsutil::{atomic_write, fsync_dir, remove_tree};
+use strata_core::driverkit::{LayerRecord, RecordDir};
+use strata_core::fsutil::remove_tree;
 use strata_core::{Error, IoContext, LayerId, Result};
 
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root: PathBuf,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct LayerRecord {
-    parent: Option<LayerId>,
+    records: RecordDir,
 }
 
 impl Layout {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        let records = RecordDir::new(root.join("meta"));
+        Self { root, records }
     }
 
     pub fn dirs_root(&self) -> PathBuf {
@@ -58,54 +54,30 @@ impl Layout {
             .join(format!("{}-removing-{suffix}", id.as_str()))
     }
 
-    fn meta_root(&self) -> PathBuf {
-        self.root.join("meta")
-    }
-
-    fn record_path(&self, id: &LayerId) -> PathBuf {
-        self.meta_root().join(format!("{}.json", id.as_str()))
-    }
-
     /// Creates the directories, deletes staging leftovers of a crash and returns every layer
     /// with its parent.
-    pub fn recover(&self) -> Result<HashMap<LayerId, Option<LayerId>>> {
-        for d in [self.root.clone(), self.dirs_root(), self.meta_root()] {
+    pub fn recover(&self) -> Result<Vec<(LayerId, Option<LayerId>, ())>> {
+        for d in [
+            self.root.clone(),
+            self.dirs_root(),
+            self.records.dir().to_path_buf(),
+        ] {
             make_private_dir(&d)?;
         }
         remove_tree(&self.staging_root())?;
         make_private_dir(&self.staging_root())?;
 
-        let mut records = HashMap::new();
-        let meta_root = self.meta_root();
-        for entry in std::fs::read_dir(&meta_root).ctx("read directory", &meta_root)? {
-            let entry = entry.ctx("read directory", &meta_root)?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let id = name
-                .strip_suffix(".json")
-                .and_then(|n| LayerId::new(n).ok());
-            let Some(id) = id else {
-                // A temporary file of an interrupted atomic write, or something foreign.
-                remove_file(&path)?;
-                continue;
-            };
-            if !self.layer_dir(&id).is_dir() {
+        let mut records = std::collections::HashMap::new();
+        for (id, record) in self.records.load()? {
+            if self.layer_dir(&id).is_dir() {
+                records.insert(id, record.parent);
+            } else {
                 tracing::info!(layer = %id, "vfs: dropping the record of a layer that was never completed");
-                remove_file(&path)?;
-                continue;
+                self.records.discard(&id)?;
             }
-            let text = std::fs::read(&path).ctx("read", &path)?;
-            let record: LayerRecord = serde_json::from_slice(&text).map_err(|e| {
-                Error::Other(format!(
-                    "vfs layer record {} is corrupt ({e}); remove the layer directory {} and its record to drop it",
-                    path.display(),
-                    self.layer_dir(&id).display()
-                ))
-            })?;
-            records.insert(id, record.parent);
         }
 
-        let mut layers = HashMap::new();
+        let mut layers = Vec::new();
         let dirs_root = self.dirs_root();
         for entry in std::fs::read_dir(&dirs_root).ctx("read directory", &dirs_root)? {
             let entry = entry.ctx("read directory", &dirs_root)?;
@@ -118,7 +90,7 @@ impl Layout {
                 tracing::warn!(layer = %id, "vfs: layer without a record; treating it as a base layer");
                 None
             });
-            layers.insert(id, parent);
+            layers.push((id, parent, ()));
         }
         Ok(layers)
     }
@@ -126,15 +98,13 @@ impl Layout {
     pub fn write_record(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<()> {
         let record = LayerRecord {
             parent: parent.cloned(),
+            kind: None,
         };
-        let data = serde_json::to_vec(&record)
-            .map_err(|e| Error::Other(format!("encode vfs layer record: {e}")))?;
-        atomic_write(&self.record_path(id), &data)
+        self.records.write(id, &record)
     }
 
     pub fn remove_record(&self, id: &LayerId) -> Result<()> {
-        remove_file(&self.record_path(id))?;
-        fsync_dir(&self.meta_root())
+        self.records.remove(id)
     }
 }
 
@@ -147,13 +117,5 @@ fn make_private_dir(path: &Path) -> Result<()> {
     {
         Ok(()) => Ok(()),
         Err(e) => Err(Error::io("mkdir", path, e)),
-    }
-}
-
-fn remove_file(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", path, e)),
     }
 }

@@ -8,14 +8,15 @@
 
 mod layout;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use strata_core::archive::WhiteoutMode;
+use strata_core::driverkit::{run_blocking, Held, InPlace, Layers};
 use strata_core::fsutil::{self, copy::copy_tree, remove_tree};
 use strata_core::naive::{self, MountedPair};
 use strata_core::registry::DriverConfig;
@@ -28,49 +29,11 @@ use crate::layout::Layout;
 
 pub const DRIVER_NAME: &str = "vfs";
 
-/// Layers known to the driver and the references held on them.
-#[derive(Default)]
-struct State {
-    /// Every layer, complete or being created, with its parent.
-    parents: HashMap<LayerId, Option<LayerId>>,
-    /// Layers whose copy is still running: not visible yet, but their parent is in use.
-    creating: std::collections::HashSet<LayerId>,
-    /// Layers being deleted: no new references.
-    removing: std::collections::HashSet<LayerId>,
-    /// Mount references (vfs has nothing to mount; the count guards `remove`).
-    mounts: HashMap<LayerId, usize>,
-}
-
-impl State {
-    fn is_ready(&self, id: &LayerId) -> bool {
-        self.parents.contains_key(id) && !self.creating.contains(id) && !self.removing.contains(id)
-    }
-
-    /// Drops one mount reference; false if there was none.
-    fn release_mount(&mut self, id: &LayerId) -> bool {
-        match self.mounts.get_mut(id) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                self.mounts.remove(id);
-            }
-            None => return false,
-        }
-        true
-    }
-
-    fn children_of(&self, id: &LayerId) -> Vec<&LayerId> {
-        self.parents
-            .iter()
-            .filter(|(_, p)| p.as_ref() == Some(id))
-            .map(|(c, _)| c)
-            .collect()
-    }
-}
-
 pub struct VfsDriver {
     layout: Layout,
-    /// Shared with the release hooks of diff work in flight.
-    state: Arc<Mutex<State>>,
+    /// Parents, children and mount references (vfs mounts nothing: the count guards `remove`).
+    layers: Layers<()>,
+    in_place: Arc<InPlace>,
     backing_fs: String,
     reflink: bool,
 }
@@ -100,37 +63,29 @@ impl VfsDriver {
     pub async fn new(root: PathBuf, opts: StorageOpts) -> Result<Arc<Self>> {
         check_storage_opts(&opts)?;
         let layout = Layout::new(root);
-        let (parents, backing_fs, reflink) = blocking({
+        let (found, backing_fs, reflink) = run_blocking({
             let layout = layout.clone();
             move || {
-                let parents = layout.recover()?;
+                let found = layout.recover()?;
                 let backing_fs = fsutil::filesystem_name(&layout.root)?;
                 let reflink = fsutil::copy::reflink_supported(&layout.staging_root())?;
-                Ok((parents, backing_fs, reflink))
+                Ok((found, backing_fs, reflink))
             }
         })
         .await?;
-        tracing::info!(root = %layout.root.display(), layers = parents.len(), %backing_fs, reflink, "vfs driver ready");
+        tracing::info!(root = %layout.root.display(), layers = found.len(), %backing_fs, reflink, "vfs driver ready");
         Ok(Arc::new(Self {
+            in_place: Arc::new(InPlace(layout.dirs_root())),
             layout,
-            state: Arc::new(Mutex::new(State {
-                parents,
-                ..State::default()
-            })),
+            layers: Layers::load("vfs layer", found),
             backing_fs,
             reflink,
         }))
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, State>> {
-        self.state
-            .lock()
-            .map_err(|_| Error::Other("vfs driver state lock poisoned by a panic".into()))
-    }
-
     /// The tree of a layer that exists and is not being created or removed.
     fn ready_dir(&self, id: &LayerId) -> Result<PathBuf> {
-        if self.state()?.is_ready(id) {
+        if self.layers.exists(id) {
             Ok(self.layout.layer_dir(id))
         } else {
             Err(Error::not_found(format!("vfs layer {id}")))
@@ -138,25 +93,35 @@ impl VfsDriver {
     }
 
     /// The layer's and its parent's trees, each held by a mount reference while the work on
-    /// them lasts (until the pair drops), so neither can be removed under a diff.
-    fn pinned_pair(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<MountedPair> {
-        let mut state = self.state()?;
-        let held: Vec<LayerId> = std::iter::once(id).chain(parent).cloned().collect();
-        if let Some(missing) = held.iter().find(|l| !state.is_ready(l)) {
-            return Err(Error::not_found(format!("vfs layer {missing}")));
-        }
-        for l in &held {
-            *state.mounts.entry(l.clone()).or_insert(0) += 1;
-        }
-        let shared = self.state.clone();
-        let pair = MountedPair::new(
-            self.layout.layer_dir(id),
-            parent.map(|p| self.layout.layer_dir(p)),
-        );
+    /// them lasts, so neither can be removed under a diff.
+    async fn hold_pair(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<(Held, Option<Held>)> {
+        let layer = self.layers.hold(id, &self.in_place).await?;
+        let parent = match parent.map(|p| self.layers.hold(p, &self.in_place)) {
+            None => None,
+            Some(held) => match held.await {
+                Ok(held) => Some(held),
+                Err(e) => {
+                    layer.release().await?;
+                    return Err(e);
+                }
+            },
+        };
+        Ok((layer, parent))
+    }
+
+    /// [`Self::hold_pair`] as the pair naive diffs take; it is released on the blocking thread
+    /// that finishes the work.
+    async fn pinned_pair(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<MountedPair> {
+        let (layer, parent) = self.hold_pair(id, parent).await?;
+        let pair = MountedPair::new(layer.path.clone(), parent.as_ref().map(|p| p.path.clone()));
         Ok(pair.on_release(move || {
-            if let Ok(mut state) = shared.lock() {
-                for l in &held {
-                    state.release_mount(l);
+            for held in std::iter::once(layer).chain(parent) {
+                if let Err(e) = held.release_blocking() {
+                    tracing::warn!("vfs: releasing a diff's layer: {e}");
                 }
             }
         }))
@@ -212,14 +177,6 @@ fn sync_filesystem(path: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await?
-}
-
 #[async_trait]
 impl LayerDriver for VfsDriver {
     fn name(&self) -> &str {
@@ -244,20 +201,8 @@ impl LayerDriver for VfsDriver {
         opts: &CreateOpts,
     ) -> Result<()> {
         check_storage_opts(&opts.storage_opts)?;
-        {
-            let mut state = self.state()?;
-            if state.parents.contains_key(id) {
-                return Err(Error::AlreadyExists(format!("vfs layer {id}")));
-            }
-            if let Some(p) = parent {
-                if !state.is_ready(p) {
-                    return Err(Error::not_found(format!("parent layer {p}")));
-                }
-            }
-            state.parents.insert(id.clone(), parent.cloned());
-            state.creating.insert(id.clone());
-        }
-        let outcome = blocking({
+        let creating = self.layers.begin_create(id, parent)?;
+        run_blocking({
             let layout = self.layout.clone();
             let id = id.clone();
             let parent = parent.cloned();
@@ -272,81 +217,43 @@ impl LayerDriver for VfsDriver {
                 built
             }
         })
-        .await;
-        let mut state = self.state()?;
-        state.creating.remove(id);
-        if outcome.is_err() {
-            state.parents.remove(id);
-        }
-        outcome
+        .await?;
+        creating.commit(());
+        Ok(())
     }
 
     async fn remove(&self, id: &LayerId) -> Result<()> {
-        {
-            let mut state = self.state()?;
-            if !state.is_ready(id) {
-                return Err(Error::not_found(format!("vfs layer {id}")));
-            }
-            if let Some(n) = state.mounts.get(id) {
-                return Err(Error::busy(format!(
-                    "vfs layer {id} is mounted ({n} reference(s)); unmount it first"
-                )));
-            }
-            let children = state.children_of(id);
-            if !children.is_empty() {
-                let names: Vec<String> = children.iter().map(|c| c.to_string()).collect();
-                return Err(Error::busy(format!(
-                    "vfs layer {id} has child layers ({}); remove them first",
-                    names.join(", ")
-                )));
-            }
-            state.removing.insert(id.clone());
-        }
-        let outcome = blocking({
+        let removing = self.layers.begin_remove(id)?;
+        let outcome = run_blocking({
             let layout = self.layout.clone();
             let id = id.clone();
             move || delete_layer(&layout, &id)
         })
         .await;
-        let mut state = self.state()?;
-        state.removing.remove(id);
-        let gone = !self.layout.layer_dir(id).exists();
-        if gone {
-            state.parents.remove(id);
+        if !self.layout.layer_dir(id).exists() {
+            removing.done();
         }
         outcome
     }
 
     async fn exists(&self, id: &LayerId) -> Result<bool> {
-        Ok(self.state()?.is_ready(id))
+        Ok(self.layers.exists(id))
     }
 
     async fn mount(&self, id: &LayerId, _mount_label: &str) -> Result<PathBuf> {
-        let mut state = self.state()?;
-        if !state.is_ready(id) {
-            return Err(Error::not_found(format!("vfs layer {id}")));
-        }
-        *state.mounts.entry(id.clone()).or_insert(0) += 1;
-        Ok(self.layout.layer_dir(id))
+        self.layers.acquire(id, self.in_place.as_ref()).await
     }
 
     async fn unmount(&self, id: &LayerId) -> Result<()> {
-        let mut state = self.state()?;
-        if !state.parents.contains_key(id) {
-            return Err(Error::not_found(format!("vfs layer {id}")));
-        }
-        if !state.release_mount(id) {
-            tracing::debug!(layer = %id, "vfs: unmount of a layer that is not mounted");
-        }
-        Ok(())
+        self.layers.release(id, self.in_place.as_ref()).await
     }
 
     async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        naive::changes(self.pinned_pair(id, parent)?).await
+        naive::changes(self.pinned_pair(id, parent).await?).await
     }
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
-        Ok(naive::diff(self.pinned_pair(id, parent)?))
+        Ok(naive::diff(self.pinned_pair(id, parent).await?))
     }
 
     async fn apply_diff(
@@ -356,23 +263,25 @@ impl LayerDriver for VfsDriver {
         tar: TarStream,
     ) -> Result<u64> {
         // The layer's tree already holds its parent's content: whiteouts delete for real.
-        let pair = self.pinned_pair(id, parent)?;
-        let stats = naive::apply(pair.layer.clone(), tar, WhiteoutMode::Delete).await;
-        drop(pair);
+        let (layer, parent) = self.hold_pair(id, parent).await?;
+        let stats = naive::apply(layer.path.clone(), tar, WhiteoutMode::Delete).await;
+        for held in std::iter::once(layer).chain(parent) {
+            held.release().await?;
+        }
         Ok(stats?.content_bytes)
     }
 
     async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        naive::diff_size(self.pinned_pair(id, parent)?).await
+        naive::diff_size(self.pinned_pair(id, parent).await?).await
     }
 
     async fn usage(&self, id: &LayerId) -> Result<Usage> {
         let dir = self.ready_dir(id)?;
-        blocking(move || fsutil::usage::tree_usage(&dir)).await
+        run_blocking(move || fsutil::usage::tree_usage(&dir)).await
     }
 
     async fn status(&self) -> Result<Vec<(String, String)>> {
-        let layers = self.state()?.parents.len();
+        let layers = self.layers.len();
         Ok(vec![
             ("Backing Filesystem".into(), self.backing_fs.clone()),
             ("Reflink".into(), self.reflink.to_string()),
@@ -390,8 +299,7 @@ impl LayerDriver for VfsDriver {
 
     async fn cleanup(&self) -> Result<()> {
         // Nothing is mounted: a vfs "mount" is the directory itself. Drop the references.
-        self.state()?.mounts.clear();
-        Ok(())
+        self.layers.release_all(self.in_place.as_ref()).await
     }
 }
 

@@ -122,22 +122,21 @@ impl Layout {
         remove_tree(&doomed)
     }
 
-    /// Ids of layers whose chain includes `id`.
-    pub fn children_of(&self, id: &LayerId) -> Result<Vec<LayerId>> {
+    /// Every complete layer with its parent (the first of its `lower` chain) and kind, for
+    /// the driver's index.
+    pub fn load(&self) -> Result<Vec<(LayerId, Option<LayerId>, LayerKind)>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root).ctx("list", &self.root)? {
             let entry = entry.ctx("list", &self.root)?;
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Ok(other) = LayerId::new(name) else {
+            let Some(id) = name.to_str().and_then(|n| LayerId::new(n).ok()) else {
                 continue;
             };
-            if &other == id {
+            if !self.exists(&id) {
                 continue;
             }
-            if self.lowers(&other).map(|l| l.contains(id)).unwrap_or(false) {
-                out.push(other);
-            }
+            let parent = self.lowers(&id)?.into_iter().next();
+            out.push((id.clone(), parent, self.kind(&id)?));
         }
         Ok(out)
     }

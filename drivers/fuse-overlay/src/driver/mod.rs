@@ -8,13 +8,14 @@
 mod layout;
 mod native_diff;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use strata_core::archive::{self, WhiteoutMode};
+use strata_core::driverkit::{run_blocking, Held, Layers, MountOps};
 use strata_core::naive;
 use strata_core::registry::DriverConfig;
 use strata_core::{
@@ -40,19 +41,16 @@ pub fn init(config: DriverConfig) -> BoxFuture<'static, Result<Arc<dyn LayerDriv
     })
 }
 
-struct Active {
-    count: usize,
-    mount: OverlayMount,
-}
-
-struct Inner {
+/// The real mount of a layer: an overlay served by this process.
+struct FuseMounts {
     layout: Layout,
     durable_copy_up: bool,
-    mounts: tokio::sync::Mutex<HashMap<LayerId, Active>>,
 }
 
 pub struct FuseOverlayDriver {
-    inner: Arc<Inner>,
+    /// Parents, children, kinds and the live mounts.
+    layers: Layers<LayerKind, OverlayMount>,
+    mounts: Arc<FuseMounts>,
 }
 
 impl FuseOverlayDriver {
@@ -60,18 +58,7 @@ impl FuseOverlayDriver {
     /// deletes half-made layers.
     pub async fn open(root: PathBuf, options: &StorageOpts) -> Result<Self> {
         options.check_known(NAME, &OPTIONS)?;
-        let durable_copy_up = match options.get("fuse-overlay.durable_copy_up") {
-            None => true,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                other => {
-                    return Err(Error::invalid(format!(
-                        "fuse-overlay.durable_copy_up={other:?} is not true or false"
-                    )))
-                }
-            },
-        };
+        let durable_copy_up = options.flag("fuse-overlay.durable_copy_up", true)?;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::unsupported(
@@ -85,42 +72,47 @@ impl FuseOverlayDriver {
         }
         let layout = Layout { root: root.clone() };
         let l = layout.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        let found = run_blocking(move || {
             std::fs::create_dir_all(&l.root).ctx("create", &l.root)?;
             let stale = fsutil::mounts::unmount_all_under(&l.root)?;
             if stale > 0 {
                 tracing::warn!(count = stale, root = %l.root.display(), "detached FUSE mounts left by an earlier daemon");
             }
-            l.recover()
+            l.recover()?;
+            l.load()
         })
-        .await??;
+        .await?;
         Ok(Self {
-            inner: Arc::new(Inner {
+            layers: Layers::load("layer", found),
+            mounts: Arc::new(FuseMounts {
                 layout,
                 durable_copy_up,
-                mounts: tokio::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
-}
 
-impl Inner {
+    fn layout(&self) -> &Layout {
+        &self.mounts.layout
+    }
+
     fn check_exists(&self, id: &LayerId) -> Result<()> {
-        if self.layout.exists(id) {
+        if self.layers.exists(id) {
             Ok(())
         } else {
             Err(Error::not_found(format!("layer {id}")))
         }
     }
+}
 
-    fn overlay_config(&self, id: &LayerId) -> Result<OverlayConfig> {
+impl FuseMounts {
+    fn overlay_config(&self, id: &LayerId, kind: LayerKind) -> Result<OverlayConfig> {
         let parents: Vec<PathBuf> = self
             .layout
             .lowers(id)?
             .iter()
             .map(|l| self.layout.diff(l))
             .collect();
-        let mut cfg = match self.layout.kind(id)? {
+        let mut cfg = match kind {
             LayerKind::ReadOnly => {
                 let mut lowers = vec![self.layout.diff(id)];
                 lowers.extend(parents);
@@ -133,74 +125,29 @@ impl Inner {
         cfg.durable_copy_up = self.durable_copy_up;
         Ok(cfg)
     }
+}
 
-    async fn mount(&self, id: &LayerId) -> Result<PathBuf> {
-        let mut mounts = self.mounts.lock().await;
-        if let Some(a) = mounts.get_mut(id) {
-            a.count += 1;
-            return Ok(a.mount.path().to_path_buf());
-        }
-        self.check_exists(id)?;
-        let cfg = self.overlay_config(id)?;
+#[async_trait]
+impl MountOps<LayerKind> for FuseMounts {
+    type Handle = OverlayMount;
+
+    async fn mount(&self, id: &LayerId, kind: &LayerKind) -> Result<(PathBuf, OverlayMount)> {
+        let cfg = self.overlay_config(id, *kind)?;
         let merged = self.layout.merged(id);
         let mount = OverlayMount::mount(cfg, &merged)
             .await
             .ctx("mount fuse-overlay", &merged)?;
-        mounts.insert(id.clone(), Active { count: 1, mount });
-        Ok(merged)
+        Ok((merged, mount))
     }
 
-    async fn unmount(&self, id: &LayerId) -> Result<()> {
-        let mut mounts = self.mounts.lock().await;
-        let Some(a) = mounts.get_mut(id) else {
-            tracing::debug!(%id, "unmount of a layer that is not mounted");
-            return Ok(());
-        };
-        a.count -= 1;
-        if a.count > 0 {
-            return Ok(());
-        }
-        if let Some(a) = mounts.remove(id) {
-            let path = a.mount.path().to_path_buf();
-            a.mount.unmount().await.ctx("unmount", &path)?;
-        }
-        Ok(())
-    }
-
-    async fn is_mounted(&self, id: &LayerId) -> bool {
-        self.mounts.lock().await.contains_key(id)
-    }
-}
-
-/// Keeps a layer mounted while a blocking job reads it; unmounts when dropped.
-struct MountGuard {
-    inner: Arc<Inner>,
-    id: LayerId,
-    path: PathBuf,
-    rt: tokio::runtime::Handle,
-}
-
-impl MountGuard {
-    async fn new(inner: &Arc<Inner>, id: &LayerId) -> Result<Self> {
-        let path = inner.mount(id).await?;
-        Ok(Self {
-            inner: inner.clone(),
-            id: id.clone(),
-            path,
-            rt: tokio::runtime::Handle::current(),
-        })
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        let inner = self.inner.clone();
-        let id = self.id.clone();
-        self.rt.spawn(async move {
-            if let Err(e) = inner.unmount(&id).await {
-                tracing::warn!(%id, "unmount after diff: {e}");
-            }
-        });
+    async fn unmount(
+        &self,
+        _id: &LayerId,
+        _kind: &LayerKind,
+        path: &Path,
+        mount: &mut OverlayMount,
+    ) -> Result<()> {
+        mount.stop().await.ctx("unmount", path)
     }
 }
 
@@ -210,7 +157,7 @@ struct DiffSource {
     layer_root: PathBuf,
     parent_root: Option<PathBuf>,
     native: bool,
-    _guards: Vec<MountGuard>,
+    held: Vec<Held>,
 }
 
 impl DiffSource {
@@ -221,39 +168,49 @@ impl DiffSource {
             archive::naive_changes(&self.layer_root, self.parent_root.as_deref())
         }
     }
+
+    /// Unmounts what the diff held, on the blocking thread that did the work.
+    fn release(self) {
+        for held in self.held {
+            if let Err(e) = held.release_blocking() {
+                tracing::warn!("unmount after diff: {e}");
+            }
+        }
+    }
 }
 
 impl FuseOverlayDriver {
     async fn diff_source(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<DiffSource> {
-        let inner = &self.inner;
-        inner.check_exists(id)?;
-        let recorded = inner.layout.lowers(id)?.first().cloned();
-        let mut guards = Vec::new();
-        let parent_root = match parent {
-            Some(p) => {
-                let g = MountGuard::new(inner, p).await?;
-                let path = g.path.clone();
-                guards.push(g);
-                Some(path)
-            }
-            None => None,
-        };
+        let recorded = self.layers.parent(id)?;
+        let mut held = Vec::new();
+        if let Some(p) = parent {
+            held.push(self.layers.hold(p, &self.mounts).await?);
+        }
+        let parent_root = held.first().map(|h| h.path.clone());
         if recorded.as_ref() == parent {
             return Ok(DiffSource {
-                layer_root: inner.layout.diff(id),
+                layer_root: self.layout().diff(id),
                 parent_root,
                 native: true,
-                _guards: guards,
+                held,
             });
         }
-        let g = MountGuard::new(inner, id).await?;
-        let layer_root = g.path.clone();
-        guards.push(g);
+        let layer = match self.layers.hold(id, &self.mounts).await {
+            Ok(layer) => layer,
+            Err(e) => {
+                for h in held {
+                    h.release().await?;
+                }
+                return Err(e);
+            }
+        };
+        let layer_root = layer.path.clone();
+        held.push(layer);
         Ok(DiffSource {
             layer_root,
             parent_root,
             native: false,
-            _guards: guards,
+            held,
         })
     }
 }
@@ -282,50 +239,60 @@ impl LayerDriver for FuseOverlayDriver {
         opts: &CreateOpts,
     ) -> Result<()> {
         opts.storage_opts.check_known(NAME, &[])?;
-        let layout = self.inner.layout.clone();
+        let creating = self.layers.begin_create(id, parent)?;
+        let layout = self.layout().clone();
         let (id, parent, kind) = (id.clone(), parent.cloned(), opts.kind);
-        tokio::task::spawn_blocking(move || layout.create(&id, parent.as_ref(), kind)).await?
+        run_blocking(move || layout.create(&id, parent.as_ref(), kind)).await?;
+        creating.commit(kind);
+        Ok(())
     }
 
     async fn remove(&self, id: &LayerId) -> Result<()> {
-        self.inner.check_exists(id)?;
-        if self.inner.is_mounted(id).await {
-            return Err(Error::busy(format!("layer {id} is mounted")));
+        let removing = self.layers.begin_remove(id)?;
+        let layout = self.layout().clone();
+        let doomed = id.clone();
+        let removed = run_blocking(move || layout.remove(&doomed)).await;
+        if !self.layout().dir(id).exists() {
+            removing.done();
         }
-        let layout = self.inner.layout.clone();
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || {
-            let children = layout.children_of(&id)?;
-            if let Some(c) = children.first() {
-                return Err(Error::busy(format!("layer {id} has a child layer {c}")));
-            }
-            layout.remove(&id)
-        })
-        .await?
+        removed
     }
 
     async fn exists(&self, id: &LayerId) -> Result<bool> {
-        Ok(self.inner.layout.exists(id))
+        Ok(self.layers.exists(id))
     }
 
     async fn mount(&self, id: &LayerId, _mount_label: &str) -> Result<PathBuf> {
-        self.inner.mount(id).await
+        self.layers.acquire(id, self.mounts.as_ref()).await
     }
 
     async fn unmount(&self, id: &LayerId) -> Result<()> {
-        self.inner.unmount(id).await
+        self.layers.release(id, self.mounts.as_ref()).await
     }
 
     async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
         let src = self.diff_source(id, parent).await?;
-        tokio::task::spawn_blocking(move || src.changes()).await?
+        run_blocking(move || {
+            let changes = src.changes();
+            src.release();
+            changes
+        })
+        .await
     }
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
         let src = self.diff_source(id, parent).await?;
         Ok(stream::blocking_chunk_stream(move |send| {
-            let changes = src.changes()?;
-            archive::write_diff_chunks(send, &src.layer_root, &changes, src.parent_root.as_deref())
+            let written = src.changes().and_then(|changes| {
+                archive::write_diff_chunks(
+                    send,
+                    &src.layer_root,
+                    &changes,
+                    src.parent_root.as_deref(),
+                )
+            });
+            src.release();
+            written
         }))
     }
 
@@ -335,13 +302,13 @@ impl LayerDriver for FuseOverlayDriver {
         _parent: Option<&LayerId>,
         tar: TarStream,
     ) -> Result<u64> {
-        self.inner.check_exists(id)?;
-        if self.inner.is_mounted(id).await {
+        self.check_exists(id)?;
+        if self.layers.is_mounted(id) {
             return Err(Error::busy(format!(
                 "layer {id} is mounted; unmount it before applying a diff"
             )));
         }
-        let dest = self.inner.layout.diff(id);
+        let dest = self.layout().diff(id);
         let stats = stream::with_blocking_reader(tar, move |r| {
             archive::apply_layer_with(&dest, r, &naive::driver_apply(WhiteoutMode::OverlayMarkers))
         })
@@ -351,23 +318,26 @@ impl LayerDriver for FuseOverlayDriver {
 
     async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
         let src = self.diff_source(id, parent).await?;
-        tokio::task::spawn_blocking(move || {
-            let changes = src.changes()?;
-            archive::changes_size(&src.layer_root, &changes)
+        run_blocking(move || {
+            let size = src
+                .changes()
+                .and_then(|changes| archive::changes_size(&src.layer_root, &changes));
+            src.release();
+            size
         })
-        .await?
+        .await
     }
 
     async fn usage(&self, id: &LayerId) -> Result<Usage> {
-        self.inner.check_exists(id)?;
-        let diff = self.inner.layout.diff(id);
-        tokio::task::spawn_blocking(move || fsutil::usage::tree_usage(&diff)).await?
+        self.check_exists(id)?;
+        let diff = self.layout().diff(id);
+        run_blocking(move || fsutil::usage::tree_usage(&diff)).await
     }
 
     async fn status(&self) -> Result<Vec<(String, String)>> {
-        let root = self.inner.layout.root.clone();
-        let fs = tokio::task::spawn_blocking(move || fsutil::filesystem_name(&root)).await??;
-        let mounts = self.inner.mounts.lock().await.len();
+        let root = self.layout().root.clone();
+        let fs = run_blocking(move || fsutil::filesystem_name(&root)).await?;
+        let mounts = self.layers.mounted();
         Ok(vec![
             ("Backing Filesystem".into(), fs),
             ("Native Overlay Diff".into(), "true".into()),
@@ -378,15 +348,15 @@ impl LayerDriver for FuseOverlayDriver {
             ),
             (
                 "Durable Copy-up".into(),
-                self.inner.durable_copy_up.to_string(),
+                self.mounts.durable_copy_up.to_string(),
             ),
             ("Active Mounts".into(), mounts.to_string()),
         ])
     }
 
     async fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
-        self.inner.check_exists(id)?;
-        let l = &self.inner.layout;
+        self.check_exists(id)?;
+        let l = self.layout();
         let lowers: Vec<String> = l
             .lowers(id)?
             .iter()
@@ -403,15 +373,11 @@ impl LayerDriver for FuseOverlayDriver {
     }
 
     async fn cleanup(&self) -> Result<()> {
-        let active: Vec<(LayerId, Active)> = self.inner.mounts.lock().await.drain().collect();
-        for (id, a) in active {
-            let path = a.mount.path().to_path_buf();
-            if let Err(e) = a.mount.unmount().await {
-                tracing::warn!(%id, "unmount {}: {e}", path.display());
-            }
+        if let Err(e) = self.layers.release_all(self.mounts.as_ref()).await {
+            tracing::warn!("fuse-overlay cleanup: {e}");
         }
-        let root = self.inner.layout.root.clone();
-        tokio::task::spawn_blocking(move || fsutil::mounts::unmount_all_under(&root)).await??;
+        let root = self.layout().root.clone();
+        run_blocking(move || fsutil::mounts::unmount_all_under(&root)).await?;
         Ok(())
     }
 }

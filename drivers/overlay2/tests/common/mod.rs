@@ -37,13 +37,13 @@ impl Drop for TestDir {
 }
 
 pub async fn open(root: &Path) -> Overlay2Driver {
-    Overlay2Driver::open(root.to_path_buf(), &StorageOpts::default())
+    strata_overlay2::open(root.to_path_buf(), &StorageOpts::default())
         .await
         .unwrap()
 }
 
 pub async fn open_with(root: &Path, settings: Settings) -> Overlay2Driver {
-    Overlay2Driver::with_settings(root.to_path_buf(), settings)
+    strata_overlay2::open_with(root.to_path_buf(), settings)
         .await
         .unwrap()
 }
