@@ -95,9 +95,16 @@ impl Containerd {
     pub fn start_with(dir: &Path, snapshotters: &[(&str, &Path)]) -> Self {
         let name = snapshotters[0].0;
         let socket = dir.join("containerd.sock");
+        let config = config_toml(dir, &socket, snapshotters);
+        Self::start_with_config(dir, &config, &format!("strata-test-{name}"))
+    }
+
+    /// containerd with the config `config` (its socket `dir/containerd.sock`); `ctr` runs in
+    /// `namespace`.
+    pub fn start_with_config(dir: &Path, config_text: &str, namespace: &str) -> Self {
+        let socket = dir.join("containerd.sock");
         let config = dir.join("containerd.toml");
-        std::fs::write(&config, config_toml(dir, &socket, snapshotters))
-            .expect("write the containerd config");
+        std::fs::write(&config, config_text).expect("write the containerd config");
         let log = dir.join("containerd.log");
         let child = Command::new("unshare")
             .arg("--net")
@@ -110,7 +117,7 @@ impl Containerd {
             .expect("start containerd (scripts/setup.sh installs Debian's containerd)");
         let c = Self {
             socket,
-            namespace: format!("strata-test-{name}"),
+            namespace: namespace.to_string(),
             log,
             process: DaemonProcess::new(child, dir.join("state")),
         };
