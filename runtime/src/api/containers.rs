@@ -627,7 +627,7 @@ pub async fn inspect(
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "ExecIDs": null,
+        "ExecIDs": exec_ids(&d, &rec.id),
         "HostConfig": rec.host_config,
         "GraphDriver": {
             "Name": d.driver.name(),
@@ -643,6 +643,16 @@ pub async fn inspect(
         v["SizeRootFs"] = json!(rootfs);
     }
     Ok(Json(v))
+}
+
+/// Inspect's `ExecIDs`: null when the container has none, as Docker.
+fn exec_ids(d: &Daemon, id: &str) -> Value {
+    let ids = d.execs.ids_of(id);
+    if ids.is_empty() {
+        Value::Null
+    } else {
+        json!(ids)
+    }
 }
 
 pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {

@@ -475,7 +475,7 @@ const SETUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Reads the child's error record; EOF without one means exec succeeded. Gives up with
 /// `TimedOut` when nothing has come by `deadline`.
-fn read_child_error(
+pub(super) fn read_child_error(
     fd: &OwnedFd,
     deadline: std::time::Instant,
 ) -> std::io::Result<Option<ChildError>> {
@@ -500,7 +500,7 @@ fn read_child_error(
 }
 
 /// Waits until `fd` has data or EOF, or fails with `TimedOut` at `deadline`.
-fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) -> std::io::Result<()> {
+pub(super) fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) -> std::io::Result<()> {
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
@@ -546,7 +546,7 @@ fn remove_cgroup(cgroup: &Cgroup) {
     }
 }
 
-fn errno_text(errno: i32) -> String {
+pub(super) fn errno_text(errno: i32) -> String {
     let text = nix::errno::Errno::from_raw(errno).desc();
     let mut chars = text.chars();
     match chars.next() {

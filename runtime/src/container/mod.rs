@@ -63,6 +63,7 @@ mod caps;
 mod child;
 mod console;
 mod etc_files;
+pub mod exec;
 mod init;
 pub mod io;
 mod launch;
