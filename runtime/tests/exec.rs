@@ -3,7 +3,8 @@
 //! tty, inspect). Each test starts its own daemon (stopped on drop, also on failure).
 //!
 //! These guard a feature that did not exist before: on HEAD a89d5c7 every exec route answered
-//! the fallback's "not supported", so each test here failed there.
+//! 501 "Strata does not support exec (not implemented yet)", and each test here failed there
+//! (checked with `STRATAD_BIN` pointing at a build of a89d5c7).
 
 use std::io::{Read, Write};
 use std::path::Path;
