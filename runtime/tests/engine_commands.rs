@@ -370,3 +370,32 @@ fn observation_and_control() {
     assert!(err.contains("swarm"), "{err}");
     d.ok(&["rm", "-f", "c2", "other", "e4"]);
 }
+
+/// Guards `ps --filter status=paused`: a paused container was listed as "running" and never
+/// as "paused" (failed on a89d5c7: the paused filter listed nothing); an unknown status is a
+/// 400 as Docker's.
+#[test]
+fn ps_status_filter_sees_paused_containers() {
+    let d = Stratad::start(None);
+    d.load_busybox();
+    d.ok(&["run", "-d", "--name", "frozen", "bb", "sleep", "1000"]);
+    d.ok(&["run", "-d", "--name", "live", "bb", "sleep", "1000"]);
+    d.ok(&["pause", "frozen"]);
+    let names = |status: &str| {
+        d.ok(&[
+            "ps",
+            "--filter",
+            &format!("status={status}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(names("paused"), "frozen");
+    assert_eq!(names("running"), "live");
+    let err = d.fails(&["ps", "--filter", "status=sleepy"]);
+    assert!(err.contains("invalid filter 'status=sleepy'"), "{err}");
+    d.ok(&["unpause", "frozen"]);
+    assert_eq!(names("paused"), "");
+}
