@@ -98,6 +98,11 @@ pub(super) fn become_process(
     plan: &ChildPlan,
     bind_console: bool,
 ) -> Result<Infallible, ChildError> {
+    // Until exec this process is a copy of the daemon (its memory, environment, command
+    // line): not dumpable, so a container process without CAP_SYS_PTRACE cannot read it
+    // through /proc (mem, environ, maps). Exec makes the command dumpable again; `--init`
+    // stays a copy for good and keeps this (see init.rs).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut stdio = plan.stdio;
     if let Some(socket) = plan.console_socket {
         let slave = console::open_in_child(socket, plan.console_size.as_ref(), bind_console)

@@ -110,6 +110,9 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
         &env,
     )?;
 
+    if spec.init {
+        super::init::prepare();
+    }
     let cgroup = Cgroup::create(layout, &spec.cgroup_parent, &spec.id, &spec.resources)?;
     if let Err(e) = cgroup.restrict_devices(&security.device_rules) {
         remove_cgroup(&cgroup);

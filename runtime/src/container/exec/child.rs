@@ -38,6 +38,9 @@ pub(super) fn run_helper(plan: &ExecPlan) -> ! {
 
 fn join_and_fork(plan: &ExecPlan) -> Result<i32, ChildError> {
     let base = &plan.base;
+    // A copy of the daemon entering the container: not readable through /proc (the process
+    // forked below inherits this until its exec).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     for fd in &base.close_fds {
         unsafe { libc::close(*fd) };
     }
