@@ -190,6 +190,9 @@ fn exec_detached_is_inspected_until_it_exits_and_forgotten_at_stop() {
 
     let done = wait_exec_exit(&d, &id);
     assert_eq!(done["ExitCode"], json!(7), "{done}");
+    // Exited: still inspectable, no longer in the container's ExecIDs (as Docker).
+    let ids = d.ok(&["inspect", "-f", "{{json .ExecIDs}}", "ctr"]);
+    assert!(!ids.contains(&id), "{ids}");
     // Started once only.
     let (again, _) = api(
         &d.sock(),

@@ -147,12 +147,13 @@ impl Execs {
             .ok_or_else(|| Error::not_found(format!("No such exec instance: {id}")))
     }
 
-    /// The exec ids of a container (inspect's `ExecIDs`), oldest first is not kept: sorted.
+    /// Inspect's `ExecIDs`: a container's exec instances that have not exited (Docker drops
+    /// an exited one from the container's list; it stays inspectable until the stop). Sorted.
     pub fn ids_of(&self, container_id: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .table()
             .values()
-            .filter(|e| e.container_id == container_id)
+            .filter(|e| e.container_id == container_id && e.state().exit_code.is_none())
             .map(|e| e.id.clone())
             .collect();
         ids.sort();
