@@ -155,7 +155,7 @@ pub async fn resize(
 }
 
 /// `POST /exec/{id}/start`: detached, a 200 once the process runs; attached, a 101 and the
-/// process's stdio over the connection (framed unless it has a tty). A process that cannot
+/// process's stdio over the connection (framed unless the start asks for a tty). A process that cannot
 /// start is reported in the stream, as Docker (the CLI then reads its 126 from inspect).
 pub async fn start(
     State(d): State<AppState>,
@@ -186,7 +186,9 @@ pub async fn start(
             Started::Failed(e) => Err(e.into()),
         };
     }
-    let tty = exec.options.tty;
+    // The start's Tty decides the framing, as Docker's (a client may start a tty exec
+    // with `Tty: false` and get its terminal output in stdout frames).
+    let raw = start.tty;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -200,14 +202,14 @@ pub async fn start(
         };
         let conn = hyper_util::rt::TokioIo::new(upgraded);
         match started {
-            Started::Running(io) => session(conn, io, exec).await,
+            Started::Running(io) => session(conn, io, exec, raw).await,
             Started::Failed(e) => {
                 // On the process's stdout, as Docker: framed unless with a tty.
                 let text = match e {
                     strata_core::Error::InvalidInput(m) => format!("{m}\r\n"),
                     e => format!("{e}\r\n"),
                 };
-                let bytes = if tty {
+                let bytes = if raw {
                     bytes::Bytes::from(text)
                 } else {
                     stream::frame(StreamKind::Stdout, text.as_bytes())
@@ -218,7 +220,7 @@ pub async fn start(
             }
         }
     });
-    Ok(stream::upgrade_response(tty))
+    Ok(stream::upgrade_response(raw))
 }
 
 /// A detached exec's output goes nowhere; it is read so the process never blocks on it.
@@ -238,14 +240,13 @@ async fn drain(mut s: FdStream) {
 /// The attached session: stdin from the client (until it closes its side), stdout and
 /// stderr to it; once both end, the exit is recorded before the connection closes, so the
 /// client's inspect that follows sees the exit code.
-async fn session<C>(conn: C, io: ExecIo, exec: Arc<ExecInstance>)
+async fn session<C>(conn: C, io: ExecIo, exec: Arc<ExecInstance>, raw: bool)
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, writer) = tokio::io::split(conn);
     let writer = Arc::new(Mutex::new(writer));
     let o = &exec.options;
-    let tty = o.tty;
     let stdin = match (o.attach_stdin, io.stdin) {
         (true, Some(mut stdin)) => Some(tokio::spawn(async move {
             let _ = tokio::io::copy(&mut reader, &mut stdin).await;
@@ -253,10 +254,10 @@ where
         })),
         _ => None,
     };
-    let out = pump(io.stdout, StreamKind::Stdout, o.attach_stdout, tty, &writer);
+    let out = pump(io.stdout, StreamKind::Stdout, o.attach_stdout, raw, &writer);
     let err = async {
         if let Some(stderr) = io.stderr {
-            pump(stderr, StreamKind::Stderr, o.attach_stderr, tty, &writer).await;
+            pump(stderr, StreamKind::Stderr, o.attach_stderr, raw, &writer).await;
         }
     };
     tokio::join!(out, err);
@@ -267,13 +268,13 @@ where
     }
 }
 
-/// Copies one output stream to the client (framed unless `tty`), or only drains it when the
+/// Copies one output stream to the client (framed unless `raw`), or only drains it when the
 /// client did not ask for it or has gone.
 async fn pump<W: AsyncWrite + Unpin>(
     mut from: FdStream,
     kind: StreamKind,
     wanted: bool,
-    tty: bool,
+    raw: bool,
     to: &Mutex<W>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
@@ -286,7 +287,7 @@ async fn pump<W: AsyncWrite + Unpin>(
         if client_gone {
             continue;
         }
-        let bytes = if tty {
+        let bytes = if raw {
             bytes::Bytes::copy_from_slice(&buf[..n])
         } else {
             stream::frame(kind, &buf[..n])
