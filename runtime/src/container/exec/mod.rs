@@ -460,3 +460,53 @@ fn kill_and_reap(pid: i32) {
     );
     reap(pid);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cmd: &str) -> ExecSpec {
+        ExecSpec {
+            args: vec![cmd.into()],
+            env: Vec::new(),
+            cwd: String::new(),
+            user: String::new(),
+            tty: false,
+            stdin: false,
+            console_size: None,
+            privileged: false,
+            security: SecuritySpec::default(),
+            no_new_privileges: false,
+        }
+    }
+
+    #[test]
+    fn a_process_shares_every_namespace_with_itself() {
+        assert_eq!(namespaces_to_join(std::process::id() as i32), 0);
+    }
+
+    #[test]
+    fn start_failures_read_as_dockers() {
+        let record = |stage: Stage, errno| super::super::plan::ChildError {
+            stage: stage as u32,
+            index: 0,
+            errno,
+        };
+        let StartError::Exec { exit_code, message } =
+            describe(record(Stage::Exec, libc::ENOENT), &spec("nosuch"))
+        else {
+            panic!("an exec failure");
+        };
+        assert_eq!(exit_code, 126);
+        assert!(
+            message.contains("exec: \"nosuch\": executable file not found in $PATH"),
+            "{message}"
+        );
+        let StartError::Exec { message, .. } =
+            describe(record(Stage::Chdir, libc::ENOENT), &spec("true"))
+        else {
+            panic!("a chdir failure");
+        };
+        assert!(message.contains("chdir to cwd (\"/\")"), "{message}");
+    }
+}
