@@ -361,4 +361,49 @@ fn exec_with_a_tty_through_the_api_and_the_cli() {
     assert!(stream.starts_with("/dev/pts/"), "{stream:?}");
     assert!(stream.ends_with("40 100\r\n"), "{stream:?}");
     assert_eq!(wait_exec_exit(&d, &id)["ExitCode"], json!(0));
+
+    // ctrl-p ctrl-q on a tty's stdin detach the client; the process runs on.
+    let id = exec_create(
+        &d,
+        json!({"Cmd": ["sleep", "1000"], "Tty": true, "AttachStdin": true, "AttachStdout": true}),
+    );
+    let mut s = start_attached(&d, &id, true);
+    s.write_all(&[16, 17]).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("the daemon closes the connection");
+    let after = exec_inspect(&d, &id);
+    assert_eq!(after["Running"], json!(true), "{after}");
+    let (status, body) = api(
+        &d.sock(),
+        "POST",
+        "/v1.41/containers/ctr/exec",
+        Some(&json!({"Cmd": ["true"], "DetachKeys": "ctrl-1"})),
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Starts an exec attached (a 101 hijack); the connection, past the response head.
+fn start_attached(d: &Stratad, id: &str, tty: bool) -> std::os::unix::net::UnixStream {
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let body = json!({"Detach": false, "Tty": tty}).to_string();
+    write!(
+        s,
+        "POST /v1.41/exec/{id}/start HTTP/1.1\r\nHost: strata\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
 }

@@ -97,6 +97,9 @@ pub async fn create(
     body: Result<Json<ExecCreateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(req) = body.map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
+    if let Some(keys) = &req.detach_keys {
+        detach_keys(keys).map_err(ApiError::bad_request)?;
+    }
     let options = ExecOptions {
         cmd: req.cmd.unwrap_or_default(),
         env: req.env.unwrap_or_default(),
@@ -237,35 +240,135 @@ async fn drain(mut s: FdStream) {
     while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
-/// The attached session: stdin from the client (until it closes its side), stdout and
-/// stderr to it; once both end, the exit is recorded before the connection closes, so the
-/// client's inspect that follows sees the exit code.
+/// The attached session: stdin from the client (until it closes its side, or types the
+/// detach keys on a tty), stdout and stderr to it; once both end, the exit is recorded
+/// before the connection closes, so the client's inspect that follows sees the exit code. A
+/// detached client's connection closes at once; the process runs on, its output drained.
 async fn session<C>(conn: C, io: ExecIo, exec: Arc<ExecInstance>, raw: bool)
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, writer) = tokio::io::split(conn);
+    let (reader, writer) = tokio::io::split(conn);
     let writer = Arc::new(Mutex::new(writer));
     let o = &exec.options;
+    let (detached_tx, detached) = tokio::sync::oneshot::channel::<()>();
     let stdin = match (o.attach_stdin, io.stdin) {
-        (true, Some(mut stdin)) => Some(tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut reader, &mut stdin).await;
-            // Dropping it closes the pipe: `cat` and friends see EOF.
-        })),
+        (true, Some(stdin)) => {
+            // As Docker: the detach keys are looked for only with a terminal.
+            // (Checked at create, so they parse.)
+            let keys = o.tty.then(|| detach_keys(&o.detach_keys).ok()).flatten();
+            Some(tokio::spawn(async move {
+                if copy_stdin(reader, stdin, keys).await {
+                    let _ = detached_tx.send(());
+                }
+            }))
+        }
         _ => None,
     };
-    let out = pump(io.stdout, StreamKind::Stdout, o.attach_stdout, raw, &writer);
-    let err = async {
-        if let Some(stderr) = io.stderr {
-            pump(stderr, StreamKind::Stderr, o.attach_stderr, raw, &writer).await;
+    let out = tokio::spawn(pump(
+        io.stdout,
+        StreamKind::Stdout,
+        o.attach_stdout,
+        raw,
+        writer.clone(),
+    ));
+    let err = io.stderr.map(|stderr| {
+        tokio::spawn(pump(
+            stderr,
+            StreamKind::Stderr,
+            o.attach_stderr,
+            raw,
+            writer.clone(),
+        ))
+    });
+    let ended = async {
+        let _ = out.await;
+        if let Some(err) = err {
+            let _ = err.await;
         }
+        exec.wait().await;
     };
-    tokio::join!(out, err);
-    exec.wait().await;
+    tokio::select! {
+        () = ended => {}
+        Ok(()) = detached => tracing::debug!(exec = %exec.id, "client detached"),
+    }
     let _ = writer.lock().await.shutdown().await;
     if let Some(stdin) = stdin {
         stdin.abort();
     }
+}
+
+/// Copies the client's input to the process until EOF, or until `keys` are typed (true:
+/// the client detached; the keys themselves are not passed on). Dropping `stdin` closes
+/// the pipe: `cat` and friends see EOF.
+async fn copy_stdin<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut stdin: FdStream,
+    keys: Option<Vec<u8>>,
+) -> bool {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut matched = 0;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let (forward, detached) = match &keys {
+            Some(keys) => scan_detach(keys, &mut matched, &buf[..n]),
+            None => (buf[..n].to_vec(), false),
+        };
+        if stdin.write_all(&forward).await.is_err() {
+            return false;
+        }
+        if detached {
+            return true;
+        }
+    }
+}
+
+/// Docker's detach-key syntax: comma-separated `ctrl-<a-z @ [ \\ ] ^ _>` or single
+/// characters. Empty: the default, ctrl-p ctrl-q.
+fn detach_keys(spec: &str) -> Result<Vec<u8>, String> {
+    if spec.is_empty() {
+        return Ok(vec![16, 17]);
+    }
+    let bad = || format!("Invalid detach keys ({spec}) provided");
+    spec.split(',')
+        .map(|key| {
+            let key = key.trim();
+            match (key.len(), key.strip_prefix("ctrl-")) {
+                (1, _) => Ok(key.as_bytes()[0]),
+                (_, Some(c)) if c.len() == 1 => match c.as_bytes()[0] {
+                    b @ b'a'..=b'z' => Ok(b - b'a' + 1),
+                    b @ (b'@' | b'[' | b'\\' | b']' | b'^' | b'_') => Ok(b - b'@'),
+                    _ => Err(bad()),
+                },
+                _ => Err(bad()),
+            }
+        })
+        .collect()
+}
+
+/// Feeds `input` through the detach-key matcher (`matched` keys seen so far, across reads):
+/// the bytes to pass on, and whether the whole sequence was typed. A partial sequence that
+/// breaks off is passed on, as Docker's escape proxy does.
+fn scan_detach(keys: &[u8], matched: &mut usize, input: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(input.len());
+    for &b in input {
+        if b == keys[*matched] {
+            *matched += 1;
+            if *matched == keys.len() {
+                return (out, true);
+            }
+            continue;
+        }
+        out.extend_from_slice(&keys[..*matched]);
+        *matched = usize::from(b == keys[0]);
+        if *matched == 0 {
+            out.push(b);
+        }
+    }
+    (out, false)
 }
 
 /// Copies one output stream to the client (framed unless `raw`), or only drains it when the
@@ -275,7 +378,7 @@ async fn pump<W: AsyncWrite + Unpin>(
     kind: StreamKind,
     wanted: bool,
     raw: bool,
-    to: &Mutex<W>,
+    to: Arc<Mutex<W>>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut client_gone = !wanted;
@@ -296,5 +399,38 @@ async fn pump<W: AsyncWrite + Unpin>(
         if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
             client_gone = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_as_dockers() {
+        assert_eq!(detach_keys("").unwrap(), [16, 17]);
+        assert_eq!(
+            detach_keys("ctrl-a,x,ctrl-@,ctrl-_").unwrap(),
+            [1, b'x', 0, 31]
+        );
+        assert!(detach_keys("ctrl-1").is_err());
+        assert!(detach_keys("ab").is_err());
+    }
+
+    #[test]
+    fn the_detach_sequence_is_found_across_reads_and_broken_ones_pass_on() {
+        let keys = [16, 17];
+        let mut m = 0;
+        assert_eq!(
+            scan_detach(&keys, &mut m, b"ab\x10"),
+            (b"ab".to_vec(), false)
+        );
+        assert_eq!(scan_detach(&keys, &mut m, b"\x11rest"), (Vec::new(), true));
+        let mut m = 0;
+        assert_eq!(
+            scan_detach(&keys, &mut m, b"\x10x\x10\x10"),
+            (b"\x10x\x10".to_vec(), false)
+        );
+        assert_eq!(m, 1);
     }
 }
