@@ -557,3 +557,21 @@ fn mount_paths_stay_inside_their_roots() {
         "the bind target was made on the host at {on_host:?}"
     );
 }
+
+/// Guards `--init`: its PID 1 is a copy of the daemon, and the container could read the
+/// daemon's environment (`/proc/1/environ`), memory map and command line (host paths, flags).
+/// Failed on a89d5c7: all three were readable and the command line was the daemon's.
+#[tokio::test]
+async fn init_does_not_show_the_daemons_environment_or_command_line() {
+    let sb = Sandbox::new();
+    let mut spec = sb.sh(
+        "tr '\\000' ' ' < /proc/1/cmdline; echo; \
+         for f in environ maps; do cat /proc/1/$f >/dev/null 2>&1 && echo $f readable || echo $f hidden; done",
+    );
+    spec.init = true;
+    let (st, out, err) = run(&sb, spec).await;
+    assert_eq!(st.code, 0, "{out}\n{err}");
+    // The rest of the old command line's room is NULs: spaces after `tr`.
+    let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    assert_eq!(lines, ["init", "environ hidden", "maps hidden"], "{out}");
+}

@@ -556,6 +556,17 @@ pub async fn summary(
     v
 }
 
+/// The values Docker accepts for `ps --filter status=`.
+const STATUS_FILTER_VALUES: [&str; 7] = [
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
 pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json<Value>> {
     let all = truthy(param(&q, "all"));
     let with_size = truthy(param(&q, "size"));
@@ -565,12 +576,27 @@ pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json
     recs.sort_by(|a, b| b.created.cmp(&a.created));
     let mut out = Vec::new();
     let mut image_sizes = ImageSizes::new();
+    if let Some(bad) = filters
+        .get("status")
+        .iter()
+        .find(|s| !STATUS_FILTER_VALUES.contains(&s.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid filter 'status={bad}'"
+        )));
+    }
     for rec in recs {
         let status_filter = filters.get("status");
         if !all && status_filter.is_empty() && rec.state.status != Status::Running {
             continue;
         }
-        if !filters.matches("status", |s| s == rec.state.status.as_str())
+        // A paused container's status is "paused", not "running", as Docker's.
+        let state = if paused(&d, &rec) {
+            "paused"
+        } else {
+            rec.state.status.as_str()
+        };
+        if !filters.matches("status", |s| s == state)
             || !filters.matches("name", |n| rec.name.contains(n.trim_start_matches('/')))
             || !filters.matches("id", |i| rec.id.starts_with(i))
             || !filters.matches("ancestor", |a| {
@@ -627,7 +653,7 @@ pub async fn inspect(
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "ExecIDs": null,
+        "ExecIDs": exec_ids(&d, &rec.id),
         "HostConfig": rec.host_config,
         "GraphDriver": {
             "Name": d.driver.name(),
@@ -643,6 +669,16 @@ pub async fn inspect(
         v["SizeRootFs"] = json!(rootfs);
     }
     Ok(Json(v))
+}
+
+/// Inspect's `ExecIDs`: null when the container has none, as Docker.
+fn exec_ids(d: &Daemon, id: &str) -> Value {
+    let ids = d.execs.ids_of(id);
+    if ids.is_empty() {
+        Value::Null
+    } else {
+        json!(ids)
+    }
 }
 
 pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {

@@ -9,6 +9,7 @@ pub mod containers;
 pub mod control;
 pub mod df;
 pub mod error;
+pub mod exec;
 pub mod export;
 pub mod filters;
 #[cfg(test)]
@@ -66,6 +67,10 @@ pub fn router(daemon: AppState) -> Router {
         .route("/containers/{id}/pause", post(control::pause))
         .route("/containers/{id}/unpause", post(control::unpause))
         .route("/containers/{id}/rename", post(control::rename))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(exec::resize))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/commit", post(images::commit))
         .route("/build", post(build::build))
         .route("/build/prune", post(build_cache::prune))

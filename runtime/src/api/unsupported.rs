@@ -59,13 +59,11 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "the classic builder keeps no separate cache",
     ),
     ("/build/cancel", "build cancellation", "not implemented yet"),
-    ("/exec", "exec", "not implemented yet"),
     ("/events", "events", "not implemented yet"),
 ];
 
 /// What a `/containers/{id}/...` sub-resource is, for the ones not served.
 const REFUSED_CONTAINER_OPS: &[(&str, &str, &str)] = &[
-    ("exec", "exec", "not implemented yet"),
     ("update", "container update", "not implemented yet"),
     ("attach/ws", "websocket attach", "use the HTTP attach"),
     (
@@ -114,8 +112,12 @@ mod tests {
         assert_eq!(refusal("/networks").unwrap().0, "networks");
         assert_eq!(refusal("/networks/bridge").unwrap().0, "networks");
         assert_eq!(refusal("/swarm/init").unwrap().0, "swarm mode");
-        assert_eq!(refusal("/containers/abc/exec").unwrap().0, "exec");
-        assert_eq!(refusal("/exec/123/start").unwrap().0, "exec");
+        assert_eq!(
+            refusal("/containers/abc/update").unwrap().0,
+            "container update"
+        );
+        // Served since exec exists: its routes never reach the fallback.
+        assert!(refusal("/containers/abc/exec").is_none());
         assert_eq!(refusal("/images/search").unwrap().0, "registry search");
         assert!(refusal("/networksx").is_none());
         assert!(refusal("/nothing/here").is_none());

@@ -36,7 +36,7 @@ pub(crate) fn exec_exit_code(errno: i32) -> i32 {
     }
 }
 
-fn report(fd: i32, e: ChildError) {
+pub(super) fn report(fd: i32, e: ChildError) {
     let bytes = e.to_bytes();
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
@@ -87,15 +87,29 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<Infallible, ChildError> {
             errno,
         })?;
     }
+    become_process(plan, true)
+}
+
+/// The part shared with `exec` (`super::exec`), run once the process is inside the
+/// container's mounts: terminal, session, stdio, seccomp, user and capabilities, working
+/// directory, no_new_privs, signals, then exec. `bind_console` binds the pty on
+/// /dev/console (the container's own terminal, not an exec's).
+pub(super) fn become_process(
+    plan: &ChildPlan,
+    bind_console: bool,
+) -> Result<Infallible, ChildError> {
+    // Until exec this process is a copy of the daemon (its memory, environment, command
+    // line): not dumpable, so a container process without CAP_SYS_PTRACE cannot read it
+    // through /proc (mem, environ, maps). Exec makes the command dumpable again; `--init`
+    // stays a copy for good and keeps this (see init.rs).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut stdio = plan.stdio;
     if let Some(socket) = plan.console_socket {
-        let slave =
-            console::open_in_child(socket, plan.console_size.as_ref()).map_err(|errno| {
-                ChildError {
-                    stage: Stage::Console as u32,
-                    index: 0,
-                    errno,
-                }
+        let slave = console::open_in_child(socket, plan.console_size.as_ref(), bind_console)
+            .map_err(|errno| ChildError {
+                stage: Stage::Console as u32,
+                index: 0,
+                errno,
             })?;
         stdio = [slave; 3];
     }
@@ -162,7 +176,7 @@ fn install_seccomp(plan: &ChildPlan) -> Result<(), ChildError> {
     })
 }
 
-fn wait_for_go(fd: i32) -> Result<(), ChildError> {
+pub(super) fn wait_for_go(fd: i32) -> Result<(), ChildError> {
     let mut byte = 0u8;
     loop {
         let r = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };

@@ -17,8 +17,13 @@ pub(crate) fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// In the child, after pivot_root: opens a pty on the container's devpts, sizes it, binds
-/// the slave on /dev/console, sends the master to the daemon. Returns the slave fd.
-pub(crate) fn open_in_child(socket: i32, size: Option<&libc::winsize>) -> Result<i32, i32> {
+/// the slave on /dev/console (the container's own terminal; not for an `exec`), sends the
+/// master to the daemon. Returns the slave fd.
+pub(crate) fn open_in_child(
+    socket: i32,
+    size: Option<&libc::winsize>,
+    bind_console: bool,
+) -> Result<i32, i32> {
     unsafe {
         let master = libc::open(
             c"/dev/ptmx".as_ptr(),
@@ -27,7 +32,7 @@ pub(crate) fn open_in_child(socket: i32, size: Option<&libc::winsize>) -> Result
         if master < 0 {
             return Err(errno());
         }
-        let result = slave_of(master, size).and_then(|slave| {
+        let result = slave_of(master, size, bind_console).and_then(|slave| {
             send_fd(socket, master)?;
             Ok(slave)
         });
@@ -37,7 +42,11 @@ pub(crate) fn open_in_child(socket: i32, size: Option<&libc::winsize>) -> Result
     }
 }
 
-unsafe fn slave_of(master: i32, size: Option<&libc::winsize>) -> Result<i32, i32> {
+unsafe fn slave_of(
+    master: i32,
+    size: Option<&libc::winsize>,
+    bind_console: bool,
+) -> Result<i32, i32> {
     let unlock: libc::c_int = 0;
     let mut number: libc::c_uint = 0;
     if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) < 0
@@ -55,13 +64,14 @@ unsafe fn slave_of(master: i32, size: Option<&libc::winsize>) -> Result<i32, i32
         return Err(errno());
     }
     let ok = size.is_none_or(|ws| libc::ioctl(slave, libc::TIOCSWINSZ, ws) >= 0)
-        && libc::mount(
-            path.as_ptr().cast(),
-            c"/dev/console".as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ) >= 0;
+        && (!bind_console
+            || libc::mount(
+                path.as_ptr().cast(),
+                c"/dev/console".as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) >= 0);
     if !ok {
         let e = errno();
         libc::close(slave);

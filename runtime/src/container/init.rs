@@ -3,8 +3,46 @@
 //! zombie of the namespace, and exits with the command's status (128+n for a signal).
 //! Allocation-free like the rest of the child.
 
+use std::sync::OnceLock;
+
 use super::caps::errno;
 use super::plan::{ChildError, Stage};
+
+/// Where the daemon's command line lives in its memory (`arg_start`, `arg_end`): the init is
+/// a copy of the daemon and would show that command line, host paths and flags, as
+/// `/proc/1/cmdline` to the container. Read in the daemon, before the clone.
+static ARGV_AREA: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+
+/// Reads the daemon's command-line area (fields 48 and 49 of `/proc/self/stat`); call before
+/// the clone of a container with `init`, so the child finds it without allocating.
+pub(crate) fn prepare() {
+    ARGV_AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields counted after the command name, which may hold spaces and parentheses.
+        let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let start: usize = after.nth(45)?.parse().ok()?;
+        let end: usize = after.next()?.parse().ok()?;
+        (start < end).then_some((start, end))
+    });
+}
+
+/// Overwrites the command line of this copy of the daemon with `init`.
+fn hide_daemon_command_line() {
+    const NAME: &[u8] = b"init";
+    if let Some(Some((start, end))) = ARGV_AREA.get() {
+        let len = end - start;
+        // SAFETY: the argument strings the kernel placed on the daemon's initial stack, in
+        // this process's own copy of it; nothing here reads them afterwards.
+        unsafe {
+            std::ptr::write_bytes(*start as *mut u8, 0, len);
+            std::ptr::copy_nonoverlapping(
+                NAME.as_ptr(),
+                *start as *mut u8,
+                NAME.len().min(len - 1),
+            );
+        }
+    }
+}
 
 /// Forks. Returns `Ok` in the new process (which goes on to exec the command); the calling
 /// process becomes the init and never returns.
@@ -53,6 +91,7 @@ pub(crate) fn become_init_and_fork(error_fd: i32, tty: bool) -> Result<(), Child
             0,
             0,
         );
+        hide_daemon_command_line();
         supervise(pid as libc::pid_t, &all)
     }
 }

@@ -110,6 +110,9 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
         &env,
     )?;
 
+    if spec.init {
+        super::init::prepare();
+    }
     let cgroup = Cgroup::create(layout, &spec.cgroup_parent, &spec.id, &spec.resources)?;
     if let Err(e) = cgroup.restrict_devices(&security.device_rules) {
         remove_cgroup(&cgroup);
@@ -475,7 +478,7 @@ const SETUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Reads the child's error record; EOF without one means exec succeeded. Gives up with
 /// `TimedOut` when nothing has come by `deadline`.
-fn read_child_error(
+pub(super) fn read_child_error(
     fd: &OwnedFd,
     deadline: std::time::Instant,
 ) -> std::io::Result<Option<ChildError>> {
@@ -500,7 +503,7 @@ fn read_child_error(
 }
 
 /// Waits until `fd` has data or EOF, or fails with `TimedOut` at `deadline`.
-fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) -> std::io::Result<()> {
+pub(super) fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) -> std::io::Result<()> {
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
@@ -546,7 +549,7 @@ fn remove_cgroup(cgroup: &Cgroup) {
     }
 }
 
-fn errno_text(errno: i32) -> String {
+pub(super) fn errno_text(errno: i32) -> String {
     let text = nix::errno::Errno::from_raw(errno).desc();
     let mut chars = text.chars();
     match chars.next() {

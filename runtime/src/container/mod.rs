@@ -46,6 +46,11 @@
 //!    handler, no `waitpid(-1)`); it drains output into the json log, reads the OOM counter,
 //!    removes the cgroup, then publishes the [`ExitStatus`] (the daemon records it).
 //!
+//! `docker exec` (`exec/`): a helper cloned like PID 1 is placed in the container's cgroup,
+//! joins PID 1's namespaces with `setns` on its pidfd and forks the process into the pid
+//! namespace with `CLONE_PARENT` (the daemon reaps it), which then runs the same tail as PID 1
+//! (`child::become_process`): terminal, stdio, seccomp, capabilities, user, cwd, exec.
+//!
 //! Why not youki's libcontainer: it is built around OCI bundles on disk, `config.json` and a
 //! state directory per container, and it forks through three processes (main, intermediate,
 //! init) with channels between them; we would convert our spec into an OCI spec and still wire
@@ -63,6 +68,7 @@ mod caps;
 mod child;
 mod console;
 mod etc_files;
+pub mod exec;
 mod init;
 pub mod io;
 mod launch;

@@ -148,6 +148,10 @@ pub(crate) enum Stage {
     Exec,
     Console,
     Seccomp,
+    /// `exec`: joining the container's namespaces.
+    JoinNamespaces,
+    /// `exec`: forking the process that enters the container's pid namespace.
+    Fork,
 }
 
 impl Stage {
@@ -171,6 +175,8 @@ impl Stage {
             Exec,
             Console,
             Seccomp,
+            JoinNamespaces,
+            Fork,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)

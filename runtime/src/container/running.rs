@@ -192,6 +192,11 @@ impl RunningContainer {
         self.started_at
     }
 
+    /// The pidfd of PID 1: names this process for as long as we hold it (no pid reuse).
+    pub(super) fn pidfd(&self) -> &Arc<OwnedFd> {
+        &self.pidfd
+    }
+
     pub fn cgroup(&self) -> &Cgroup {
         &self.cgroup
     }
@@ -378,8 +383,9 @@ async fn monitor(m: Monitor) {
     let _ = m.exit_tx.send(Some(status));
 }
 
-/// Waits for PID 1 through its pidfd (readable once it exits), then reaps it.
-async fn wait_exit(pid: i32, pidfd: &Arc<OwnedFd>) -> ExitStatus {
+/// Waits for a child of the daemon (PID 1, or an `exec`'d process) through its pidfd
+/// (readable once it exits), then reaps it.
+pub(super) async fn wait_exit(pid: i32, pidfd: &Arc<OwnedFd>) -> ExitStatus {
     let registered = pidfd.try_clone().and_then(|fd| {
         // SAFETY: an OwnedFd stays open and the same fd for the AsyncFd's whole life.
         unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }

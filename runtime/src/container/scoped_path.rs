@@ -33,6 +33,15 @@ impl ScopedRoot {
         })
     }
 
+    /// A root already open as a directory fd (a running container's `/proc/PID/root`, which
+    /// shows its mounts); `label` names it in messages.
+    pub(crate) fn from_dir_fd(root: OwnedFd, label: PathBuf) -> ScopedRoot {
+        ScopedRoot {
+            root,
+            root_path: label,
+        }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.root_path
     }

@@ -37,6 +37,8 @@ pub struct Daemon {
     pub containers: Containers,
     pub volumes: VolumeService,
     pub sizes: SizeCache,
+    /// `docker exec` instances of the running containers.
+    pub execs: containers::exec::Execs,
     /// Plugins found at start-up, for `info`.
     pub plugins: plugins::PluginInventory,
     /// Stable engine id shown by `info`.
@@ -106,6 +108,7 @@ impl Daemon {
             containers,
             volumes,
             sizes: SizeCache::default(),
+            execs: Default::default(),
             plugins,
             id,
         }))

@@ -396,6 +396,10 @@ pub fn prepare(body: &Value, image_config: Option<&Value>) -> Result<Prepared> {
         )));
     }
     let host = req.host_config.clone().unwrap_or_default();
+    // Refused here, as Docker, rather than at the first `docker stop`.
+    if let Some(sig) = req.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+        super::lifecycle::parse_signal(sig)?;
+    }
     security(&host)?;
     if let Some(log) = req
         .host_config

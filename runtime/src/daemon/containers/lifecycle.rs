@@ -221,6 +221,8 @@ async fn monitor(
         r.auto_remove
     };
     *c.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    // Docker forgets a container's exec instances when it stops.
+    d.execs.forget_container(&c.record().id);
     c.exits.send_modify(|x| {
         x.count += 1;
         x.last_code = status.code as i64;

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod changes;
 pub mod create;
+pub mod exec;
 pub mod export;
 mod extract;
 mod fsops;
