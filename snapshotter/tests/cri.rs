@@ -46,6 +46,9 @@ state = "{state}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
+  # A kubelet's pause container asks for oom_score_adj -998; without CAP_SYS_RESOURCE (this
+  # machine's root lacks it) it may not go below containerd's own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{SNAPSHOTTER}"
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -84,7 +87,7 @@ fn pause_archive(out: &Path) {
         .collect();
     let mut config: serde_json::Value =
         serde_json::from_slice(&files[manifest[0]["Config"].as_str().unwrap()]).unwrap();
-    config["config"]["Cmd"] = serde_json::json!(["sleep", "2147483"]);
+    config["config"]["Cmd"] = serde_json::json!(["/bin/sleep", "2147483"]);
     let config = serde_json::to_vec(&config).unwrap();
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config)));
     let new_manifest = serde_json::json!([{
@@ -123,7 +126,7 @@ fn pod_config(dir: &Path) -> cri::PodSandboxConfig {
             namespace: "default".into(),
             attempt: 0,
         }),
-        hostname: "strata-pod".into(),
+        // As a kubelet does for a host-network pod: no hostname (the host's UTS is shared).
         log_directory: dir.join("pod-logs").display().to_string(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
