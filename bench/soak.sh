@@ -45,10 +45,11 @@ snapshot() {
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon_pid/status")
   fds=$(ls "/proc/$daemon_pid/fd" | wc -l)
   mounts=$(grep -cF " $root" /proc/self/mountinfo || true)
-  # Container cgroups that were not there at the start (by name, in every hierarchy).
+  # Cgroups of this daemon's containers (ids the clients were given), in every hierarchy:
+  # other daemons on the machine have cgroups under strata/ too.
   find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*/strata/*' 2>/dev/null | sort >"$work/cgroups.now"
-  [ -f "$work/cgroups.start" ] || cp "$work/cgroups.now" "$work/cgroups.start"
-  cgroups=$(comm -13 "$work/cgroups.start" "$work/cgroups.now" | wc -l)
+  touch "$work/ids"
+  cgroups=$(grep -Ff "$work/ids" "$work/cgroups.now" | wc -l)
   files=$(find "$root" -xdev 2>/dev/null | wc -l)
   echo "$rss $fds $mounts $cgroups $files"
 }
@@ -62,6 +63,8 @@ client() {
     if ! out=$(dk "$@" 2>&1); then
       failed=$((failed + 1))
       echo "FAILED: docker $* -> $out" >>"$log"
+    elif [ "$1" = run ]; then
+      echo "$out" >>"$work/ids"
     fi
   }
   while [ "$(date +%s)" -lt "$deadline" ]; do
@@ -109,10 +112,17 @@ soak_driver() {
   # A warm-up with the same clients (WARMUP seconds, default 30), so what stays by design
   # (allocator arenas, runtime worker threads, caches) is part of the baseline.
   run_clients $((${WARMUP:-30}))
-  rm -f "$work"/client-* "$work/cgroups.start"
+  rm -f "$work"/client-* "$work/ids"
   sleep 2
   read -r rss0 fds0 mounts0 cgroups0 files0 < <(snapshot "$root")
+  # RSS every 30 s, to tell a plateau from growth.
+  (while kill -0 "$daemon_pid" 2>/dev/null; do
+    awk '/^VmRSS/ {printf "%s ", $2}' "/proc/$daemon_pid/status" >>"$work/rss-series"
+    sleep 30
+  done) &
+  local sampler=$!
   run_clients $((MINUTES * 60))
+  kill "$sampler" 2>/dev/null || true
   sleep 2
   read -r rss1 fds1 mounts1 cgroups1 files1 < <(snapshot "$root")
   local ops=0 failed=0
@@ -131,13 +141,10 @@ soak_driver() {
     "$driver" "$MINUTES" "$ops" "$failed" "$rss0" "$rss1" "$fds0" "$fds1" "$mounts0" "$mounts1" \
     "$cgroups0" "$cgroups1" "$files0" "$files1" "$verdict"
   cat "$work"/client-*.log 2>/dev/null | head -5 || true
-  comm -13 "$work/cgroups.start" "$work/cgroups.now" | head -5 | sed 's/^/  cgroup left: /'
-  # Which daemon made a leftover cgroup: a container of this one has a record here.
-  comm -13 "$work/cgroups.start" "$work/cgroups.now" | xargs -r -n1 basename | sort -u |
-    while read -r id; do
-      [ -d "$root/containers/$id" ] && echo "  ... $id is this daemon's (record present)"
-    done | head -5
-  rm -f "$work"/client-* "$work/cgroups.start"
+  grep -Ff "$work/ids" "$work/cgroups.now" | head -5 | sed 's/^/  cgroup left: /' || true
+  echo "  rss_kb every 30 s: $(cat "$work/rss-series" 2>/dev/null)"
+  rm -f "$work/rss-series"
+  rm -f "$work"/client-* "$work/ids"
   kill -TERM "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true
   daemon_pid=
   [ "$verdict" = ok ]
