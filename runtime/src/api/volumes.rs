@@ -7,12 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use strata_api_types::volume::{VolumeListResponse, VolumePruneReport};
 use strata_core::VolumeName;
 
 use super::error::{ApiError, ApiResult};
 use super::filters::Filters;
 use super::AppState;
+use crate::daemon::volumes::VolumeView;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -63,7 +64,10 @@ pub struct ListQuery {
     pub filters: Option<String>,
 }
 
-pub async fn list(State(d): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(d): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<VolumeListResponse<VolumeView>>> {
     let filters = Filters::parse(q.filters.as_deref())?;
     let mut out = Vec::new();
     for v in d.volumes.list().await? {
@@ -83,7 +87,10 @@ pub async fn list(State(d): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
         }
         out.push(v);
     }
-    Ok(Json(json!({ "Volumes": out, "Warnings": [] })))
+    Ok(Json(VolumeListResponse {
+        volumes: out,
+        warnings: Vec::new(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,11 +113,12 @@ pub async fn remove(
 pub async fn prune(
     State(d): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VolumePruneReport>> {
     let filters = Filters::parse(q.filters.as_deref())?;
     let all = filters.bool("all")?.unwrap_or(false);
     let (deleted, reclaimed) = d.volumes.prune(all).await?;
-    Ok(Json(
-        json!({ "VolumesDeleted": deleted, "SpaceReclaimed": reclaimed }),
-    ))
+    Ok(Json(VolumePruneReport {
+        volumes_deleted: deleted,
+        space_reclaimed: reclaimed,
+    }))
 }
