@@ -246,10 +246,3 @@ pub struct HostConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
 }
-
-impl Config {
-    /// `Labels`, or none.
-    pub fn labels(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.labels.iter().flatten()
-    }
-}

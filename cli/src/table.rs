@@ -107,8 +107,13 @@ pub fn i64_of(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_i64).unwrap_or(0)
 }
 
+/// "3 minutes ago" for a unix time in seconds.
+pub fn ago_unix(secs: i64) -> String {
+    ago(&Value::from(secs))
+}
+
 /// Prints one JSON value per line (docker's `--format json`).
-pub fn print_json_lines(items: &[Value]) {
+pub fn print_json_lines<T: serde::Serialize>(items: &[T]) {
     for i in items {
         println!("{}", serde_json::to_string(i).unwrap_or_default());
     }

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
+use strata_api_types::system::{Info, Version};
 
 use crate::client::Client;
 use crate::table::{ago, human_size, i64_of, short_id, str_of, Table};
@@ -43,7 +44,7 @@ fn json_format(f: &Option<String>) -> bool {
 }
 
 pub async fn version(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
-    let server = client.get("/version").await;
+    let server: Result<Version, _> = client.get_as("/version").await;
     if json_format(&a.format) {
         let v = serde_json::json!({
             "Client": { "Version": env!("CARGO_PKG_VERSION"), "ApiVersion": crate::client::API_VERSION },
@@ -56,86 +57,55 @@ pub async fn version(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
     println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
     println!(" API version: {}", crate::client::API_VERSION);
     let server = server?;
-    println!(
-        "\nServer: {}",
-        server
-            .pointer("/Platform/Name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    );
+    println!("\nServer: {}", server.platform.name);
     println!(" Engine:");
-    println!("  Version:          {}", str_of(&server, "Version"));
+    println!("  Version:          {}", server.version);
     println!(
         "  API version:      {} (minimum version {})",
-        str_of(&server, "ApiVersion"),
-        str_of(&server, "MinAPIVersion")
+        server.api_version, server.min_api_version
     );
-    println!(
-        "  OS/Arch:          {}/{}",
-        str_of(&server, "Os"),
-        str_of(&server, "Arch")
-    );
-    println!("  Kernel Version:   {}", str_of(&server, "KernelVersion"));
+    println!("  OS/Arch:          {}/{}", server.os, server.arch);
+    println!("  Kernel Version:   {}", server.kernel_version);
     Ok(0)
 }
 
 pub async fn info(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
-    let i = client.get("/info").await?;
+    let i: Info = client.get_as("/info").await?;
     if json_format(&a.format) {
-        println!("{i}");
+        println!("{}", serde_json::to_string(&i)?);
         return Ok(0);
     }
     println!("Server:");
-    println!(" Containers: {}", i64_of(&i, "Containers"));
-    println!("  Running: {}", i64_of(&i, "ContainersRunning"));
-    println!("  Paused: {}", i64_of(&i, "ContainersPaused"));
-    println!("  Stopped: {}", i64_of(&i, "ContainersStopped"));
-    println!(" Images: {}", i64_of(&i, "Images"));
-    println!(" Server Version: {}", str_of(&i, "ServerVersion"));
-    println!(" Storage Driver: {}", str_of(&i, "Driver"));
-    if let Some(status) = i.get("DriverStatus").and_then(Value::as_array) {
-        for kv in status {
-            if let (Some(k), Some(v)) = (
-                kv.get(0).and_then(Value::as_str),
-                kv.get(1).and_then(Value::as_str),
-            ) {
-                println!("  {k}: {v}");
-            }
-        }
+    println!(" Containers: {}", i.containers);
+    println!("  Running: {}", i.containers_running);
+    println!("  Paused: {}", i.containers_paused);
+    println!("  Stopped: {}", i.containers_stopped);
+    println!(" Images: {}", i.images);
+    println!(" Server Version: {}", i.server_version);
+    println!(" Storage Driver: {}", i.driver);
+    for [k, v] in &i.driver_status {
+        println!("  {k}: {v}");
     }
-    println!(" Logging Driver: {}", str_of(&i, "LoggingDriver"));
-    println!(" Cgroup Driver: {}", str_of(&i, "CgroupDriver"));
-    println!(" Cgroup Version: {}", str_of(&i, "CgroupVersion"));
+    println!(" Logging Driver: {}", i.logging_driver);
+    println!(" Cgroup Driver: {}", i.cgroup_driver);
+    println!(" Cgroup Version: {}", i.cgroup_version);
     println!(" Plugins:");
-    let list = |key: &str| {
-        i.pointer(&format!("/Plugins/{key}"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default()
-    };
-    println!("  Volume: {}", list("Volume"));
-    if i.pointer("/Plugins/Storage").is_some() {
-        println!("  Storage: {}", list("Storage"));
+    let plugins = &i.plugins;
+    println!("  Volume: {}", plugins.volume.join(" "));
+    if !plugins.storage.is_empty() {
+        println!("  Storage: {}", plugins.storage.join(" "));
     }
-    println!("  Network: {}", list("Network"));
-    println!("  Log: {}", list("Log"));
-    println!(" Kernel Version: {}", str_of(&i, "KernelVersion"));
-    println!(" Operating System: {}", str_of(&i, "OperatingSystem"));
-    println!(" OSType: {}", str_of(&i, "OSType"));
-    println!(" Architecture: {}", str_of(&i, "Architecture"));
-    println!(" CPUs: {}", i64_of(&i, "NCPU"));
-    println!(
-        " Total Memory: {}",
-        human_binary(i64_of(&i, "MemTotal") as f64)
-    );
-    println!(" Name: {}", str_of(&i, "Name"));
-    println!(" ID: {}", str_of(&i, "ID"));
-    println!(" Strata Root Dir: {}", str_of(&i, "DockerRootDir"));
+    println!("  Network: {}", plugins.network.join(" "));
+    println!("  Log: {}", plugins.log.join(" "));
+    println!(" Kernel Version: {}", i.kernel_version);
+    println!(" Operating System: {}", i.operating_system);
+    println!(" OSType: {}", i.os_type);
+    println!(" Architecture: {}", i.architecture);
+    println!(" CPUs: {}", i.ncpu);
+    println!(" Total Memory: {}", human_binary(i.mem_total as f64));
+    println!(" Name: {}", i.name);
+    println!(" ID: {}", i.id);
+    println!(" Strata Root Dir: {}", i.docker_root_dir);
     Ok(0)
 }
 
