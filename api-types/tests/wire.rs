@@ -152,3 +152,19 @@ fn nulls_stay_null() {
         json!({"StatusCode": 127, "Error": {"Message": "exec failed"}})
     );
 }
+
+/// A volume as the runtime's own `VolumeView` wrote it (now this type): optional fields
+/// absent when unset, a driver's status kept as any JSON.
+#[test]
+fn volume_round_trips() {
+    type Volume = strata_api_types::volume::Volume<Value>;
+    let local = json!({"Name": "v", "Driver": "local", "Mountpoint": "/r/volumes/v/_data",
+        "CreatedAt": "2026-12-07T20:00:00Z", "Labels": {}, "Scope": "local", "Options": {}});
+    let typed: Volume = serde_json::from_value(local.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), local);
+    let plugin = json!({"Name": "p", "Driver": "x", "Mountpoint": "/m", "Labels": {"a": "b"},
+        "Scope": "global", "Options": {"o": "1"}, "Status": {"n": 1, "s": ["t"]},
+        "UsageData": {"Size": -1, "RefCount": 2}});
+    let typed: Volume = serde_json::from_value(plugin.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), plugin);
+}

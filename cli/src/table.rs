@@ -112,6 +112,11 @@ pub fn ago_unix(secs: i64) -> String {
     ago(&Value::from(secs))
 }
 
+/// "3 minutes ago" for an RFC 3339 time; `N/A`-like output for none, as [`ago`].
+pub fn ago_rfc3339(t: Option<&str>) -> String {
+    ago(&t.map_or(Value::Null, Value::from))
+}
+
 /// Prints one JSON value per line (docker's `--format json`).
 pub fn print_json_lines<T: serde::Serialize>(items: &[T]) {
     for i in items {

@@ -1,13 +1,11 @@
 //! `/volumes...`.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use strata_api_types::volume::{VolumeListResponse, VolumePruneReport};
+use strata_api_types::volume::{VolumeCreateRequest, VolumeListResponse, VolumePruneReport};
 use strata_core::VolumeName;
 
 use super::error::{ApiError, ApiResult};
@@ -15,26 +13,13 @@ use super::filters::Filters;
 use super::AppState;
 use crate::daemon::volumes::VolumeView;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CreateBody {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub driver: Option<String>,
-    #[serde(default)]
-    pub driver_opts: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-}
-
 fn volume_name(name: &str) -> ApiResult<VolumeName> {
     VolumeName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 pub async fn create(
     State(d): State<AppState>,
-    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<VolumeCreateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
     let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
