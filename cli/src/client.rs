@@ -10,6 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use strata_api_types::system::ErrorResponse;
 
 /// The API version we speak; paths are prefixed with it.
 pub const API_VERSION: &str = "1.47";
@@ -172,10 +173,9 @@ impl Client {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+        let message = serde_json::from_slice::<ErrorResponse>(&bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
         Err(ClientError::Status { status, message })
     }
 
