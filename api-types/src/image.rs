@@ -34,6 +34,21 @@ pub struct ImageSummary {
     pub strata: Option<StrataImageSizes>,
 }
 
+/// One entry of `GET /images/{name}/history`, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryItem {
+    /// The image this entry is the top of, or `<missing>` (as Docker).
+    pub id: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub created_by: String,
+    pub tags: Vec<String>,
+    /// Bytes of the entry's layer (0 for entries without one).
+    pub size: i64,
+    pub comment: String,
+}
+
 /// One step of `DELETE /images/{name}` and of image prune: a tag removed or an image deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeleteResponseItem {

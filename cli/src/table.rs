@@ -99,14 +99,6 @@ pub fn short_id(id: &str) -> String {
     hex.chars().take(12).collect()
 }
 
-pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-pub fn i64_of(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(Value::as_i64).unwrap_or(0)
-}
-
 /// "3 minutes ago" for a unix time in seconds.
 pub fn ago_unix(secs: i64) -> String {
     ago(&Value::from(secs))

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use hyper::Method;
-use serde_json::Value;
-use strata_api_types::image::{DeleteResponseItem, IdResponse, ImagePruneReport, ImageSummary};
+use strata_api_types::image::{
+    DeleteResponseItem, HistoryItem, IdResponse, ImagePruneReport, ImageSummary,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{next_chunk, q, Client, ReqBody};
 use crate::progress;
-use crate::table::{ago, ago_unix, human_size, i64_of, print_json_lines, short_id, str_of, Table};
+use crate::table::{ago_unix, human_size, print_json_lines, short_id, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -233,32 +234,29 @@ pub struct HistoryArgs {
 }
 
 pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<u8> {
-    let h = client
-        .get(&format!("/images/{}/history", q(&a.image)))
+    let items: Vec<HistoryItem> = client
+        .get_as(&format!("/images/{}/history", q(&a.image)))
         .await?;
-    let items = h.as_array().cloned().unwrap_or_default();
     if a.format.as_deref() == Some("json") {
         print_json_lines(&items);
         return Ok(0);
     }
     let mut t = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
     for i in &items {
-        let id = str_of(i, "Id");
-        let created_by = str_of(i, "CreatedBy");
         t.row(vec![
-            if id == "<missing>" || a.no_trunc {
-                id.to_string()
+            if i.id == "<missing>" || a.no_trunc {
+                i.id.clone()
             } else {
-                short_id(id)
+                short_id(&i.id)
             },
-            ago(i.get("Created").unwrap_or(&Value::Null)),
+            ago_unix(i.created),
             if a.no_trunc {
-                created_by.to_string()
+                i.created_by.clone()
             } else {
-                super::system::truncate(created_by, 45)
+                super::system::truncate(&i.created_by, 45)
             },
-            human_size(i64_of(i, "Size") as f64),
-            str_of(i, "Comment").into(),
+            human_size(i.size as f64),
+            i.comment.clone(),
         ]);
     }
     t.print();
