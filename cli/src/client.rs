@@ -8,7 +8,9 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use strata_api_types::system::ErrorResponse;
 
 /// The API version we speak; paths are prefixed with it.
 pub const API_VERSION: &str = "1.47";
@@ -171,10 +173,9 @@ impl Client {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+        let message = serde_json::from_slice::<ErrorResponse>(&bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
         Err(ClientError::Status { status, message })
     }
 
@@ -194,6 +195,29 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.json(Method::GET, path, ReqBody::Empty).await
+    }
+
+    /// A reply read into its `strata-api-types` model.
+    pub async fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: ReqBody,
+    ) -> Result<T> {
+        let v = self.json(method, path, body).await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+    }
+
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.typed(Method::GET, path, ReqBody::Empty).await
+    }
+
+    pub async fn post_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.typed(Method::POST, path, ReqBody::Empty).await
+    }
+
+    pub async fn delete_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.typed(Method::DELETE, path, ReqBody::Empty).await
     }
 
     pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value> {

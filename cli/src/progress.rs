@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use hyper::body::Incoming;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::Value;
+use strata_api_types::progress::JsonMessage;
 
 use crate::client::{next_chunk, ClientError};
 
@@ -22,30 +22,28 @@ pub async fn render(mut body: Incoming, quiet: bool) -> Result<Option<String>, C
         pending.extend_from_slice(&chunk);
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
-            let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
+            let Ok(msg) = serde_json::from_slice::<JsonMessage>(&line) else {
                 continue;
             };
-            if let Some(err) = msg.get("error").and_then(Value::as_str) {
+            if let Some(err) = msg.error {
                 for b in by_id.values() {
                     b.abandon();
                 }
-                return Err(ClientError::Api(err.to_string()));
+                return Err(ClientError::Api(err));
             }
-            if let Some(id) = msg.pointer("/aux/ID").and_then(Value::as_str) {
-                aux_id = Some(id.to_string());
+            if let Some(id) = msg.aux.and_then(|a| a.id) {
+                aux_id = Some(id);
             }
-            if let Some(text) = msg.get("stream").and_then(Value::as_str) {
+            if let Some(text) = msg.stream {
                 if !quiet {
                     bars.suspend(|| print!("{text}"));
                 }
                 continue;
             }
-            let status = msg.get("status").and_then(Value::as_str).unwrap_or("");
-            let id = msg.get("id").and_then(Value::as_str);
-            let current = msg
-                .pointer("/progressDetail/current")
-                .and_then(Value::as_u64);
-            let total = msg.pointer("/progressDetail/total").and_then(Value::as_u64);
+            let status = msg.status.as_deref().unwrap_or("");
+            let id = msg.id.as_deref();
+            let detail = msg.progress_detail.unwrap_or_default();
+            let (current, total) = (detail.current, detail.total);
             match (id, current) {
                 (Some(id), Some(cur)) if !quiet => {
                     let bar = by_id.entry(id.to_string()).or_insert_with(|| {

@@ -99,16 +99,18 @@ pub fn short_id(id: &str) -> String {
     hex.chars().take(12).collect()
 }
 
-pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+/// "3 minutes ago" for a unix time in seconds.
+pub fn ago_unix(secs: i64) -> String {
+    ago(&Value::from(secs))
 }
 
-pub fn i64_of(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(Value::as_i64).unwrap_or(0)
+/// "3 minutes ago" for an RFC 3339 time; `N/A`-like output for none, as [`ago`].
+pub fn ago_rfc3339(t: Option<&str>) -> String {
+    ago(&t.map_or(Value::Null, Value::from))
 }
 
 /// Prints one JSON value per line (docker's `--format json`).
-pub fn print_json_lines(items: &[Value]) {
+pub fn print_json_lines<T: serde::Serialize>(items: &[T]) {
     for i in items {
         println!("{}", serde_json::to_string(i).unwrap_or_default());
     }

@@ -326,7 +326,7 @@ const CLI_28_CREATE: &str = r#"{"Hostname":"","Domainname":"","User":"","AttachS
 #[test]
 fn unimplemented_fields_are_a_400_naming_them() {
     use strata_runtime::api::error::ApiError;
-    use strata_runtime::daemon::containers::create::prepare;
+    use strata_runtime::daemon::containers::create::prepare_json as prepare;
     let base: serde_json::Value = serde_json::from_str(CLI_28_CREATE).unwrap();
     let mut unknown = base.clone();
     unknown["HostConfig"]["NotADockerField"] = serde_json::json!(42);

@@ -1,11 +1,11 @@
 //! Container commands other than run/create.
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use strata_api_types::container::{ContainerInspect, ContainerSummary, PruneReport, WaitResponse};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{next_chunk, q, Client, ReqBody};
-use crate::table::{ago, human_size, i64_of, print_json_lines, short_id, str_of, Table};
+use crate::table::{ago_unix, human_size, print_json_lines, short_id, Table};
 
 use super::run::{self, RunArgs};
 use super::system::truncate;
@@ -43,17 +43,14 @@ pub async fn dispatch(client: &Client, c: ContainerCommand) -> anyhow::Result<u8
         ContainerCommand::Wait(a) => wait(client, a).await,
         ContainerCommand::Inspect(a) => inspect(client, a).await,
         ContainerCommand::Prune => {
-            let r = client.post("/containers/prune", None).await?;
-            for id in r
-                .get("ContainersDeleted")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                println!("{}", id.as_str().unwrap_or(""));
+            let r: PruneReport = client.post_as("/containers/prune").await?;
+            for id in &r.containers_deleted {
+                println!("{id}");
             }
-            let space = i64_of(&r, "SpaceReclaimed");
-            println!("Total reclaimed space: {}", human_size(space as f64));
+            println!(
+                "Total reclaimed space: {}",
+                human_size(r.space_reclaimed as f64)
+            );
             Ok(0)
         }
     }
@@ -171,15 +168,11 @@ async fn each(names: &[String], mut f: impl AsyncFnMut(&str) -> anyhow::Result<(
 pub async fn start(client: &Client, a: StartArgs) -> anyhow::Result<u8> {
     if a.attach {
         let name = a.names.first().cloned().unwrap_or_default();
-        let info = client
-            .get(&format!("/containers/{}/json", q(&name)))
+        let info: ContainerInspect = client
+            .get_as(&format!("/containers/{}/json", q(&name)))
             .await?;
-        let tty = info
-            .pointer("/Config/Tty")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let id = str_of(&info, "Id").to_string();
-        return run::attach_start_wait(client, &id, tty, a.interactive, false).await;
+        let tty = info.config.tty;
+        return run::attach_start_wait(client, &info.id, tty, a.interactive, false).await;
     }
     Ok(each(&a.names, async |n| {
         client
@@ -241,17 +234,16 @@ pub async fn rm(client: &Client, a: RmArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
-    let list = client
-        .get(&format!("/containers/json?all={}&size={}", a.all, a.size))
+    let items: Vec<ContainerSummary> = client
+        .get_as(&format!("/containers/json?all={}&size={}", a.all, a.size))
         .await?;
-    let items = list.as_array().cloned().unwrap_or_default();
     if a.format.as_deref() == Some("json") {
         print_json_lines(&items);
         return Ok(0);
     }
     if a.quiet {
         for c in &items {
-            println!("{}", short_id(str_of(c, "Id")));
+            println!("{}", short_id(&c.id));
         }
         return Ok(0);
     }
@@ -269,37 +261,30 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
     }
     let mut t = Table::new(&header);
     for c in &items {
-        let names: Vec<&str> = c
-            .get("Names")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|n| n.trim_start_matches('/'))
-            .collect();
+        let names: Vec<&str> = c.names.iter().map(|n| n.trim_start_matches('/')).collect();
         let command = if a.no_trunc {
-            str_of(c, "Command").to_string()
+            c.command.clone()
         } else {
-            truncate(str_of(c, "Command"), 20)
+            truncate(&c.command, 20)
         };
         let mut row = vec![
             if a.no_trunc {
-                str_of(c, "Id").to_string()
+                c.id.clone()
             } else {
-                short_id(str_of(c, "Id"))
+                short_id(&c.id)
             },
-            str_of(c, "Image").into(),
+            c.image.clone(),
             format!("\"{command}\""),
-            ago(c.get("Created").unwrap_or(&Value::Null)),
-            str_of(c, "Status").into(),
+            ago_unix(c.created),
+            c.status.clone(),
             String::new(),
             names.join(","),
         ];
         if a.size {
             row.push(format!(
                 "{} (virtual {})",
-                human_size(i64_of(c, "SizeRw") as f64),
-                human_size(i64_of(c, "SizeRootFs") as f64)
+                human_size(c.size_rw.unwrap_or(0) as f64),
+                human_size(c.size_root_fs.unwrap_or(0) as f64)
             ));
         }
         t.row(row);
@@ -309,13 +294,10 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<u8> {
-    let info = client
-        .get(&format!("/containers/{}/json", q(&a.name)))
+    let info: ContainerInspect = client
+        .get_as(&format!("/containers/{}/json", q(&a.name)))
         .await?;
-    let tty = info
-        .pointer("/Config/Tty")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let tty = info.config.tty;
     let mut path = format!(
         "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}&tail={}",
         q(&a.name),
@@ -350,10 +332,10 @@ pub async fn wait(client: &Client, a: NamesArgs) -> anyhow::Result<u8> {
     let mut code = 0;
     for n in &a.names {
         match client
-            .post(&format!("/containers/{}/wait", q(n)), None)
+            .post_as::<WaitResponse>(&format!("/containers/{}/wait", q(n)))
             .await
         {
-            Ok(v) => println!("{}", i64_of(&v, "StatusCode")),
+            Ok(v) => println!("{}", v.status_code),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
                 code = 1;

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use hyper::Method;
-use serde_json::Value;
+use strata_api_types::image::{
+    DeleteResponseItem, HistoryItem, IdResponse, ImagePruneReport, ImageSummary,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{next_chunk, q, Client, ReqBody};
 use crate::progress;
-use crate::table::{ago, human_size, i64_of, print_json_lines, short_id, str_of, Table};
+use crate::table::{ago_unix, human_size, print_json_lines, short_id, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -60,25 +62,18 @@ pub async fn dispatch(client: &Client, c: ImageCommand) -> anyhow::Result<u8> {
             } else {
                 r#"{"dangling":["true"]}"#
             };
-            let r = client
-                .post(&format!("/images/prune?filters={}", q(filters)), None)
+            let r: ImagePruneReport = client
+                .post_as(&format!("/images/prune?filters={}", q(filters)))
                 .await?;
-            for d in r
-                .get("ImagesDeleted")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(u) = d.get("Untagged").and_then(Value::as_str) {
-                    println!("untagged: {u}");
-                }
-                if let Some(x) = d.get("Deleted").and_then(Value::as_str) {
-                    println!("deleted: {x}");
+            for d in &r.images_deleted {
+                match d {
+                    DeleteResponseItem::Untagged(u) => println!("untagged: {u}"),
+                    DeleteResponseItem::Deleted(x) => println!("deleted: {x}"),
                 }
             }
             println!(
                 "Total reclaimed space: {}",
-                human_size(i64_of(&r, "SpaceReclaimed") as f64)
+                human_size(r.space_reclaimed as f64)
             );
             Ok(0)
         }
@@ -117,35 +112,29 @@ pub struct ImagesArgs {
 }
 
 pub async fn images(client: &Client, a: ImagesArgs) -> anyhow::Result<u8> {
-    let list = client.get(&format!("/images/json?all={}", a.all)).await?;
-    let items = list.as_array().cloned().unwrap_or_default();
+    let items: Vec<ImageSummary> = client
+        .get_as(&format!("/images/json?all={}", a.all))
+        .await?;
     if a.format.as_deref() == Some("json") {
         print_json_lines(&items);
         return Ok(0);
     }
     if a.quiet {
         for i in &items {
-            println!("{}", short_id(str_of(i, "Id")));
+            println!("{}", short_id(&i.id));
         }
         return Ok(0);
     }
     let mut t = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     for i in &items {
         let id = if a.no_trunc {
-            str_of(i, "Id").to_string()
+            i.id.clone()
         } else {
-            short_id(str_of(i, "Id"))
+            short_id(&i.id)
         };
-        let tags: Vec<String> = i
-            .get("RepoTags")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
-        let created = ago(i.get("Created").unwrap_or(&Value::Null));
-        let size = human_size(i64_of(i, "Size") as f64);
+        let tags = i.repo_tags.clone();
+        let created = ago_unix(i.created);
+        let size = human_size(i.size as f64);
         if tags.is_empty() {
             t.row(vec![
                 "<none>".into(),
@@ -186,14 +175,12 @@ pub async fn rmi(client: &Client, a: RmiArgs) -> anyhow::Result<u8> {
     let mut code = 0;
     for n in &a.names {
         let path = format!("/images/{}?force={}&noprune={}", q(n), a.force, a.no_prune);
-        match client.delete(&path).await {
-            Ok(v) => {
-                for d in v.as_array().into_iter().flatten() {
-                    if let Some(u) = d.get("Untagged").and_then(Value::as_str) {
-                        println!("Untagged: {u}");
-                    }
-                    if let Some(x) = d.get("Deleted").and_then(Value::as_str) {
-                        println!("Deleted: {x}");
+        match client.delete_as::<Vec<DeleteResponseItem>>(&path).await {
+            Ok(items) => {
+                for d in items {
+                    match d {
+                        DeleteResponseItem::Untagged(u) => println!("Untagged: {u}"),
+                        DeleteResponseItem::Deleted(x) => println!("Deleted: {x}"),
                     }
                 }
             }
@@ -247,32 +234,29 @@ pub struct HistoryArgs {
 }
 
 pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<u8> {
-    let h = client
-        .get(&format!("/images/{}/history", q(&a.image)))
+    let items: Vec<HistoryItem> = client
+        .get_as(&format!("/images/{}/history", q(&a.image)))
         .await?;
-    let items = h.as_array().cloned().unwrap_or_default();
     if a.format.as_deref() == Some("json") {
         print_json_lines(&items);
         return Ok(0);
     }
     let mut t = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
     for i in &items {
-        let id = str_of(i, "Id");
-        let created_by = str_of(i, "CreatedBy");
         t.row(vec![
-            if id == "<missing>" || a.no_trunc {
-                id.to_string()
+            if i.id == "<missing>" || a.no_trunc {
+                i.id.clone()
             } else {
-                short_id(id)
+                short_id(&i.id)
             },
-            ago(i.get("Created").unwrap_or(&Value::Null)),
+            ago_unix(i.created),
             if a.no_trunc {
-                created_by.to_string()
+                i.created_by.clone()
             } else {
-                super::system::truncate(created_by, 45)
+                super::system::truncate(&i.created_by, 45)
             },
-            human_size(i64_of(i, "Size") as f64),
-            str_of(i, "Comment").into(),
+            human_size(i.size as f64),
+            i.comment.clone(),
         ]);
     }
     t.print();
@@ -457,8 +441,10 @@ pub async fn commit(client: &Client, a: CommitArgs) -> anyhow::Result<u8> {
     for c in &a.change {
         path.push_str(&format!("&changes={}", q(c)));
     }
-    let r = client.post(&path, Some(serde_json::json!({}))).await?;
-    println!("{}", str_of(&r, "Id"));
+    let r: IdResponse = client
+        .typed(Method::POST, &path, ReqBody::Json(serde_json::json!({})))
+        .await?;
+    println!("{}", r.id);
     Ok(0)
 }
 

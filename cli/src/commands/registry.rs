@@ -14,6 +14,7 @@ use clap::Args;
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use strata_api_types::system::AuthResponse;
 use strata_distribution::reference::{ImageRef, DOCKER_HUB};
 
 use crate::client::{q, Client, ReqBody};
@@ -187,19 +188,16 @@ pub async fn login(client: &Client, a: LoginArgs) -> anyhow::Result<u8> {
     };
     let key = server_key(a.server.as_deref().unwrap_or(DOCKER_HUB));
     let body = json!({ "username": a.username, "password": password, "serveraddress": key });
-    let answer = client.post("/auth", Some(body)).await?;
+    let answer: AuthResponse = client
+        .typed(Method::POST, "/auth", ReqBody::Json(body))
+        .await?;
     let mut cfg = read_config()?;
     let pair = format!("{}:{password}", a.username);
     let auth = base64::engine::general_purpose::STANDARD.encode(pair);
     cfg.auths.insert(key, StoredAuth { auth });
     write_config(&cfg)?;
-    println!(
-        "{}",
-        answer
-            .get("Status")
-            .and_then(|s| s.as_str())
-            .unwrap_or("Login Succeeded")
-    );
+    let status = Some(answer.status).filter(|s| !s.is_empty());
+    println!("{}", status.as_deref().unwrap_or("Login Succeeded"));
     Ok(0)
 }
 

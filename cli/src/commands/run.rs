@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use clap::Args;
-use serde_json::{json, Value};
+use hyper::Method;
+use strata_api_types::container::{CreateResponse, WaitResponse};
+use strata_api_types::mount::{BindOptions, Driver, TmpfsOptions, VolumeOptions};
+use strata_api_types::serde_util::Empty;
+use strata_api_types::{Config, ContainerCreateRequest, HostConfig, Mount};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{q, Client, ClientError};
-use crate::table::str_of;
+use crate::client::{q, Client, ClientError, ReqBody};
 
 use super::volume::kv;
 
@@ -109,83 +112,64 @@ fn parse_size(s: &str) -> anyhow::Result<i64> {
 }
 
 /// `--mount type=bind,source=/a,target=/b,readonly` → HostConfig.Mounts entry.
-fn parse_mount(spec: &str) -> anyhow::Result<Value> {
-    let mut m = serde_json::Map::new();
-    let mut volume_opts = serde_json::Map::new();
-    let mut driver_opts = serde_json::Map::new();
-    let mut tmpfs_opts = serde_json::Map::new();
-    let mut bind_opts = serde_json::Map::new();
-    let mut kind = "volume".to_string();
+fn parse_mount(spec: &str) -> anyhow::Result<Mount> {
+    let mut m = Mount {
+        kind: "volume".into(),
+        ..Default::default()
+    };
+    let mut volume = VolumeOptions::default();
+    let mut driver_opts = BTreeMap::new();
+    let mut tmpfs = TmpfsOptions::default();
+    let mut bind = BindOptions::default();
     for field in spec.split(',') {
         let (k, v) = field.split_once('=').unwrap_or((field, ""));
         match k {
-            "type" => kind = v.to_string(),
-            "source" | "src" => {
-                m.insert("Source".into(), json!(v));
-            }
-            "target" | "destination" | "dst" => {
-                m.insert("Target".into(), json!(v));
-            }
-            "readonly" | "ro" => {
-                m.insert(
-                    "ReadOnly".into(),
-                    json!(v.is_empty() || v == "true" || v == "1"),
-                );
-            }
-            "volume-nocopy" => {
-                volume_opts.insert("NoCopy".into(), json!(v.is_empty() || v == "true"));
-            }
+            "type" => m.kind = v.to_string(),
+            "source" | "src" => m.source = v.to_string(),
+            "target" | "destination" | "dst" => m.target = v.to_string(),
+            "readonly" | "ro" => m.read_only = v.is_empty() || v == "true" || v == "1",
+            "volume-nocopy" => volume.no_copy = v.is_empty() || v == "true",
             "volume-driver" => {
-                volume_opts.insert("DriverConfig".into(), json!({ "Name": v }));
+                volume
+                    .driver_config
+                    .get_or_insert_with(Driver::default)
+                    .name = v.to_string()
             }
             "volume-opt" => {
                 let (ok, ov) = v
                     .split_once('=')
                     .ok_or_else(|| anyhow::anyhow!("invalid volume-opt {v:?}"))?;
-                driver_opts.insert(ok.into(), json!(ov));
+                driver_opts.insert(ok.to_string(), ov.to_string());
             }
-            "tmpfs-size" => {
-                tmpfs_opts.insert("SizeBytes".into(), json!(parse_size(v)?));
-            }
+            "tmpfs-size" => tmpfs.size_bytes = parse_size(v)?,
             "tmpfs-mode" => {
-                let mode = u32::from_str_radix(v, 8)
+                tmpfs.mode = u32::from_str_radix(v, 8)
                     .map_err(|_| anyhow::anyhow!("invalid tmpfs-mode {v:?}"))?;
-                tmpfs_opts.insert("Mode".into(), json!(mode));
             }
-            "bind-propagation" => {
-                bind_opts.insert("Propagation".into(), json!(v));
-            }
+            "bind-propagation" => bind.propagation = v.to_string(),
             other => anyhow::bail!("unexpected key {other:?} in {spec:?}"),
         }
     }
     if !driver_opts.is_empty() {
-        let dc = volume_opts
-            .entry("DriverConfig")
-            .or_insert_with(|| json!({ "Name": "" }));
-        dc["Options"] = Value::Object(driver_opts);
+        volume
+            .driver_config
+            .get_or_insert_with(Driver::default)
+            .options = Some(driver_opts);
     }
-    m.insert("Type".into(), json!(kind));
-    if !volume_opts.is_empty() {
-        m.insert("VolumeOptions".into(), Value::Object(volume_opts));
-    }
-    if !tmpfs_opts.is_empty() {
-        m.insert("TmpfsOptions".into(), Value::Object(tmpfs_opts));
-    }
-    if !bind_opts.is_empty() {
-        m.insert("BindOptions".into(), Value::Object(bind_opts));
-    }
-    Ok(Value::Object(m))
+    m.volume_options = (volume != VolumeOptions::default()).then_some(volume);
+    m.tmpfs_options = (tmpfs != TmpfsOptions::default()).then_some(tmpfs);
+    m.bind_options = (bind != BindOptions::default()).then_some(bind);
+    Ok(m)
 }
 
-fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
+fn create_body(a: &RunArgs) -> anyhow::Result<ContainerCreateRequest> {
     let (binds, anonymous): (Vec<&String>, Vec<&String>) =
         a.volume.iter().partition(|v| v.contains(':'));
-    let volumes: BTreeMap<&str, Value> =
-        anonymous.iter().map(|v| (v.as_str(), json!({}))).collect();
-    let tmpfs: BTreeMap<&str, &str> = a
+    let tmpfs: BTreeMap<String, String> = a
         .tmpfs
         .iter()
         .map(|t| t.split_once(':').unwrap_or((t.as_str(), "")))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let mounts = a
         .mount
@@ -199,37 +183,44 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         None => None,
     };
     let attach = !a.detach;
-    Ok(json!({
-        "Hostname": a.hostname.clone().unwrap_or_default(),
-        "User": a.user.clone().unwrap_or_default(),
-        "AttachStdin": attach && a.interactive,
-        "AttachStdout": attach,
-        "AttachStderr": attach,
-        "Tty": a.tty,
-        "OpenStdin": a.interactive,
-        "StdinOnce": attach && a.interactive,
-        "Env": a.env,
-        "Cmd": if a.command.is_empty() { Value::Null } else { json!(a.command) },
-        "Image": a.image,
-        "Volumes": volumes,
-        "WorkingDir": a.workdir.clone().unwrap_or_default(),
-        "Entrypoint": a.entrypoint.as_ref().map(|e| json!([e])).unwrap_or(Value::Null),
-        "Labels": kv(&a.label)?,
-        "HostConfig": {
-            "Binds": binds,
-            "Mounts": mounts,
-            "Tmpfs": tmpfs,
-            "NetworkMode": a.network,
-            "AutoRemove": a.rm,
-            "ReadonlyRootfs": a.read_only,
-            "Init": a.init,
-            "Memory": memory.unwrap_or(0),
-            "MemorySwap": memory_swap.unwrap_or(0),
-            "NanoCpus": a.cpus.map_or(0, |c| (c * 1e9) as i64),
-            "CpuShares": a.cpu_shares.unwrap_or(0),
-            "PidsLimit": a.pids_limit,
-        },
-    }))
+    let config = Config {
+        hostname: a.hostname.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        attach_stdin: attach && a.interactive,
+        attach_stdout: attach,
+        attach_stderr: attach,
+        tty: a.tty,
+        open_stdin: a.interactive,
+        stdin_once: attach && a.interactive,
+        env: Some(a.env.clone()),
+        cmd: (!a.command.is_empty()).then(|| a.command.clone()),
+        image: a.image.clone(),
+        volumes: Some(anonymous.iter().map(|v| (v.to_string(), Empty)).collect()),
+        working_dir: a.workdir.clone().unwrap_or_default(),
+        entrypoint: a.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        labels: Some(kv(&a.label)?),
+        ..Default::default()
+    };
+    let host_config = HostConfig {
+        binds: Some(binds.into_iter().cloned().collect()),
+        mounts: Some(mounts),
+        tmpfs: Some(tmpfs),
+        network_mode: a.network.clone(),
+        auto_remove: a.rm,
+        readonly_rootfs: a.read_only,
+        init: Some(a.init),
+        memory: memory.unwrap_or(0),
+        memory_swap: memory_swap.unwrap_or(0),
+        nano_cpus: a.cpus.map_or(0, |c| (c * 1e9) as i64),
+        cpu_shares: a.cpu_shares.unwrap_or(0),
+        pids_limit: a.pids_limit,
+        ..Default::default()
+    };
+    Ok(ContainerCreateRequest {
+        config,
+        host_config: Some(host_config),
+        networking_config: None,
+    })
 }
 
 /// Creates the container; a missing image is pulled first (`--pull missing`, the default) or
@@ -258,20 +249,12 @@ async fn create_once(client: &Client, a: &RunArgs) -> anyhow::Result<String> {
     if let Some(n) = &a.name {
         path.push_str(&format!("?name={}", q(n)));
     }
-    match client.post(&path, Some(create_body(a)?)).await {
-        Ok(v) => {
-            for w in v
-                .get("Warnings")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
-            }
-            Ok(str_of(&v, "Id").to_string())
-        }
-        Err(e) => Err(e.into()),
+    let body = ReqBody::Json(serde_json::to_value(create_body(a)?)?);
+    let created: CreateResponse = client.typed(Method::POST, &path, body).await?;
+    for w in &created.warnings {
+        eprintln!("WARNING: {w}");
     }
+    Ok(created.id)
 }
 
 pub async fn create_cmd(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
@@ -392,10 +375,7 @@ pub async fn attach_start_wait(
         let id = id.to_string();
         tokio::spawn(async move {
             client
-                .post(
-                    &format!("/containers/{id}/wait?condition={condition}"),
-                    None,
-                )
+                .post_as::<WaitResponse>(&format!("/containers/{id}/wait?condition={condition}"))
                 .await
         })
     };
@@ -450,16 +430,10 @@ pub async fn attach_start_wait(
         Ok(Err(e)) => return Err(e.into()),
         Err(e) => anyhow::bail!("wait failed: {e}"),
     };
-    if let Some(msg) = status.pointer("/Error/Message").and_then(Value::as_str) {
-        if !msg.is_empty() {
-            eprintln!("strata: {msg}");
-        }
+    if let Some(error) = status.error.filter(|e| !e.message.is_empty()) {
+        eprintln!("strata: {}", error.message);
     }
-    let code = status
-        .get("StatusCode")
-        .and_then(Value::as_i64)
-        .unwrap_or(125);
-    Ok(code.clamp(0, 255) as u8)
+    Ok(status.status_code.clamp(0, 255) as u8)
 }
 
 #[cfg(test)]
@@ -469,14 +443,12 @@ mod tests {
     #[test]
     fn mount_flag_parses() {
         let m = parse_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1777").unwrap();
-        assert_eq!(m["Type"], "tmpfs");
-        assert_eq!(m["TmpfsOptions"]["SizeBytes"], 1048576);
-        assert_eq!(m["TmpfsOptions"]["Mode"], 0o1777);
+        assert_eq!(m.kind, "tmpfs");
+        let tmpfs = m.tmpfs_options.unwrap();
+        assert_eq!((tmpfs.size_bytes, tmpfs.mode), (1048576, 0o1777));
         let m = parse_mount("type=volume,source=v,target=/d,volume-opt=type=tmpfs").unwrap();
-        assert_eq!(
-            m["VolumeOptions"]["DriverConfig"]["Options"]["type"],
-            "tmpfs"
-        );
+        let driver = m.volume_options.unwrap().driver_config.unwrap();
+        assert_eq!(driver.options.unwrap()["type"], "tmpfs");
         assert!(parse_mount("type=bind,bogus=1").is_err());
     }
 

@@ -1,10 +1,12 @@
 //! `version`, `info`, `system df`.
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use strata_api_types::container::ContainerSummary;
+use strata_api_types::system::{DiskUsage, Info, Version};
 
+use super::volume::Volume;
 use crate::client::Client;
-use crate::table::{ago, human_size, i64_of, short_id, str_of, Table};
+use crate::table::{ago_rfc3339, ago_unix, human_size, short_id, Table};
 
 #[derive(Debug, Args)]
 pub struct FormatArgs {
@@ -43,7 +45,7 @@ fn json_format(f: &Option<String>) -> bool {
 }
 
 pub async fn version(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
-    let server = client.get("/version").await;
+    let server: Result<Version, _> = client.get_as("/version").await;
     if json_format(&a.format) {
         let v = serde_json::json!({
             "Client": { "Version": env!("CARGO_PKG_VERSION"), "ApiVersion": crate::client::API_VERSION },
@@ -56,86 +58,55 @@ pub async fn version(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
     println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
     println!(" API version: {}", crate::client::API_VERSION);
     let server = server?;
-    println!(
-        "\nServer: {}",
-        server
-            .pointer("/Platform/Name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    );
+    println!("\nServer: {}", server.platform.name);
     println!(" Engine:");
-    println!("  Version:          {}", str_of(&server, "Version"));
+    println!("  Version:          {}", server.version);
     println!(
         "  API version:      {} (minimum version {})",
-        str_of(&server, "ApiVersion"),
-        str_of(&server, "MinAPIVersion")
+        server.api_version, server.min_api_version
     );
-    println!(
-        "  OS/Arch:          {}/{}",
-        str_of(&server, "Os"),
-        str_of(&server, "Arch")
-    );
-    println!("  Kernel Version:   {}", str_of(&server, "KernelVersion"));
+    println!("  OS/Arch:          {}/{}", server.os, server.arch);
+    println!("  Kernel Version:   {}", server.kernel_version);
     Ok(0)
 }
 
 pub async fn info(client: &Client, a: FormatArgs) -> anyhow::Result<u8> {
-    let i = client.get("/info").await?;
+    let i: Info = client.get_as("/info").await?;
     if json_format(&a.format) {
-        println!("{i}");
+        println!("{}", serde_json::to_string(&i)?);
         return Ok(0);
     }
     println!("Server:");
-    println!(" Containers: {}", i64_of(&i, "Containers"));
-    println!("  Running: {}", i64_of(&i, "ContainersRunning"));
-    println!("  Paused: {}", i64_of(&i, "ContainersPaused"));
-    println!("  Stopped: {}", i64_of(&i, "ContainersStopped"));
-    println!(" Images: {}", i64_of(&i, "Images"));
-    println!(" Server Version: {}", str_of(&i, "ServerVersion"));
-    println!(" Storage Driver: {}", str_of(&i, "Driver"));
-    if let Some(status) = i.get("DriverStatus").and_then(Value::as_array) {
-        for kv in status {
-            if let (Some(k), Some(v)) = (
-                kv.get(0).and_then(Value::as_str),
-                kv.get(1).and_then(Value::as_str),
-            ) {
-                println!("  {k}: {v}");
-            }
-        }
+    println!(" Containers: {}", i.containers);
+    println!("  Running: {}", i.containers_running);
+    println!("  Paused: {}", i.containers_paused);
+    println!("  Stopped: {}", i.containers_stopped);
+    println!(" Images: {}", i.images);
+    println!(" Server Version: {}", i.server_version);
+    println!(" Storage Driver: {}", i.driver);
+    for [k, v] in &i.driver_status {
+        println!("  {k}: {v}");
     }
-    println!(" Logging Driver: {}", str_of(&i, "LoggingDriver"));
-    println!(" Cgroup Driver: {}", str_of(&i, "CgroupDriver"));
-    println!(" Cgroup Version: {}", str_of(&i, "CgroupVersion"));
+    println!(" Logging Driver: {}", i.logging_driver);
+    println!(" Cgroup Driver: {}", i.cgroup_driver);
+    println!(" Cgroup Version: {}", i.cgroup_version);
     println!(" Plugins:");
-    let list = |key: &str| {
-        i.pointer(&format!("/Plugins/{key}"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default()
-    };
-    println!("  Volume: {}", list("Volume"));
-    if i.pointer("/Plugins/Storage").is_some() {
-        println!("  Storage: {}", list("Storage"));
+    let plugins = &i.plugins;
+    println!("  Volume: {}", plugins.volume.join(" "));
+    if !plugins.storage.is_empty() {
+        println!("  Storage: {}", plugins.storage.join(" "));
     }
-    println!("  Network: {}", list("Network"));
-    println!("  Log: {}", list("Log"));
-    println!(" Kernel Version: {}", str_of(&i, "KernelVersion"));
-    println!(" Operating System: {}", str_of(&i, "OperatingSystem"));
-    println!(" OSType: {}", str_of(&i, "OSType"));
-    println!(" Architecture: {}", str_of(&i, "Architecture"));
-    println!(" CPUs: {}", i64_of(&i, "NCPU"));
-    println!(
-        " Total Memory: {}",
-        human_binary(i64_of(&i, "MemTotal") as f64)
-    );
-    println!(" Name: {}", str_of(&i, "Name"));
-    println!(" ID: {}", str_of(&i, "ID"));
-    println!(" Strata Root Dir: {}", str_of(&i, "DockerRootDir"));
+    println!("  Network: {}", plugins.network.join(" "));
+    println!("  Log: {}", plugins.log.join(" "));
+    println!(" Kernel Version: {}", i.kernel_version);
+    println!(" Operating System: {}", i.operating_system);
+    println!(" OSType: {}", i.os_type);
+    println!(" Architecture: {}", i.architecture);
+    println!(" CPUs: {}", i.ncpu);
+    println!(" Total Memory: {}", human_binary(i.mem_total as f64));
+    println!(" Name: {}", i.name);
+    println!(" ID: {}", i.id);
+    println!(" Strata Root Dir: {}", i.docker_root_dir);
     Ok(0)
 }
 
@@ -150,11 +121,7 @@ fn human_binary(bytes: f64) -> String {
     format!("{v:.2}{}", units[i])
 }
 
-fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
+type Usage = DiskUsage<Volume>;
 
 pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
     let path = if a.verbose {
@@ -162,96 +129,80 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
     } else {
         "/system/df"
     };
-    let d = client.get(path).await?;
+    let d: Usage = client.get_as(path).await?;
     if json_format(&a.format) {
-        println!("{d}");
+        println!("{}", serde_json::to_string(&d)?);
         return Ok(0);
     }
-    let images = arr(&d, "Images");
-    let containers = arr(&d, "Containers");
-    let volumes = arr(&d, "Volumes");
-    let cache = arr(&d, "BuildCache");
-    if !a.verbose {
-        let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
-        let img_active = images
-            .iter()
-            .filter(|i| i64_of(i, "Containers") > 0)
-            .count();
-        let img_size = i64_of(&d, "LayersSize");
-        let img_reclaim: i64 = images
-            .iter()
-            .filter(|i| i64_of(i, "Containers") == 0)
-            .map(|i| i64_of(i, "Size") - i64_of(i, "SharedSize").max(0))
-            .sum();
-        t.row(row(
-            "Images",
-            images.len(),
-            img_active,
-            img_size,
-            img_reclaim,
-        ));
-        let c_active = containers
-            .iter()
-            .filter(|c| str_of(c, "State") == "running")
-            .count();
-        let c_size: i64 = containers.iter().map(|c| i64_of(c, "SizeRw")).sum();
-        let c_reclaim: i64 = containers
-            .iter()
-            .filter(|c| str_of(c, "State") != "running")
-            .map(|c| i64_of(c, "SizeRw"))
-            .sum();
-        t.row(row(
-            "Containers",
-            containers.len(),
-            c_active,
-            c_size,
-            c_reclaim,
-        ));
-        let v_active = volumes
-            .iter()
-            .filter(|v| {
-                v.pointer("/UsageData/RefCount")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    > 0
-            })
-            .count();
-        let v_size: i64 = volumes
-            .iter()
-            .map(|v| {
-                v.pointer("/UsageData/Size")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    .max(0)
-            })
-            .sum();
-        let v_reclaim: i64 = volumes
-            .iter()
-            .filter(|v| {
-                v.pointer("/UsageData/RefCount")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    == 0
-            })
-            .map(|v| {
-                v.pointer("/UsageData/Size")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    .max(0)
-            })
-            .sum();
-        t.row(row(
-            "Local Volumes",
-            volumes.len(),
-            v_active,
-            v_size,
-            v_reclaim,
-        ));
-        let b_size: i64 = cache.iter().map(|b| i64_of(b, "Size")).sum();
-        t.row(row("Build Cache", cache.len(), 0, b_size, b_size));
-        t.print();
-        return Ok(0);
+    if a.verbose {
+        images_usage(&d);
+        containers_usage(&d);
+        volumes_usage(&d);
+        cache_usage(&d);
+    } else {
+        usage_summary(&d);
     }
+    Ok(0)
+}
+
+/// A volume's `(size, users)`; the size is -1 when the driver cannot tell.
+fn volume_usage(v: &Volume) -> (i64, i64) {
+    v.usage_data.map_or((-1, 0), |u| (u.size, u.ref_count))
+}
+
+fn usage_summary(d: &Usage) {
+    let images = d.images.as_deref().unwrap_or_default();
+    let containers = d.containers.as_deref().unwrap_or_default();
+    let volumes = d.volumes.as_deref().unwrap_or_default();
+    let cache = d.build_cache.as_deref().unwrap_or_default();
+    let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+    let img_active = images.iter().filter(|i| i.containers > 0).count();
+    let img_reclaim: i64 = images
+        .iter()
+        .filter(|i| i.containers == 0)
+        .map(|i| i.size - i.shared_size.max(0))
+        .sum();
+    let img_size = d.layers_size.unwrap_or(0) as i64;
+    t.row(row(
+        "Images",
+        images.len(),
+        img_active,
+        img_size,
+        img_reclaim,
+    ));
+    let running = |c: &&ContainerSummary| c.state == "running";
+    let size_rw = |c: &ContainerSummary| c.size_rw.unwrap_or(0);
+    let c_active = containers.iter().filter(running).count();
+    let c_size: i64 = containers.iter().map(size_rw).sum();
+    let c_reclaim: i64 = containers.iter().filter(|c| !running(c)).map(size_rw).sum();
+    t.row(row(
+        "Containers",
+        containers.len(),
+        c_active,
+        c_size,
+        c_reclaim,
+    ));
+    let usage: Vec<(i64, i64)> = volumes.iter().map(volume_usage).collect();
+    let v_active = usage.iter().filter(|(_, users)| *users > 0).count();
+    let v_size: i64 = usage.iter().map(|(size, _)| size.max(&0)).sum();
+    let v_reclaim: i64 = usage
+        .iter()
+        .filter(|(_, users)| *users == 0)
+        .map(|(size, _)| size.max(&0))
+        .sum();
+    t.row(row(
+        "Local Volumes",
+        volumes.len(),
+        v_active,
+        v_size,
+        v_reclaim,
+    ));
+    let b_size: i64 = cache.iter().map(|b| b.size).sum();
+    t.row(row("Build Cache", cache.len(), 0, b_size, b_size));
+    t.print();
+}
+
+fn images_usage(d: &Usage) {
     println!("Images space usage:\n");
     let mut t = Table::new(&[
         "REPOSITORY",
@@ -264,30 +215,29 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
         "CONTAINERS",
         "ON DISK",
     ]);
-    for i in images {
-        let tags: Vec<&str> = arr(i, "RepoTags")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        let (repo, tag) = tags
+    for i in d.images.iter().flatten() {
+        let (repo, tag) = i
+            .repo_tags
             .first()
             .and_then(|t| t.rsplit_once(':'))
             .unwrap_or(("<none>", "<none>"));
-        let size = i64_of(i, "Size");
-        let shared = i64_of(i, "SharedSize").max(0);
+        let shared = i.shared_size.max(0);
         t.row(vec![
             repo.into(),
             tag.into(),
-            short_id(str_of(i, "Id")),
-            ago(i.get("Created").unwrap_or(&Value::Null)),
-            human_size(size as f64),
+            short_id(&i.id),
+            ago_unix(i.created),
+            human_size(i.size as f64),
             human_size(shared as f64),
-            human_size((size - shared) as f64),
-            i64_of(i, "Containers").to_string(),
-            on_disk(i),
+            human_size((i.size - shared) as f64),
+            i.containers.to_string(),
+            on_disk(i.strata.map(|s| s.on_disk)),
         ]);
     }
     t.print();
+}
+
+fn containers_usage(d: &Usage) {
     println!("\nContainers space usage:\n");
     let mut t = Table::new(&[
         "CONTAINER ID",
@@ -300,42 +250,36 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
         "NAMES",
         "ON DISK",
     ]);
-    for c in containers {
-        let local_volumes = arr(c, "Mounts")
+    for c in d.containers.iter().flatten() {
+        let local_volumes = c
+            .mounts
             .iter()
-            .filter(|m| str_of(m, "Driver") == "local")
+            .filter(|m| m.driver.as_deref() == Some("local"))
             .count();
-        let names: Vec<&str> = arr(c, "Names")
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|n| n.trim_start_matches('/'))
-            .collect();
+        let names: Vec<&str> = c.names.iter().map(|n| n.trim_start_matches('/')).collect();
         t.row(vec![
-            short_id(str_of(c, "Id")),
-            str_of(c, "Image").into(),
-            format!("\"{}\"", truncate(str_of(c, "Command"), 20)),
+            short_id(&c.id),
+            c.image.clone(),
+            format!("\"{}\"", truncate(&c.command, 20)),
             local_volumes.to_string(),
-            human_size(i64_of(c, "SizeRw") as f64),
-            ago(c.get("Created").unwrap_or(&Value::Null)),
-            str_of(c, "Status").into(),
+            human_size(c.size_rw.unwrap_or(0) as f64),
+            ago_unix(c.created),
+            c.status.clone(),
             names.join(","),
-            on_disk(c),
+            on_disk(c.strata.map(|s| s.on_disk)),
         ]);
     }
     t.print();
+}
+
+fn volumes_usage(d: &Usage) {
     println!("\nLocal Volumes space usage:\n");
     let mut t = Table::new(&["VOLUME NAME", "LINKS", "SIZE"]);
-    for v in volumes {
-        let size = v
-            .pointer("/UsageData/Size")
-            .and_then(Value::as_i64)
-            .unwrap_or(-1);
+    for v in d.volumes.iter().flatten() {
+        let (size, users) = volume_usage(v);
         t.row(vec![
-            str_of(v, "Name").into(),
-            v.pointer("/UsageData/RefCount")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                .to_string(),
+            v.name.clone(),
+            users.to_string(),
             if size < 0 {
                 "N/A".into()
             } else {
@@ -344,45 +288,43 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<u8> {
         ]);
     }
     t.print();
+}
+
+fn cache_usage(d: &Usage) {
+    let cache = d.build_cache.as_deref().unwrap_or_default();
     println!(
         "\nBuild cache usage: {}\n",
-        human_size(cache.iter().map(|b| i64_of(b, "Size")).sum::<i64>() as f64)
+        human_size(cache.iter().map(|b| b.size).sum::<i64>() as f64)
     );
-    if !cache.is_empty() {
-        let mut t = Table::new(&[
-            "CACHE ID",
-            "CACHE TYPE",
-            "SIZE",
-            "CREATED",
-            "LAST USED",
-            "USAGE",
-            "SHARED",
-        ]);
-        for b in cache {
-            t.row(vec![
-                short_id(str_of(b, "ID")),
-                str_of(b, "Type").into(),
-                human_size(i64_of(b, "Size") as f64),
-                ago(b.get("CreatedAt").unwrap_or(&Value::Null)),
-                ago(b.get("LastUsedAt").unwrap_or(&Value::Null)),
-                i64_of(b, "UsageCount").to_string(),
-                b.get("Shared")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                    .to_string(),
-            ]);
-        }
-        t.print();
+    if cache.is_empty() {
+        return;
     }
-    Ok(0)
+    let mut t = Table::new(&[
+        "CACHE ID",
+        "CACHE TYPE",
+        "SIZE",
+        "CREATED",
+        "LAST USED",
+        "USAGE",
+        "SHARED",
+    ]);
+    for b in cache {
+        t.row(vec![
+            short_id(&b.id),
+            b.kind.clone(),
+            human_size(b.size as f64),
+            ago_rfc3339(b.created_at.as_deref()),
+            ago_rfc3339(b.last_used_at.as_deref()),
+            b.usage_count.to_string(),
+            b.shared.to_string(),
+        ]);
+    }
+    t.print();
 }
 
 /// Our extension: the bytes this object really occupies on this driver.
-fn on_disk(v: &Value) -> String {
-    match v.pointer("/Strata/OnDisk").and_then(Value::as_i64) {
-        Some(b) => human_size(b as f64),
-        None => "N/A".into(),
-    }
+fn on_disk(bytes: Option<i64>) -> String {
+    bytes.map_or_else(|| "N/A".into(), |b| human_size(b as f64))
 }
 
 fn row(kind: &str, total: usize, active: usize, size: i64, reclaim: i64) -> Vec<String> {

@@ -3,10 +3,14 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use hyper::Method;
+use strata_api_types::volume::{VolumeCreateRequest, VolumeListResponse, VolumePruneReport};
 
-use crate::client::{q, Client};
-use crate::table::{print_json_lines, str_of, Table};
+use crate::client::{q, Client, ReqBody};
+use crate::table::{print_json_lines, Table};
+
+/// A volume as the daemon shows it; its driver's `Status` is any JSON.
+pub type Volume = strata_api_types::volume::Volume<serde_json::Value>;
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
@@ -102,18 +106,15 @@ pub fn filters_json(items: &[String]) -> anyhow::Result<String> {
 pub async fn dispatch(client: &Client, c: VolumeCommand) -> anyhow::Result<u8> {
     match c {
         VolumeCommand::Create(a) => {
-            let v = client
-                .post(
-                    "/volumes/create",
-                    Some(json!({
-                        "Name": a.name.unwrap_or_default(),
-                        "Driver": a.driver,
-                        "DriverOpts": kv(&a.opt)?,
-                        "Labels": kv(&a.label)?,
-                    })),
-                )
-                .await?;
-            println!("{}", str_of(&v, "Name"));
+            let body = VolumeCreateRequest {
+                name: Some(a.name.unwrap_or_default()),
+                driver: Some(a.driver),
+                driver_opts: Some(kv(&a.opt)?),
+                labels: Some(kv(&a.label)?),
+            };
+            let body = ReqBody::Json(serde_json::to_value(body)?);
+            let v: Volume = client.typed(Method::POST, "/volumes/create", body).await?;
+            println!("{}", v.name);
         }
         VolumeCommand::Ls(a) => {
             let path = if a.filter.is_empty() {
@@ -121,22 +122,18 @@ pub async fn dispatch(client: &Client, c: VolumeCommand) -> anyhow::Result<u8> {
             } else {
                 format!("/volumes?filters={}", q(&filters_json(&a.filter)?))
             };
-            let v = client.get(&path).await?;
-            let vols = v
-                .get("Volumes")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let list: VolumeListResponse<Volume> = client.get_as(&path).await?;
+            let vols = list.volumes;
             if a.format.as_deref() == Some("json") {
                 print_json_lines(&vols);
             } else if a.quiet {
                 for v in &vols {
-                    println!("{}", str_of(v, "Name"));
+                    println!("{}", v.name);
                 }
             } else {
                 let mut t = Table::new(&["DRIVER", "VOLUME NAME"]);
                 for v in &vols {
-                    t.row(vec![str_of(v, "Driver").into(), str_of(v, "Name").into()]);
+                    t.row(vec![v.driver.clone(), v.name.clone()]);
                 }
                 t.print();
             }
@@ -177,23 +174,17 @@ pub async fn dispatch(client: &Client, c: VolumeCommand) -> anyhow::Result<u8> {
             } else {
                 "/volumes/prune".to_string()
             };
-            let r = client.post(&path, None).await?;
-            let deleted = r
-                .get("VolumesDeleted")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if !deleted.is_empty() {
+            let r: VolumePruneReport = client.post_as(&path).await?;
+            if !r.volumes_deleted.is_empty() {
                 println!("Deleted Volumes:");
-                for d in deleted {
-                    println!("{}", d.as_str().unwrap_or(""));
+                for d in &r.volumes_deleted {
+                    println!("{d}");
                 }
                 println!();
             }
-            let space = r.get("SpaceReclaimed").and_then(Value::as_i64).unwrap_or(0);
             println!(
                 "Total reclaimed space: {}",
-                crate::table::human_size(space as f64)
+                crate::table::human_size(r.space_reclaimed as f64)
             );
         }
     }

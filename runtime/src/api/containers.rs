@@ -10,7 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
+use strata_api_types::container::{
+    ContainerInspect, ContainerState, ContainerSummary, CreateResponse, GraphDriver, MountPoint,
+    NetworkSettings, PruneReport, StrataContainerSizes, SummaryHostConfig, WaitError, WaitResponse,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::{ApiError, ApiResult};
@@ -52,15 +56,12 @@ pub async fn create(
             "container config must be a JSON object",
         ));
     }
+    let req = crate::daemon::containers::create::parse_request(&body)?;
     let (id, warnings) = d
         .containers
-        .create(param(&q, "name"), &body, &d.volumes)
+        .create(param(&q, "name"), &req, &d.volumes)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "Id": id, "Warnings": warnings })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(CreateResponse { id, warnings })).into_response())
 }
 
 pub async fn start(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -176,11 +177,13 @@ pub async fn wait(
             }
         }
         let rec = c.snapshot();
-        let error = (!rec.state.error.is_empty()).then(|| json!({ "Message": rec.state.error }));
-        Ok::<Bytes, std::io::Error>(stream::json_line(&json!({
-            "StatusCode": rec.state.exit_code,
-            "Error": error,
-        })))
+        let error = (!rec.state.error.is_empty()).then(|| WaitError {
+            message: rec.state.error.clone(),
+        });
+        Ok::<Bytes, std::io::Error>(stream::json_line(&WaitResponse {
+            status_code: rec.state.exit_code.into(),
+            error,
+        }))
     };
     let stream = futures::stream::once(body);
     Response::builder()
@@ -199,12 +202,7 @@ pub async fn attach(
     mut req: Request,
 ) -> ApiResult<Response> {
     let c = d.containers.get(&id)?;
-    let tty = c
-        .record()
-        .config
-        .get("Tty")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let tty = c.record().config.tty;
     let want_stdin = truthy(param(&q, "stdin"));
     let want_stdout = truthy(param(&q, "stdout"));
     let want_stderr = truthy(param(&q, "stderr"));
@@ -334,11 +332,7 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let c = d.containers.get(&id)?;
     let rec = c.snapshot();
-    let tty = rec
-        .config
-        .get("Tty")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let tty = rec.config.tty;
     let stdout = truthy(param(&q, "stdout"));
     let stderr = truthy(param(&q, "stderr"));
     if !stdout && !stderr {
@@ -430,40 +424,33 @@ fn command_line(rec: &ContainerRecord) -> String {
         .join(" ")
 }
 
-fn mounts_json(rec: &ContainerRecord) -> Value {
-    json!(rec
-        .mounts
+fn mount_points(rec: &ContainerRecord) -> Vec<MountPoint> {
+    let named = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    rec.mounts
         .iter()
-        .map(|m| json!({
-            "Type": m.kind,
-            "Name": if m.name.is_empty() { Value::Null } else { json!(m.name) },
-            "Source": m.source,
-            "Destination": m.destination,
-            "Driver": if m.driver.is_empty() { Value::Null } else { json!(m.driver) },
-            "Mode": m.mode,
-            "RW": m.rw,
-            "Propagation": m.propagation,
-        }))
-        .collect::<Vec<_>>())
+        .map(|m| MountPoint {
+            kind: m.kind.clone(),
+            name: named(&m.name),
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            driver: named(&m.driver),
+            mode: m.mode.clone(),
+            rw: m.rw,
+            propagation: m.propagation.clone(),
+        })
+        .collect()
 }
 
-fn network_settings(rec: &ContainerRecord) -> Value {
-    let mode = rec
-        .host_config
-        .get("NetworkMode")
-        .and_then(Value::as_str)
-        .unwrap_or("none")
-        .to_string();
-    json!({
-        "Networks": {
-            mode: {
-                "IPAMConfig": null, "Links": null, "Aliases": null, "NetworkID": "",
-                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "MacAddress": "", "DriverOpts": null
-            }
-        }
-    })
+/// A record whose create body had no `HostConfig` object kept no `NetworkMode`: it is `none`.
+fn network_mode(rec: &ContainerRecord) -> &str {
+    match rec.host_config.network_mode.as_str() {
+        "" => "none",
+        mode => mode,
+    }
+}
+
+fn network_settings(rec: &ContainerRecord) -> NetworkSettings {
+    NetworkSettings::unconfigured(network_mode(rec))
 }
 
 /// `docker pause` state, kept in memory (see `daemon::containers::pause`).
@@ -531,29 +518,46 @@ pub async fn summary(
     rec: &ContainerRecord,
     with_size: bool,
     image_sizes: &mut ImageSizes,
-) -> Value {
-    let mut v = json!({
-        "Id": rec.id,
-        "Names": [format!("/{}", rec.name)],
-        "Image": rec.image_ref,
-        "ImageID": rec.image_id,
-        "Command": command_line(rec),
-        "Created": unix_time(&rec.created),
-        "Ports": [],
-        "Labels": rec.config.get("Labels").cloned().unwrap_or_else(|| json!({})),
-        "State": if paused(d, rec) { "paused" } else { rec.state.status.as_str() },
-        "Status": if paused(d, rec) { format!("{} (Paused)", rec.status_text(chrono::Utc::now())) } else { rec.status_text(chrono::Utc::now()) },
-        "HostConfig": { "NetworkMode": rec.host_config.get("NetworkMode").cloned().unwrap_or(json!("none")) },
-        "NetworkSettings": network_settings(rec),
-        "Mounts": mounts_json(rec),
-    });
+) -> ContainerSummary {
+    let paused = paused(d, rec);
+    let status = rec.status_text(chrono::Utc::now());
+    let mut summary = ContainerSummary {
+        id: rec.id.clone(),
+        names: vec![format!("/{}", rec.name)],
+        image: rec.image_ref.clone(),
+        image_id: rec.image_id.clone(),
+        command: command_line(rec),
+        created: unix_time(&rec.created),
+        ports: Vec::new(),
+        labels: rec.config.labels.clone().unwrap_or_default(),
+        state: if paused {
+            "paused"
+        } else {
+            rec.state.status.as_str()
+        }
+        .to_string(),
+        status: if paused {
+            format!("{status} (Paused)")
+        } else {
+            status
+        },
+        host_config: SummaryHostConfig {
+            network_mode: network_mode(rec).to_string(),
+        },
+        network_settings: network_settings(rec),
+        mounts: mount_points(rec),
+        ..Default::default()
+    };
     if with_size {
         let (rw, rootfs, changed) = sizes_with(d, rec, image_sizes).await;
-        v["SizeRw"] = json!(rw);
-        v["SizeRootFs"] = json!(rootfs);
-        v["Strata"] = json!({ "OnDisk": rw, "ChangedContentBytes": changed });
+        summary.size_rw = Some(rw);
+        summary.size_root_fs = Some(rootfs);
+        summary.strata = Some(StrataContainerSizes {
+            on_disk: rw,
+            changed_content_bytes: changed,
+        });
     }
-    v
+    summary
 }
 
 /// The values Docker accepts for `ps --filter status=`.
@@ -567,7 +571,10 @@ const STATUS_FILTER_VALUES: [&str; 7] = [
     "dead",
 ];
 
-pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(d): State<AppState>,
+    Query(q): Params,
+) -> ApiResult<Json<Vec<ContainerSummary>>> {
     let all = truthy(param(&q, "all"));
     let with_size = truthy(param(&q, "size"));
     let limit = int_param(&q, "limit")?.filter(|l| *l > 0);
@@ -610,78 +617,84 @@ pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json
             break;
         }
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
+}
+
+/// Inspect's `State`.
+fn inspect_state(d: &Daemon, rec: &ContainerRecord) -> ContainerState {
+    let s = &rec.state;
+    let paused = paused(d, rec);
+    ContainerState {
+        status: if paused { "paused" } else { s.status.as_str() }.to_string(),
+        running: s.status == Status::Running,
+        paused,
+        restarting: false,
+        oom_killed: s.oom_killed,
+        dead: s.status == Status::Dead,
+        pid: s.pid.into(),
+        exit_code: s.exit_code.into(),
+        error: s.error.clone(),
+        started_at: s.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+        finished_at: s.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+    }
 }
 
 pub async fn inspect(
     State(d): State<AppState>,
     Path(id): Path<String>,
     Query(q): Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContainerInspect>> {
     let c = d.containers.get(&id)?;
     let rec = c.snapshot();
     let layer = strata_core::LayerId::new(rec.rw_layer.clone())?;
     let data = d.driver.metadata(&layer).await.unwrap_or_default();
-    let s = &rec.state;
-    let mut v = json!({
-        "Id": rec.id,
-        "Created": rec.created,
-        "Path": rec.path,
-        "Args": rec.args,
-        "State": {
-            "Status": if paused(&d, &rec) { "paused" } else { s.status.as_str() },
-            "Running": s.status == Status::Running,
-            "Paused": paused(&d, &rec),
-            "Restarting": false,
-            "OOMKilled": s.oom_killed,
-            "Dead": s.status == Status::Dead,
-            "Pid": s.pid,
-            "ExitCode": s.exit_code,
-            "Error": s.error,
-            "StartedAt": s.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
-            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+    let dir = ContainerRecord::dir(&d.containers.root, &rec.id);
+    let in_dir = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let mut v = ContainerInspect {
+        id: rec.id.clone(),
+        created: rec.created.clone(),
+        path: rec.path.clone(),
+        args: rec.args.clone(),
+        state: inspect_state(&d, &rec),
+        image: rec.image_id.clone(),
+        resolv_conf_path: in_dir("resolv.conf"),
+        hostname_path: in_dir("hostname"),
+        hosts_path: in_dir("hosts"),
+        log_path: in_dir(&crate::container::logs::log_file_name(&rec.id)),
+        name: format!("/{}", rec.name),
+        restart_count: rec.restart_count.into(),
+        driver: d.driver.name().to_string(),
+        platform: "linux".into(),
+        mount_label: String::new(),
+        process_label: String::new(),
+        app_armor_profile: String::new(),
+        exec_ids: exec_ids(&d, &rec.id),
+        host_config: rec.host_config.clone(),
+        graph_driver: GraphDriver {
+            name: d.driver.name().to_string(),
+            data: (!data.is_empty()).then_some(data),
         },
-        "Image": rec.image_id,
-        "ResolvConfPath": ContainerRecord::dir(&d.containers.root, &rec.id).join("resolv.conf"),
-        "HostnamePath": ContainerRecord::dir(&d.containers.root, &rec.id).join("hostname"),
-        "HostsPath": ContainerRecord::dir(&d.containers.root, &rec.id).join("hosts"),
-        "LogPath": ContainerRecord::dir(&d.containers.root, &rec.id).join(crate::container::logs::log_file_name(&rec.id)),
-        "Name": format!("/{}", rec.name),
-        "RestartCount": rec.restart_count,
-        "Driver": d.driver.name(),
-        "Platform": "linux",
-        "MountLabel": "",
-        "ProcessLabel": "",
-        "AppArmorProfile": "",
-        "ExecIDs": exec_ids(&d, &rec.id),
-        "HostConfig": rec.host_config,
-        "GraphDriver": {
-            "Name": d.driver.name(),
-            "Data": if data.is_empty() { Value::Null } else { json!(data) },
-        },
-        "Mounts": mounts_json(&rec),
-        "Config": rec.config,
-        "NetworkSettings": network_settings(&rec),
-    });
+        mounts: mount_points(&rec),
+        config: rec.config.clone(),
+        network_settings: network_settings(&rec),
+        size_rw: None,
+        size_root_fs: None,
+    };
     if truthy(param(&q, "size")) {
         let (rw, rootfs, _) = sizes(&d, &rec).await;
-        v["SizeRw"] = json!(rw);
-        v["SizeRootFs"] = json!(rootfs);
+        v.size_rw = Some(rw);
+        v.size_root_fs = Some(rootfs);
     }
     Ok(Json(v))
 }
 
 /// Inspect's `ExecIDs`: null when the container has none, as Docker.
-fn exec_ids(d: &Daemon, id: &str) -> Value {
+fn exec_ids(d: &Daemon, id: &str) -> Option<Vec<String>> {
     let ids = d.execs.ids_of(id);
-    if ids.is_empty() {
-        Value::Null
-    } else {
-        json!(ids)
-    }
+    (!ids.is_empty()).then_some(ids)
 }
 
-pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<PruneReport>> {
     let mut deleted = Vec::new();
     let mut reclaimed = 0u64;
     for c in d.containers.all() {
@@ -711,7 +724,8 @@ pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<Value>> {
             deleted.push(rec.id);
         }
     }
-    Ok(Json(
-        json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }),
-    ))
+    Ok(Json(PruneReport {
+        containers_deleted: deleted,
+        space_reclaimed: reclaimed,
+    }))
 }

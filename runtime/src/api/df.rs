@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use strata_api_types::image::{ImageSummary, StrataImageSizes};
+use strata_api_types::system::DiskUsage;
 use strata_core::store::{chain_ids, Digest};
 
 use super::error::ApiResult;
 use super::AppState;
+use crate::daemon::volumes::VolumeView;
 use crate::daemon::{accounting, Daemon};
 
 fn wants(types: &[String], t: &str) -> bool {
@@ -25,7 +27,7 @@ fn wants(types: &[String], t: &str) -> bool {
 pub async fn df(
     State(d): State<AppState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DiskUsage<VolumeView>>> {
     let types: Vec<String> = raw
         .as_deref()
         .unwrap_or("")
@@ -33,11 +35,11 @@ pub async fn df(
         .filter_map(|kv| kv.strip_prefix("type="))
         .map(str::to_string)
         .collect();
-    let mut out = serde_json::Map::new();
+    let mut out = DiskUsage::default();
     if wants(&types, "image") {
         let (layers_size, images) = images(&d)?;
-        out.insert("LayersSize".into(), json!(layers_size));
-        out.insert("Images".into(), json!(images));
+        out.layers_size = Some(layers_size);
+        out.images = Some(images);
     }
     if wants(&types, "container") {
         let mut list = Vec::new();
@@ -46,7 +48,7 @@ pub async fn df(
             let rec = c.snapshot();
             list.push(super::containers::summary(&d, &rec, true, &mut image_sizes).await);
         }
-        out.insert("Containers".into(), json!(list));
+        out.containers = Some(list);
     }
     if wants(&types, "volume") {
         let mut list = Vec::new();
@@ -69,19 +71,19 @@ pub async fn df(
                 size,
                 ref_count: d.volumes.users(&name) as i64,
             });
-            list.push(serde_json::to_value(v).unwrap_or(Value::Null));
+            list.push(v);
         }
-        out.insert("Volumes".into(), json!(list));
+        out.volumes = Some(list);
     }
     if wants(&types, "build-cache") {
-        out.insert("BuildCache".into(), json!([]));
-        out.insert("BuilderSize".into(), json!(0));
+        out.build_cache = Some(Vec::new());
+        out.builder_size = Some(0);
     }
-    Ok(Json(Value::Object(out)))
+    Ok(Json(out))
 }
 
 /// Image summaries with shared sizes, and the total of all image layers.
-fn images(d: &Daemon) -> ApiResult<(u64, Vec<Value>)> {
+fn images(d: &Daemon) -> ApiResult<(u64, Vec<ImageSummary>)> {
     let records = d.images.list();
     let mut chains_of: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
     let mut users: HashMap<Digest, usize> = HashMap::new();
@@ -111,7 +113,10 @@ fn images(d: &Daemon) -> ApiResult<(u64, Vec<Value>)> {
             .map(|c| d.layers.get(c).map_or(0, |l| l.size))
             .sum();
         let mut v = super::images::summary(d, id, Some(shared as i64))?;
-        v["Strata"] = json!({ "OnDisk": v["Size"].clone(), "ContentBytes": content });
+        v.strata = Some(StrataImageSizes {
+            on_disk: v.size,
+            content_bytes: content as i64,
+        });
         list.push(v);
     }
     Ok((layers_size, list))

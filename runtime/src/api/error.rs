@@ -65,7 +65,9 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            Json(serde_json::json!({ "message": self.message })),
+            Json(strata_api_types::system::ErrorResponse {
+                message: self.message,
+            }),
         )
             .into_response()
     }

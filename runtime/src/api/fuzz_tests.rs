@@ -242,7 +242,7 @@ fn fuzz_create_body() {
         1000,
         (create_body(), image),
         |(body, image)| {
-            assert_invalid_input(create::prepare(&body, image.as_ref()));
+            assert_invalid_input(create::prepare_json(&body, image.as_ref()));
         },
     );
 }

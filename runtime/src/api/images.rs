@@ -1,6 +1,6 @@
 //! `/images/...`, `/commit`: load, save, import, list, inspect, history, tag, rmi, prune.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -8,7 +8,10 @@ use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
+use strata_api_types::image::{DeleteResponseItem, IdResponse, ImagePruneReport, ImageSummary};
+use strata_api_types::progress::{JsonMessage, ProgressDetail};
 use strata_core::store::{Digest, Reference};
 use strata_core::TarStream;
 
@@ -93,23 +96,27 @@ pub async fn load(State(d): State<AppState>, Query(q): Params, req: Request) -> 
     let progress_tx = tx.clone();
     let progress: image::load::LoadProgressFn = Arc::new(move |p: LoadProgress| {
         let line = match p {
-            LoadProgress::LayerBytes { id, current, total } if !quiet => json!({
-                "status": "Loading layer", "id": id,
-                "progressDetail": { "current": current, "total": total },
-            }),
-            LoadProgress::LayerExists { id } if !quiet => {
-                json!({ "status": "Already exists", "id": id })
-            }
+            LoadProgress::LayerBytes { id, current, total } if !quiet => JsonMessage {
+                progress_detail: Some(ProgressDetail {
+                    current: Some(current),
+                    total: Some(total),
+                }),
+                ..JsonMessage::layer_step("Loading layer", id)
+            },
+            LoadProgress::LayerExists { id } if !quiet => JsonMessage {
+                id: Some(id),
+                ..JsonMessage::status("Already exists")
+            },
             LoadProgress::LayerLoaded { id } if !quiet => {
-                json!({ "status": "Loading layer", "id": id, "progressDetail": {} })
+                JsonMessage::layer_step("Loading layer", id)
             }
-            LoadProgress::ImageLoaded { id, tags } => {
-                if tags.is_empty() {
-                    json!({ "stream": format!("Loaded image ID: {id}\n") })
-                } else {
-                    json!({ "stream": tags.iter().map(|t| format!("Loaded image: {t}\n")).collect::<String>() })
-                }
-            }
+            LoadProgress::ImageLoaded { id, tags } => JsonMessage::stream(if tags.is_empty() {
+                format!("Loaded image ID: {id}\n")
+            } else {
+                tags.iter()
+                    .map(|t| format!("Loaded image: {t}\n"))
+                    .collect()
+            }),
             _ => return,
         };
         let _ = progress_tx.try_send(stream::json_line(&line));
@@ -222,7 +229,7 @@ pub async fn create(
         match image::import(&d.images, input, opts).await {
             Ok(id) => {
                 let _ = tx
-                    .send(stream::json_line(&json!({ "status": id.to_string() })))
+                    .send(stream::json_line(&JsonMessage::status(id.to_string())))
                     .await;
             }
             Err(e) => {
@@ -252,7 +259,7 @@ pub fn on_disk(d: &Daemon, id: &Digest) -> u64 {
 }
 
 /// One `ImageSummary`; sizes in the engine's accounting model.
-pub fn summary(d: &Daemon, id: &Digest, shared: Option<i64>) -> ApiResult<Value> {
+pub fn summary(d: &Daemon, id: &Digest, shared: Option<i64>) -> ApiResult<ImageSummary> {
     let rec = d.images.get(id)?;
     let size = on_disk(d, id) as i64;
     let created = rec
@@ -261,28 +268,32 @@ pub fn summary(d: &Daemon, id: &Digest, shared: Option<i64>) -> ApiResult<Value>
         .as_deref()
         .and_then(strata_core::store::images::parse_rfc3339)
         .unwrap_or(0);
+    // Labels that are not a map of strings (an image config is untrusted input) show as none.
     let labels = rec
         .config
         .config
         .as_ref()
         .and_then(|c| c.get("Labels"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    Ok(json!({
-        "Id": id.to_string(),
-        "ParentId": rec.parent.map(|p| p.to_string()).unwrap_or_default(),
-        "RepoTags": d.images.tags_of(id),
-        "RepoDigests": d.images.repo_digests(id),
-        "Created": created,
-        "Size": size,
-        "SharedSize": shared.unwrap_or(-1),
-        "VirtualSize": size,
-        "Labels": labels,
-        "Containers": d.containers.using_image(id.as_str()).len() as i64,
-    }))
+        .and_then(|l| BTreeMap::<String, String>::deserialize(l).ok());
+    Ok(ImageSummary {
+        id: id.to_string(),
+        parent_id: rec.parent.map(|p| p.to_string()).unwrap_or_default(),
+        repo_tags: d.images.tags_of(id),
+        repo_digests: d.images.repo_digests(id),
+        created,
+        size,
+        shared_size: shared.unwrap_or(-1),
+        virtual_size: size,
+        labels,
+        containers: d.containers.using_image(id.as_str()).len() as i64,
+        strata: None,
+    })
 }
 
-pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(d): State<AppState>,
+    Query(q): Params,
+) -> ApiResult<Json<Vec<ImageSummary>>> {
     let filters = Filters::parse(param(&q, "filters"))?;
     let all = truthy(param(&q, "all"));
     let mut out = Vec::new();
@@ -305,7 +316,7 @@ pub async fn list(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json
         }
         out.push(summary(&d, &img.id, None)?);
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
 fn resolve(d: &Daemon, name: &str) -> ApiResult<Digest> {
@@ -341,7 +352,7 @@ pub async fn remove(
     State(d): State<AppState>,
     Path(name): Path<String>,
     Query(q): Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<DeleteResponseItem>>> {
     let name = name.trim_start_matches('/').to_string();
     resolve(&d, &name)?;
     let users = used_by(&d);
@@ -353,27 +364,28 @@ pub async fn remove(
         &users,
     )
     .await?;
-    Ok(Json(json!(items
-        .into_iter()
-        .map(|i| match i {
-            image::DeleteItem::Untagged(r) => json!({ "Untagged": r }),
-            image::DeleteItem::Deleted(id) => json!({ "Deleted": id }),
-        })
-        .collect::<Vec<_>>())))
+    Ok(Json(items.into_iter().map(delete_item).collect()))
 }
 
-pub async fn prune(State(d): State<AppState>, Query(q): Params) -> ApiResult<Json<Value>> {
+fn delete_item(item: image::DeleteItem) -> DeleteResponseItem {
+    match item {
+        image::DeleteItem::Untagged(r) => DeleteResponseItem::Untagged(r),
+        image::DeleteItem::Deleted(id) => DeleteResponseItem::Deleted(id),
+    }
+}
+
+pub async fn prune(
+    State(d): State<AppState>,
+    Query(q): Params,
+) -> ApiResult<Json<ImagePruneReport>> {
     let filters = Filters::parse(param(&q, "filters"))?;
     let all = filters.bool("dangling")? == Some(false);
     let users = used_by(&d);
     let report = image::prune(&d.images, all, &users).await?;
-    Ok(Json(json!({
-        "ImagesDeleted": report.images_deleted.into_iter().map(|i| match i {
-            image::DeleteItem::Untagged(r) => json!({ "Untagged": r }),
-            image::DeleteItem::Deleted(id) => json!({ "Deleted": id }),
-        }).collect::<Vec<_>>(),
-        "SpaceReclaimed": report.space_reclaimed,
-    })))
+    Ok(Json(ImagePruneReport {
+        images_deleted: report.images_deleted.into_iter().map(delete_item).collect(),
+        space_reclaimed: report.space_reclaimed,
+    }))
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`.
@@ -395,7 +407,9 @@ pub async fn commit(
         )?),
         None => None,
     };
-    let mut container_config = rec.config.clone();
+    // The body's non-null fields override the container's, key by key, as Docker merges.
+    let mut container_config = serde_json::to_value(&rec.config)
+        .map_err(|e| ApiError::internal(format!("encode the container's config: {e}")))?;
     if let Some(Json(extra)) = body {
         if let (Some(dst), Some(src)) = (container_config.as_object_mut(), extra.as_object()) {
             for (k, v) in src {
@@ -416,5 +430,5 @@ pub async fn commit(
     let layer = strata_core::LayerId::new(rec.rw_layer.clone())?;
     let base = Digest::parse(&rec.image_id).ok();
     let id = image::commit(&d.images, &layer, base.as_ref(), opts).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "Id": id.to_string() }))).into_response())
+    Ok((StatusCode::CREATED, Json(IdResponse { id: id.to_string() })).into_response())
 }

@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use serde_json::{json, Value};
+use strata_api_types::progress::{Aux, JsonMessage, ProgressDetail};
+use strata_api_types::system::AuthResponse;
 use strata_core::store::{Digest, Reference};
 use strata_distribution::{AuthConfig, BlobMetadata, DistError, ImageRef, Platform, Registry};
 
@@ -73,24 +74,35 @@ fn pull_error(r: &ImageRef, e: DistError) -> ApiError {
     }
 }
 
-fn pull_line(p: PullProgress) -> Value {
-    let st = |status: &str, id: String| json!({ "status": status, "progressDetail": {}, "id": id });
+/// A byte-counting step: `{"status", "id", "progressDetail": {current[, total]}, "progress"}`.
+fn counted(status: &str, id: String, current: u64, total: Option<u64>) -> JsonMessage {
+    JsonMessage {
+        status: Some(status.into()),
+        id: Some(id),
+        progress_detail: Some(ProgressDetail {
+            current: Some(current),
+            total,
+        }),
+        progress: Some(match total {
+            Some(total) => bar(current, total),
+            None => human(current),
+        }),
+        ..Default::default()
+    }
+}
+
+fn pull_line(p: PullProgress) -> JsonMessage {
+    let st = |status: &str, id: String| JsonMessage::layer_step(status, id);
     match p {
         PullProgress::AlreadyExists { id } => st("Already exists", id),
         PullProgress::PullingFsLayer { id } => st("Pulling fs layer", id),
         PullProgress::Waiting { id } => st("Waiting", id),
-        PullProgress::Downloading { id, current, total } => json!({
-            "status": "Downloading", "id": id,
-            "progressDetail": { "current": current, "total": total },
-            "progress": bar(current, total),
-        }),
+        PullProgress::Downloading { id, current, total } => {
+            counted("Downloading", id, current, Some(total))
+        }
         PullProgress::VerifyingChecksum { id } => st("Verifying Checksum", id),
         PullProgress::DownloadComplete { id } => st("Download complete", id),
-        PullProgress::Extracting { id, current } => json!({
-            "status": "Extracting", "id": id,
-            "progressDetail": { "current": current },
-            "progress": format!("{}", human(current)),
-        }),
+        PullProgress::Extracting { id, current } => counted("Extracting", id, current, None),
         PullProgress::PullComplete { id } => st("Pull complete", id),
     }
 }
@@ -126,9 +138,10 @@ pub async fn pull(
         .tag
         .clone()
         .unwrap_or_else(|| plan.manifest_digest.to_string());
-    let _ = tx.send(stream::json_line(&json!({
-        "status": format!("Pulling from {}", reference.repository), "id": shown,
-    })));
+    let _ = tx.send(stream::json_line(&JsonMessage {
+        id: Some(shown),
+        ..JsonMessage::status(format!("Pulling from {}", reference.repository))
+    }));
     let progress_tx = tx.clone();
     let progress: pull::PullProgressFn = Arc::new(move |p| {
         let _ = progress_tx.send(stream::json_line(&pull_line(p)));
@@ -136,15 +149,18 @@ pub async fn pull(
     tokio::spawn(async move {
         let line = match plan.fetch(&d.images, progress).await {
             Ok(done) => {
-                let _ = tx.send(stream::json_line(
-                    &json!({ "status": format!("Digest: {}", done.manifest_digest) }),
-                ));
+                let _ = tx.send(stream::json_line(&JsonMessage::status(format!(
+                    "Digest: {}",
+                    done.manifest_digest
+                ))));
                 let verb = if done.updated {
                     "Downloaded newer image"
                 } else {
                     "Image is up to date"
                 };
-                stream::json_line(&json!({ "status": format!("Status: {verb} for {reference}") }))
+                stream::json_line(&JsonMessage::status(format!(
+                    "Status: {verb} for {reference}"
+                )))
             }
             Err(e) => stream::json_error(&e.to_string()),
         };
@@ -153,20 +169,17 @@ pub async fn pull(
     Ok(json_stream(rx))
 }
 
-fn push_line(p: PushProgress) -> Value {
-    let st =
-        |status: String, id: String| json!({ "status": status, "progressDetail": {}, "id": id });
+fn push_line(p: PushProgress) -> JsonMessage {
+    let st = |status: &str, id: String| JsonMessage::layer_step(status, id);
     match p {
-        PushProgress::Preparing { id } => st("Preparing".into(), id),
-        PushProgress::Waiting { id } => st("Waiting".into(), id),
-        PushProgress::Pushing { id, current, total } => json!({
-            "status": "Pushing", "id": id,
-            "progressDetail": { "current": current, "total": total },
-            "progress": bar(current, total),
-        }),
-        PushProgress::Pushed { id } => st("Pushed".into(), id),
-        PushProgress::LayerExists { id } => st("Layer already exists".into(), id),
-        PushProgress::Mounted { id, from } => st(format!("Mounted from {from}"), id),
+        PushProgress::Preparing { id } => st("Preparing", id),
+        PushProgress::Waiting { id } => st("Waiting", id),
+        PushProgress::Pushing { id, current, total } => {
+            counted("Pushing", id, current, Some(total))
+        }
+        PushProgress::Pushed { id } => st("Pushed", id),
+        PushProgress::LayerExists { id } => st("Layer already exists", id),
+        PushProgress::Mounted { id, from } => st(&format!("Mounted from {from}"), id),
     }
 }
 
@@ -205,9 +218,9 @@ pub async fn push(
     };
     let (tx, rx) = lines();
     let repo_line = format!("{}/{}", base.registry, base.repository);
-    let _ = tx.send(stream::json_line(&json!({
-        "status": format!("The push refers to repository [{repo_line}]")
-    })));
+    let _ = tx.send(stream::json_line(&JsonMessage::status(format!(
+        "The push refers to repository [{repo_line}]"
+    ))));
     let progress_tx = tx.clone();
     let progress: push::PushProgressFn = Arc::new(move |p| {
         let _ = progress_tx.send(stream::json_line(&push_line(p)));
@@ -221,10 +234,17 @@ pub async fn push(
                 Ok(done) => {
                     let status =
                         format!("{}: digest: {} size: {}", done.tag, done.digest, done.size);
-                    let _ = tx.send(stream::json_line(&json!({ "status": status })));
-                    let aux = json!({ "progressDetail": {}, "aux": {
-                        "Tag": done.tag, "Digest": done.digest.to_string(), "Size": done.size,
-                    }});
+                    let _ = tx.send(stream::json_line(&JsonMessage::status(status)));
+                    let aux = JsonMessage {
+                        progress_detail: Some(ProgressDetail::default()),
+                        aux: Some(Aux {
+                            tag: Some(done.tag.clone()),
+                            digest: Some(done.digest.to_string()),
+                            size: Some(done.size),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
                     let _ = tx.send(stream::json_line(&aux));
                 }
                 Err(e) => {
@@ -256,7 +276,7 @@ fn login_host(address: &str) -> String {
 pub async fn auth(
     State(d): State<AppState>,
     Json(body): Json<AuthConfig>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuthResponse>> {
     let host = login_host(&body.serveraddress);
     let creds = body.normalized();
     let unauthorized = |e: DistError| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string());
@@ -267,9 +287,10 @@ pub async fn auth(
             e => ApiError::internal(e.to_string()),
         })?;
     registry.login().await.map_err(unauthorized)?;
-    Ok(Json(
-        json!({ "Status": "Login Succeeded", "IdentityToken": "" }),
-    ))
+    Ok(Json(AuthResponse {
+        status: "Login Succeeded".into(),
+        identity_token: String::new(),
+    }))
 }
 
 /// Docker's text progress bar (`[=====>    ]  1.2MB/3.4MB`), which old clients print.
@@ -324,8 +345,30 @@ mod tests {
         assert_eq!(human(999), "999B");
         assert_eq!(human(1_500_000), "1.5MB");
         assert!(bar(1, 2).starts_with("[=========================>"));
+        // The lines the old `json!` code wrote, literally.
         let done = pull_line(PullProgress::PullComplete { id: "abc".into() });
-        assert_eq!(done["status"], "Pull complete");
-        assert_eq!(done["id"], "abc");
+        assert_eq!(
+            serde_json::to_value(done).unwrap(),
+            serde_json::json!({"status": "Pull complete", "progressDetail": {}, "id": "abc"})
+        );
+        let downloading = pull_line(PullProgress::Downloading {
+            id: "abc".into(),
+            current: 1,
+            total: 2,
+        });
+        assert_eq!(
+            serde_json::to_value(downloading).unwrap(),
+            serde_json::json!({"status": "Downloading", "id": "abc",
+                "progressDetail": {"current": 1, "total": 2}, "progress": bar(1, 2)})
+        );
+        let extracting = pull_line(PullProgress::Extracting {
+            id: "abc".into(),
+            current: 1_500_000,
+        });
+        assert_eq!(
+            serde_json::to_value(extracting).unwrap(),
+            serde_json::json!({"status": "Extracting", "id": "abc",
+                "progressDetail": {"current": 1_500_000}, "progress": "1.5MB"})
+        );
     }
 }

@@ -47,7 +47,7 @@ pub fn upgrade_response(tty: bool) -> Response<Body> {
 }
 
 /// One line of a JSON message stream (`{"stream": ...}`, `{"status": ...}`, errors).
-pub fn json_line(value: &serde_json::Value) -> Bytes {
+pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
     let mut v = serde_json::to_vec(value).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
@@ -55,10 +55,7 @@ pub fn json_line(value: &serde_json::Value) -> Bytes {
 
 /// An in-stream error, as Docker reports failures after the 200 was sent.
 pub fn json_error(message: &str) -> Bytes {
-    json_line(&serde_json::json!({
-        "errorDetail": { "message": message },
-        "error": message,
-    }))
+    json_line(&strata_api_types::progress::JsonMessage::error(message))
 }
 
 #[cfg(test)]

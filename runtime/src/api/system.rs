@@ -4,7 +4,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use strata_api_types::system::{
+    ComponentDetails, ComponentVersion, Info, PlatformName, PluginsInfo, Runtime, SwarmInfo,
+    Version,
+};
 
 use super::error::ApiError;
 use super::host;
@@ -43,34 +46,36 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("page not found: {}", uri.path()))
 }
 
-pub async fn version() -> Json<Value> {
+pub async fn version() -> Json<Version> {
     let v = env!("CARGO_PKG_VERSION");
-    Json(json!({
-        "Platform": { "Name": "Strata Engine" },
-        "Components": [{
-            "Name": "Engine",
-            "Version": v,
-            "Details": {
-                "ApiVersion": API_VERSION,
-                "MinAPIVersion": MIN_API_VERSION,
-                "Os": "linux",
-                "Arch": host::go_arch(),
-                "KernelVersion": host::kernel_version(),
-            }
+    Json(Version {
+        platform: PlatformName {
+            name: "Strata Engine".into(),
+        },
+        components: vec![ComponentVersion {
+            name: "Engine".into(),
+            version: v.into(),
+            details: ComponentDetails {
+                api_version: API_VERSION.into(),
+                min_api_version: MIN_API_VERSION.into(),
+                os: "linux".into(),
+                arch: host::go_arch().into(),
+                kernel_version: host::kernel_version(),
+            },
         }],
-        "Version": v,
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "",
-        "GoVersion": "rust",
-        "Os": "linux",
-        "Arch": host::go_arch(),
-        "KernelVersion": host::kernel_version(),
-        "BuildTime": "",
-    }))
+        version: v.into(),
+        api_version: API_VERSION.into(),
+        min_api_version: MIN_API_VERSION.into(),
+        git_commit: String::new(),
+        go_version: "rust".into(),
+        os: "linux".into(),
+        arch: host::go_arch().into(),
+        kernel_version: host::kernel_version(),
+        build_time: String::new(),
+    })
 }
 
-pub async fn info(State(d): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn info(State(d): State<AppState>) -> Result<Json<Info>, ApiError> {
     let driver_status: Vec<[String; 2]> = d
         .driver
         .status()
@@ -79,62 +84,72 @@ pub async fn info(State(d): State<AppState>) -> Result<Json<Value>, ApiError> {
         .map(|(k, v)| [k, v])
         .collect();
     let counts = crate::api::system::counts(&d).await;
-    Ok(Json(json!({
-        "ID": d.id,
-        "Containers": counts.containers,
-        "ContainersRunning": counts.running,
-        "ContainersPaused": 0,
-        "ContainersStopped": counts.containers - counts.running,
-        "Images": counts.images,
-        "Driver": d.driver.name(),
-        "DriverStatus": driver_status,
-        "Plugins": {
-            "Volume": d.volumes.driver_names(),
-            "Storage": storage_drivers(&d),
-            "Network": ["host", "null"],
-            "Authorization": null,
-            "Log": ["json-file"],
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Ok(Json(Info {
+        id: d.id.clone(),
+        containers: counts.containers,
+        containers_running: counts.running,
+        containers_paused: 0,
+        containers_stopped: counts.containers - counts.running,
+        images: counts.images,
+        driver: d.driver.name().to_string(),
+        driver_status,
+        plugins: PluginsInfo {
+            volume: d.volumes.driver_names(),
+            storage: storage_drivers(&d),
+            network: strings(&["host", "null"]),
+            authorization: None,
+            log: strings(&["json-file"]),
         },
-        "MemoryLimit": true,
-        "SwapLimit": true,
-        "CpuCfsPeriod": true,
-        "CpuCfsQuota": true,
-        "CPUShares": true,
-        "PidsLimit": true,
-        "IPv4Forwarding": false,
-        "Debug": false,
-        "NFd": 0,
-        "NGoroutines": 0,
-        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "LoggingDriver": "json-file",
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": host::cgroup_version(),
-        "KernelVersion": host::kernel_version(),
-        "OperatingSystem": host::operating_system(),
-        "OSVersion": "",
-        "OSType": "linux",
-        "Architecture": host::architecture(),
-        "NCPU": host::cpu_count(),
-        "MemTotal": host::mem_total_bytes(),
-        "IndexServerAddress": "",
-        "RegistryConfig": null,
-        "DockerRootDir": d.data_root.display().to_string(),
-        "HttpProxy": "",
-        "HttpsProxy": "",
-        "NoProxy": "",
-        "Name": host::hostname(),
-        "Labels": [],
-        "ExperimentalBuild": false,
-        "ServerVersion": env!("CARGO_PKG_VERSION"),
-        "Runtimes": { "strata": { "path": "stratad" } },
-        "DefaultRuntime": "strata",
-        "Swarm": { "LocalNodeState": "inactive", "ControlAvailable": false },
-        "LiveRestoreEnabled": false,
-        "Isolation": "",
-        "InitBinary": "",
-        "SecurityOptions": ["name=seccomp,profile=builtin"],
-        "Warnings": [],
-    })))
+        memory_limit: true,
+        swap_limit: true,
+        cpu_cfs_period: true,
+        cpu_cfs_quota: true,
+        cpu_shares: true,
+        pids_limit: true,
+        ipv4_forwarding: false,
+        debug: false,
+        n_fd: 0,
+        n_goroutines: 0,
+        system_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        logging_driver: "json-file".into(),
+        cgroup_driver: "cgroupfs".into(),
+        cgroup_version: host::cgroup_version().into(),
+        kernel_version: host::kernel_version(),
+        operating_system: host::operating_system(),
+        os_version: String::new(),
+        os_type: "linux".into(),
+        architecture: host::architecture().to_string(),
+        ncpu: host::cpu_count() as i64,
+        mem_total: host::mem_total_bytes() as i64,
+        index_server_address: String::new(),
+        registry_config: None,
+        docker_root_dir: d.data_root.display().to_string(),
+        http_proxy: String::new(),
+        https_proxy: String::new(),
+        no_proxy: String::new(),
+        name: host::hostname(),
+        labels: Vec::new(),
+        experimental_build: false,
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        runtimes: [(
+            "strata".to_string(),
+            Runtime {
+                path: "stratad".into(),
+            },
+        )]
+        .into(),
+        default_runtime: "strata".into(),
+        swarm: SwarmInfo {
+            local_node_state: "inactive".into(),
+            control_available: false,
+        },
+        live_restore_enabled: false,
+        isolation: String::new(),
+        init_binary: String::new(),
+        security_options: strings(&["name=seccomp,profile=builtin"]),
+        warnings: Vec::new(),
+    }))
 }
 
 /// Built-in layer drivers and the layer-driver plugins found at start-up.

@@ -1,31 +1,17 @@
 //! `/volumes...`.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use strata_api_types::volume::{VolumeCreateRequest, VolumeListResponse, VolumePruneReport};
 use strata_core::VolumeName;
 
 use super::error::{ApiError, ApiResult};
 use super::filters::Filters;
 use super::AppState;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CreateBody {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub driver: Option<String>,
-    #[serde(default)]
-    pub driver_opts: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-}
+use crate::daemon::volumes::VolumeView;
 
 fn volume_name(name: &str) -> ApiResult<VolumeName> {
     VolumeName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -33,7 +19,7 @@ fn volume_name(name: &str) -> ApiResult<VolumeName> {
 
 pub async fn create(
     State(d): State<AppState>,
-    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<VolumeCreateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
     let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
@@ -63,7 +49,10 @@ pub struct ListQuery {
     pub filters: Option<String>,
 }
 
-pub async fn list(State(d): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(d): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<VolumeListResponse<VolumeView>>> {
     let filters = Filters::parse(q.filters.as_deref())?;
     let mut out = Vec::new();
     for v in d.volumes.list().await? {
@@ -83,7 +72,10 @@ pub async fn list(State(d): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
         }
         out.push(v);
     }
-    Ok(Json(json!({ "Volumes": out, "Warnings": [] })))
+    Ok(Json(VolumeListResponse {
+        volumes: out,
+        warnings: Vec::new(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,11 +98,12 @@ pub async fn remove(
 pub async fn prune(
     State(d): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VolumePruneReport>> {
     let filters = Filters::parse(q.filters.as_deref())?;
     let all = filters.bool("all")?.unwrap_or(false);
     let (deleted, reclaimed) = d.volumes.prune(all).await?;
-    Ok(Json(
-        json!({ "VolumesDeleted": deleted, "SpaceReclaimed": reclaimed }),
-    ))
+    Ok(Json(VolumePruneReport {
+        volumes_deleted: deleted,
+        space_reclaimed: reclaimed,
+    }))
 }

@@ -468,7 +468,8 @@ async fn run_step(
         "User": stage.str_field("User"),
         "HostConfig": { "NetworkMode": if opts.network == "host" { "host" } else { "none" } },
     });
-    let (cid, _) = d.containers.create(None, &body, &d.volumes).await?;
+    let req = crate::daemon::containers::create::parse_request(&body)?;
+    let (cid, _) = d.containers.create(None, &req, &d.volumes).await?;
     out.say(format!(" ---> Running in {}\n", &cid[..12])).await;
     let result = run_and_commit(d, &cid, &base, &cmd, out).await;
     if let Err(e) = d.containers.remove(&cid, true, false, &d.volumes).await {

@@ -136,11 +136,7 @@ impl Daemon {
 
     async fn stop_for_shutdown(self: &Arc<Self>, c: Arc<containers::Container>) {
         let id = c.record().id.clone();
-        let configured = c
-            .snapshot()
-            .config
-            .get("StopTimeout")
-            .and_then(|t| t.as_i64());
+        let configured = c.snapshot().config.stop_timeout;
         let grace = configured
             .unwrap_or(SHUTDOWN_STOP_GRACE)
             .clamp(0, SHUTDOWN_STOP_GRACE);

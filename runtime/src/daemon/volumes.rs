@@ -27,30 +27,9 @@ pub struct VolumeMeta {
     pub anonymous: bool,
 }
 
-/// A volume as the API shows it (Docker's `Volume` object).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VolumeView {
-    pub name: String,
-    pub driver: String,
-    pub mountpoint: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub scope: String,
-    pub options: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<BTreeMap<String, serde_json::Value>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage_data: Option<UsageData>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UsageData {
-    pub size: i64,
-    pub ref_count: i64,
-}
+/// A volume as the API shows it (Docker's `Volume` object); its driver's status is any JSON.
+pub type VolumeView = strata_api_types::volume::Volume<serde_json::Value>;
+pub use strata_api_types::volume::UsageData;
 
 pub struct VolumeService {
     /// Built-in drivers and the plugins connected so far.

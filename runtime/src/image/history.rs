@@ -1,24 +1,11 @@
 //! `docker history`: one line per history entry of the image config, newest first, as
 //! Docker's `/images/{name}/history`.
 
-use serde::{Deserialize, Serialize};
 use strata_core::store::images::parse_rfc3339;
 use strata_core::store::{chain_id, Digest, ImageStore};
 use strata_core::{Error, Result};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct HistoryItem {
-    /// The image this entry is the top of, or `<missing>` (as Docker).
-    pub id: String,
-    /// Unix seconds.
-    pub created: i64,
-    pub created_by: String,
-    pub tags: Vec<String>,
-    /// Bytes of the entry's layer (0 for entries without one).
-    pub size: i64,
-    pub comment: String,
-}
+pub use strata_api_types::image::HistoryItem;
 
 /// Docker's algorithm: walk the config history base first, pairing each non-empty entry with
 /// the next layer; then give the newest entries the ids of the image and its parents.

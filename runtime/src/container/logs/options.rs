@@ -4,9 +4,6 @@
 //! limits instead (20 MiB a file, 5 files: at most 100 MiB a container), which keep a
 //! runaway container's damage bounded while leaving plenty for `docker logs`.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
 use strata_core::{Error, Result};
 
 pub const DEFAULT_MAX_SIZE: u64 = 20 << 20;
@@ -31,13 +28,7 @@ impl Default for LogOptions {
 }
 
 /// HostConfig's `LogConfig`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LogConfig {
-    #[serde(rename = "Type", default)]
-    pub kind: String,
-    #[serde(rename = "Config", default)]
-    pub config: Option<BTreeMap<String, String>>,
-}
+pub use strata_api_types::LogConfig;
 
 impl LogOptions {
     /// The options a container's `HostConfig.LogConfig` asks for. With no `max-size` the

@@ -269,21 +269,11 @@ pub async fn write_path(
     copy_uid_gid: bool,
 ) -> Result<()> {
     let rec = c.snapshot();
-    if rec
-        .host_config
-        .get("ReadonlyRootfs")
-        .and_then(|v| v.as_bool())
-        == Some(true)
-    {
+    if rec.host_config.readonly_rootfs {
         return Err(Error::invalid("container rootfs is marked read-only"));
     }
     let root = MountedRoot::mount(d, c).await?;
-    let user = rec
-        .config
-        .get("User")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
+    let user = rec.config.user.clone();
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
         let owner = if copy_uid_gid && !user.is_empty() {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use strata_core::{Error, Result};
 use tokio::sync::watch;
 
-use super::create::HostConfig;
 use super::{pause, Container, Containers};
 use crate::container::exec::{self as runtime_exec, ExecIo, ExecProcess, ExecSpec};
 use crate::container::StartError;
@@ -259,25 +258,12 @@ async fn record_exit(exec: Arc<ExecInstance>, process: Arc<ExecProcess>) {
 /// environment), with the container's security.
 fn exec_spec(c: &Container, o: &ExecOptions) -> Result<ExecSpec> {
     let rec = c.snapshot();
-    let config = |key: &str| {
-        rec.config
-            .get(key)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    let container_env: Vec<String> = rec
-        .config
-        .get("Env")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    let mut hostname = config("Hostname");
+    let container_env = rec.config.env.clone().unwrap_or_default();
+    let mut hostname = rec.config.hostname.clone();
     if hostname.is_empty() {
         hostname = rec.id.chars().take(12).collect();
     }
-    let host: HostConfig = serde_json::from_value(rec.host_config.clone())
-        .map_err(|e| Error::invalid(format!("invalid HostConfig: {e}")))?;
-    let (security, no_new_privileges) = super::create::security(&host)?;
+    let (security, no_new_privileges) = super::create::security(&rec.host_config)?;
     let pick = |own: &str, container: String| {
         if own.is_empty() {
             container
@@ -288,8 +274,8 @@ fn exec_spec(c: &Container, o: &ExecOptions) -> Result<ExecSpec> {
     Ok(ExecSpec {
         args: o.cmd.clone(),
         env: runtime_exec::exec_env(&container_env, &o.env, &hostname, o.tty),
-        cwd: pick(&o.working_dir, config("WorkingDir")),
-        user: pick(&o.user, config("User")),
+        cwd: pick(&o.working_dir, rec.config.working_dir.clone()),
+        user: pick(&o.user, rec.config.user.clone()),
         tty: o.tty,
         stdin: o.attach_stdin,
         console_size: o.console_size,

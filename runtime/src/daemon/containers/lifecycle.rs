@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use strata_api_types::HostConfig;
 use strata_core::{CallerId, Error, Result, VolumeName};
 
 use super::mounts::MountRequest;
@@ -28,10 +29,7 @@ pub fn kill_orphan(rec: &super::record::ContainerRecord) {
     let state = &rec.state;
     match &state.process {
         Some(p) if p.is_alive() => {
-            let parent = rec
-                .host_config
-                .get("CgroupParent")
-                .and_then(|v| v.as_str())
+            let parent = Some(rec.host_config.cgroup_parent.as_str())
                 .filter(|p| !p.is_empty())
                 .unwrap_or(crate::cgroups::DEFAULT_PARENT);
             if let Err(e) = container::kill_leftover(&rec.id, parent) {
@@ -182,13 +180,8 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
 }
 
 /// `HostConfig.LogConfig`'s rotation (`--log-opt max-size/max-file`), or our default.
-fn log_options(host_config: &serde_json::Value) -> Result<container::logs::LogOptions> {
-    let config: container::logs::LogConfig = match host_config.get("LogConfig") {
-        Some(v) if !v.is_null() => serde_json::from_value(v.clone())
-            .map_err(|e| Error::invalid(format!("LogConfig: {e}")))?,
-        _ => Default::default(),
-    };
-    container::logs::LogOptions::from_config(&config)
+fn log_options(host_config: &HostConfig) -> Result<container::logs::LogOptions> {
+    container::logs::LogOptions::from_config(&host_config.log_config)
 }
 
 /// Waits for the run to end, records how, and undoes what start mounted.
@@ -464,79 +457,61 @@ fn build_spec(
     let rec = c.snapshot();
     let cfg = &rec.config;
     let hc = &rec.host_config;
-    let s = |v: &serde_json::Value, k: &str| {
-        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
-    };
-    let b = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_bool()).unwrap_or(false);
-    let i = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_i64()).unwrap_or(0);
-    let strings = |v: &serde_json::Value, k: &str| -> Vec<String> {
-        v.get(k)
-            .and_then(|x| x.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let mut args = vec![rec.path.clone()];
     args.extend(rec.args.iter().cloned());
     let dir = super::record::ContainerRecord::dir(&d.containers.root, &rec.id);
     let mut spec = ContainerSpec::new(rec.id.clone(), rootfs, dir, args);
-    let hostname = s(cfg, "Hostname");
-    if !hostname.is_empty() {
-        spec.hostname = hostname;
+    if !cfg.hostname.is_empty() {
+        spec.hostname = cfg.hostname.clone();
     }
-    spec.env = strings(cfg, "Env");
-    spec.cwd = s(cfg, "WorkingDir");
-    spec.user = s(cfg, "User");
-    spec.tty = b(cfg, "Tty");
-    spec.stdin = b(cfg, "OpenStdin");
-    spec.read_only_rootfs = b(hc, "ReadonlyRootfs");
-    spec.network = match s(hc, "NetworkMode").as_str() {
+    spec.env = cfg.env.clone().unwrap_or_default();
+    spec.cwd = cfg.working_dir.clone();
+    spec.user = cfg.user.clone();
+    spec.tty = cfg.tty;
+    spec.stdin = cfg.open_stdin;
+    spec.read_only_rootfs = hc.readonly_rootfs;
+    spec.network = match hc.network_mode.as_str() {
         "host" => Network::Host,
         _ => Network::None,
     };
-    spec.extra_hosts = strings(hc, "ExtraHosts")
-        .into_iter()
+    spec.extra_hosts = hc
+        .extra_hosts
+        .iter()
+        .flatten()
         .filter_map(|h| h.split_once(':').map(|(n, ip)| format!("{ip}\t{n}")))
         .collect();
-    spec.init = b(hc, "Init");
+    spec.init = hc.init.unwrap_or(false);
     // Capabilities, seccomp, devices, no_new_privs (on unless `no-new-privileges=false`).
     super::create::apply_security(hc, &mut spec)?;
     spec.mounts = mounts;
-    let memory = i(hc, "Memory");
-    let swap = i(hc, "MemorySwap");
-    let nano = i(hc, "NanoCpus");
-    let quota = i(hc, "CpuQuota");
-    let period = i(hc, "CpuPeriod");
-    let shares = i(hc, "CpuShares");
-    let mut cpu = if nano > 0 {
-        CpuLimits::from_nano_cpus(nano)
+    spec.resources = resources(hc);
+    if !hc.cgroup_parent.is_empty() {
+        spec.cgroup_parent = hc.cgroup_parent.clone();
+    }
+    Ok(spec)
+}
+
+/// `--memory`, `--memory-swap`, `--cpus` (or `--cpu-quota`/`--cpu-period`), `--cpu-shares`,
+/// `--pids-limit`; zero (or less) means no limit, as Docker.
+fn resources(hc: &HostConfig) -> Resources {
+    let mut cpu = if hc.nano_cpus > 0 {
+        CpuLimits::from_nano_cpus(hc.nano_cpus)
     } else {
         CpuLimits {
-            quota_us: (quota > 0).then_some(quota),
-            period_us: (period > 0).then_some(period as u64),
+            quota_us: (hc.cpu_quota > 0).then_some(hc.cpu_quota),
+            period_us: (hc.cpu_period > 0).then_some(hc.cpu_period as u64),
             shares: None,
         }
     };
-    cpu.shares = (shares > 0).then_some(shares as u64);
-    spec.resources = Resources {
+    cpu.shares = (hc.cpu_shares > 0).then_some(hc.cpu_shares as u64);
+    Resources {
         memory: MemoryLimits {
-            memory: (memory > 0).then_some(memory),
-            memory_swap: (swap != 0).then_some(swap),
+            memory: (hc.memory > 0).then_some(hc.memory),
+            memory_swap: (hc.memory_swap != 0).then_some(hc.memory_swap),
         },
         cpu,
-        pids_limit: hc
-            .get("PidsLimit")
-            .and_then(|x| x.as_i64())
-            .filter(|p| *p > 0),
-    };
-    let parent = s(hc, "CgroupParent");
-    if !parent.is_empty() {
-        spec.cgroup_parent = parent;
+        pids_limit: hc.pids_limit.filter(|p| *p > 0),
     }
-    Ok(spec)
 }
 
 /// Stops a running container: its stop signal, then SIGKILL after `grace`. Ok(false) when it
@@ -556,18 +531,10 @@ pub async fn stop(
     let rec = c.snapshot();
     let sig_name = signal
         .map(str::to_string)
-        .or_else(|| {
-            rec.config
-                .get("StopSignal")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        })
+        .or_else(|| Some(rec.config.stop_signal.clone()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "SIGTERM".into());
     let sig = parse_signal(&sig_name)?;
-    let grace = grace
-        .or_else(|| rec.config.get("StopTimeout").and_then(|t| t.as_i64()))
-        .unwrap_or(10)
-        .max(0) as u64;
+    let grace = grace.or(rec.config.stop_timeout).unwrap_or(10).max(0) as u64;
     running.stop(sig, Duration::from_secs(grace)).await;
     drop(running);
     wait_until_stopped(&c).await;

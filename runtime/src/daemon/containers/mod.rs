@@ -319,21 +319,20 @@ impl Containers {
     pub async fn create(
         &self,
         name: Option<&str>,
-        body: &serde_json::Value,
+        req: &create::ContainerCreateRequest,
         volumes: &super::volumes::VolumeService,
     ) -> Result<(String, Vec<String>)> {
-        let image_ref = body
-            .get("Image")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::invalid("Config.Image is required"))?
-            .to_string();
+        let image_ref = req.config.image.clone();
+        if image_ref.is_empty() {
+            return Err(Error::invalid("Config.Image is required"));
+        }
         let image_id = self
             .images
             .resolve(&image_ref)
             .map_err(|_| Error::not_found(format!("No such image: {image_ref}")))?;
         let image = self.images.get(&image_id)?;
-        let prepared = create::prepare(body, image.config.config.as_ref())?;
+        let defaults = create::image_defaults(image.config.config.as_ref())?;
+        let prepared = create::prepare(req, &defaults)?;
         let wanted = name
             .filter(|n| !n.is_empty())
             .map(record::validate_name)

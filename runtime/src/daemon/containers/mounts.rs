@@ -47,64 +47,7 @@ impl MountRequest {
 }
 
 /// The `HostConfig.Mounts` entries, as the docker CLI sends `--mount`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ApiMount {
-    #[serde(default, rename = "Type")]
-    pub kind: String,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub target: String,
-    #[serde(default)]
-    pub read_only: bool,
-    #[serde(default)]
-    pub bind_options: Option<BindOptions>,
-    #[serde(default)]
-    pub volume_options: Option<VolumeOptions>,
-    #[serde(default)]
-    pub tmpfs_options: Option<TmpfsOptions>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct BindOptions {
-    #[serde(default)]
-    pub propagation: String,
-    #[serde(default)]
-    pub create_mountpoint: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VolumeOptions {
-    #[serde(default)]
-    pub no_copy: bool,
-    /// `volume-subpath=` (API 1.45): not implemented, so refused rather than ignored (an
-    /// ignored subpath would mount the whole volume where the user asked for a part).
-    #[serde(default)]
-    pub subpath: String,
-    #[serde(default)]
-    pub driver_config: Option<DriverConfig>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DriverConfig {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub options: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TmpfsOptions {
-    #[serde(default)]
-    pub size_bytes: Option<i64>,
-    #[serde(default)]
-    pub mode: Option<u32>,
-}
+pub use strata_api_types::Mount as ApiMount;
 
 fn check_target(target: &str) -> Result<()> {
     if !target.starts_with('/') {
@@ -247,8 +190,8 @@ pub fn from_api_mount(m: &ApiMount) -> Result<MountRequest> {
             let t = m.tmpfs_options.clone().unwrap_or_default();
             Ok(MountRequest::Tmpfs {
                 target: m.target.clone(),
-                size_bytes: t.size_bytes.filter(|s| *s > 0).map(|s| s as u64),
-                mode: t.mode,
+                size_bytes: (t.size_bytes > 0).then_some(t.size_bytes as u64),
+                mode: (t.mode != 0).then_some(t.mode),
                 read_only: m.read_only,
             })
         }
@@ -360,9 +303,10 @@ mod tests {
         let m = ApiMount {
             kind: "tmpfs".into(),
             target: "/t".into(),
-            tmpfs_options: Some(TmpfsOptions {
-                size_bytes: Some(1 << 20),
-                mode: Some(0o1777),
+            tmpfs_options: Some(strata_api_types::mount::TmpfsOptions {
+                size_bytes: 1 << 20,
+                mode: 0o1777,
+                options: None,
             }),
             ..Default::default()
         };

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strata_api_types::serde_util::null_as_default;
+use strata_api_types::{Config, HostConfig};
 use strata_core::fsutil::{atomic_write, create_dir_durable};
 use strata_core::{Error, IoContext, Result};
 
@@ -75,9 +77,11 @@ pub struct ContainerRecord {
     pub path: String,
     pub args: Vec<String>,
     /// Docker's `Config`, with the image's defaults merged in, as inspect shows it.
-    pub config: serde_json::Value,
-    /// Docker's `HostConfig`, as given.
-    pub host_config: serde_json::Value,
+    #[serde(deserialize_with = "null_as_default")]
+    pub config: Config,
+    /// Docker's `HostConfig`, as given (`NetworkMode` filled in).
+    #[serde(deserialize_with = "null_as_default")]
+    pub host_config: HostConfig,
     /// `sha256:...` of the image.
     pub image_id: String,
     /// The image as the user named it (shown by `ps`).
@@ -191,6 +195,89 @@ pub fn random_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record as HEAD a89d5c7 wrote it (`Config` and `HostConfig` kept as untyped JSON: the
+    /// docker CLI 28's `run -v /data --memory 64m --cap-drop ALL --log-opt max-size=1m` body
+    /// with the image's defaults merged in, keys sorted), plus a field Docker's API does not
+    /// have, which the old code kept and the typed record drops.
+    const HEAD_RECORD: &str = r#"{
+  "id": "4f1c0e",
+  "name": "brave_turing",
+  "created": "2026-12-07T20:00:00.123456789Z",
+  "path": "sh",
+  "args": ["-c", "sleep 1"],
+  "config": {
+    "AttachStderr": true, "AttachStdin": false, "AttachStdout": true,
+    "Cmd": ["sh", "-c", "sleep 1"], "Domainname": "", "Entrypoint": null,
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    "Hostname": "", "Image": "bb", "Labels": {"a": "b"}, "OnBuild": null,
+    "OpenStdin": false, "StdinOnce": false, "StopSignal": "SIGQUIT", "Tty": false,
+    "User": "", "Volumes": {"/data": {}}, "WorkingDir": "", "XNotDocker": 1
+  },
+  "host_config": {
+    "AutoRemove": false, "Binds": null, "BlkioDeviceReadBps": [],
+    "BlkioDeviceReadIOps": [], "BlkioDeviceWriteBps": [], "BlkioDeviceWriteIOps": [],
+    "BlkioWeight": 0, "BlkioWeightDevice": [], "CapAdd": null, "CapDrop": ["ALL"],
+    "Cgroup": "", "CgroupParent": "", "CgroupnsMode": "", "ConsoleSize": [0, 0],
+    "ContainerIDFile": "", "CpuCount": 0, "CpuPercent": 0, "CpuPeriod": 0, "CpuQuota": 0,
+    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpuShares": 0, "CpusetCpus": "",
+    "CpusetMems": "", "DeviceCgroupRules": null, "DeviceRequests": null, "Devices": [],
+    "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null, "GroupAdd": null,
+    "IOMaximumBandwidth": 0, "IOMaximumIOps": 0, "IpcMode": "", "Isolation": "",
+    "Links": null, "LogConfig": {"Config": {"max-size": "1m"}, "Type": ""},
+    "MaskedPaths": null, "Memory": 67108864, "MemoryReservation": 0, "MemorySwap": -1,
+    "MemorySwappiness": -1, "NanoCpus": 0, "NetworkMode": "none", "OomKillDisable": false,
+    "OomScoreAdj": 0, "PidMode": "", "PidsLimit": 0, "PortBindings": {},
+    "Privileged": false, "PublishAllPorts": false, "ReadonlyPaths": null,
+    "ReadonlyRootfs": false, "RestartPolicy": {"MaximumRetryCount": 0, "Name": "no"},
+    "SecurityOpt": null, "ShmSize": 0, "UTSMode": "", "Ulimits": [], "UsernsMode": "",
+    "VolumeDriver": "", "VolumesFrom": null
+  },
+  "image_id": "sha256:aa",
+  "image_ref": "bb",
+  "rw_layer": "4f1c0e",
+  "mount_requests": [{"Type": "volume", "name": null, "target": "/data", "read_only": false,
+    "driver": null, "driver_opts": {}, "nocopy": false}],
+  "mounts": [],
+  "state": {"status": "exited", "pid": 0, "exit_code": 0, "oom_killed": false, "error": "",
+    "started_at": "2026-12-07T20:00:01Z", "finished_at": "2026-12-07T20:00:02Z",
+    "process": null},
+  "restart_count": 0,
+  "auto_remove": false
+}"#;
+
+    /// Guards the move to a typed record: a record written by HEAD loads, and the fields
+    /// start reads come out typed.
+    #[test]
+    fn record_written_by_head_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(RECORD_FILE), HEAD_RECORD).unwrap();
+        let rec = ContainerRecord::load(dir.path()).unwrap();
+        assert_eq!(rec.config.cmd.as_deref().unwrap(), ["sh", "-c", "sleep 1"]);
+        assert_eq!(rec.config.stop_signal, "SIGQUIT");
+        assert!(rec.config.volumes.as_ref().unwrap().contains_key("/data"));
+        assert_eq!(rec.config.labels.as_ref().unwrap()["a"], "b");
+        let hc = &rec.host_config;
+        assert_eq!((hc.memory, hc.memory_swap), (64 << 20, -1));
+        assert_eq!(hc.cap_drop.as_deref().unwrap(), ["ALL"]);
+        assert_eq!(hc.network_mode, "none");
+        assert_eq!(hc.log_config.config.as_ref().unwrap()["max-size"], "1m");
+        assert_eq!(rec.state.status, Status::Exited);
+        // Saved again, it loads to the same record.
+        let again: ContainerRecord =
+            serde_json::from_slice(&serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert_eq!(again.config, rec.config);
+        assert_eq!(again.host_config, rec.host_config);
+    }
+
+    /// A record whose create body had `"HostConfig": null` kept `null`.
+    #[test]
+    fn record_with_null_host_config_loads() {
+        let mut v: serde_json::Value = serde_json::from_str(HEAD_RECORD).unwrap();
+        v["host_config"] = serde_json::Value::Null;
+        let rec: ContainerRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(rec.host_config, HostConfig::default());
+    }
 
     #[test]
     fn names() {
