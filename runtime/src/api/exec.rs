@@ -176,12 +176,10 @@ pub async fn start(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?
     };
-    let started = d
-        .execs
-        .start(&d.containers, &id, console_size(start.console_size))
-        .await?;
+    let claimed = d.execs.claim(&d.containers, &id)?;
+    let size = console_size(start.console_size);
     if start.detach {
-        return match started {
+        return match claimed.spawn(size).await {
             Started::Running(io) => {
                 discard(io);
                 Ok(StatusCode::OK.into_response())
@@ -193,7 +191,12 @@ pub async fn start(
     // with `Tty: false` and get its terminal output in stdout frames).
     let raw = start.tty;
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
+        // The process starts once the client has the response's head, as Docker's: output
+        // sent with the head can be lost in a client's header buffer (Docker's Python SDK
+        // reads the stream from the socket under it).
+        let upgraded = on_upgrade.await;
+        let started = claimed.spawn(size).await;
+        let upgraded = match upgraded {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!("exec start upgrade failed: {e}");

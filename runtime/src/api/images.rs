@@ -311,7 +311,9 @@ pub async fn list(
                 continue;
             }
         }
-        if !filters.matches("reference", |r| tags.iter().any(|t| t.starts_with(r))) {
+        if !filters.matches("reference", |r| {
+            tags.iter().any(|t| reference_matches(r, t))
+        }) {
             continue;
         }
         out.push(summary(&d, &img.id, None)?);
@@ -431,4 +433,41 @@ pub async fn commit(
     let base = Digest::parse(&rec.image_id).ok();
     let id = image::commit(&d.images, &layer, base.as_ref(), opts).await?;
     Ok((StatusCode::CREATED, Json(IdResponse { id: id.to_string() })).into_response())
+}
+
+/// Docker's `reference` filter: the pattern (Go's `path.Match` rules) against the familiar
+/// `name:tag`, or else against the name alone. An invalid pattern matches nothing.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let Ok(p) = glob::Pattern::new(pattern) else {
+        return false;
+    };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    // The tag follows the last ':' that is after the last '/' (a registry port is not one).
+    let name = match tag.rfind(':') {
+        Some(i) if !tag[i..].contains('/') => &tag[..i],
+        _ => tag,
+    };
+    p.matches_with(tag, opts) || p.matches_with(name, opts)
+}
+
+#[cfg(test)]
+mod reference_filter_tests {
+    use super::reference_matches;
+
+    /// Guards Docker's pattern rules: `sdk-*` listed nothing before (a prefix test).
+    #[test]
+    fn patterns_match_as_dockers() {
+        assert!(reference_matches("bb", "bb:latest"));
+        assert!(reference_matches("bb:latest", "bb:latest"));
+        assert!(reference_matches("sdk-*", "sdk-tag:v1"));
+        assert!(reference_matches("b?", "bb:latest"));
+        assert!(reference_matches("*/app", "127.0.0.1:5000/app:1"));
+        assert!(!reference_matches("b", "bb:latest"));
+        assert!(!reference_matches("*", "library/bb:latest"));
+        assert!(!reference_matches("[", "bb:latest"));
+    }
 }

@@ -210,6 +210,12 @@ pub fn prepare(req: &ContainerCreateRequest, img: &Config) -> Result<Prepared> {
     if host.network_mode.is_empty() || host.network_mode == "default" {
         host.network_mode = "none".into();
     }
+    // The daemon's default log driver fills an unset one, as Docker records it: clients read
+    // it back (Docker's Python SDK fetches `run`'s output only for json-file).
+    if host.log_config.kind.is_empty() {
+        host.log_config.kind = "json-file".into();
+    }
+    host.log_config.config.get_or_insert_with(BTreeMap::new);
     config.env = Some(env);
     config.cmd = Some(cmd);
     config.entrypoint = (!entrypoint.is_empty()).then_some(entrypoint);
@@ -292,6 +298,15 @@ mod tests {
             (p.path.as_str(), p.args.as_slice()),
             ("echo", &["hi".to_string()][..])
         );
+    }
+
+    /// Guards inspect's `HostConfig.LogConfig` for a create body without one (the Python SDK
+    /// sends none): it read `{"Type": ""}`, so the SDK's `containers.run` returned no output.
+    #[test]
+    fn an_unset_log_driver_is_recorded_as_json_file() {
+        let p = prepare_json(json!({"Image": "bb", "Cmd": ["true"]}), None).unwrap();
+        let v = serde_json::to_value(&p.host_config.log_config).unwrap();
+        assert_eq!(v, json!({"Type": "json-file", "Config": {}}));
     }
 
     #[test]

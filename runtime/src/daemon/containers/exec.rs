@@ -172,6 +172,13 @@ impl Execs {
         id: &str,
         console_size: Option<(u16, u16)>,
     ) -> Result<Started> {
+        Ok(self.claim(containers, id)?.spawn(console_size).await)
+    }
+
+    /// The refusals of a start, and the instance marked started: an attached start answers
+    /// them as HTTP errors, then spawns the process once its connection is upgraded (as
+    /// Docker, so output cannot reach the client before it has read the response's head).
+    pub fn claim(&self, containers: &Containers, id: &str) -> Result<Claimed> {
         let exec = self.get(id)?;
         let c = containers.get(&exec.container_id)?;
         {
@@ -189,13 +196,27 @@ impl Execs {
             check_active(&c, &exec.container_id, "Container")?;
             state.started = true;
         }
+        Ok(Claimed { exec, container: c })
+    }
+}
+
+/// An exec instance claimed for starting ([`Execs::claim`]).
+pub struct Claimed {
+    exec: Arc<ExecInstance>,
+    container: Arc<Container>,
+}
+
+impl Claimed {
+    /// Starts the process; a process that cannot start is a [`Started::Failed`].
+    pub async fn spawn(self, console_size: Option<(u16, u16)>) -> Started {
+        let Claimed { exec, container: c } = self;
         let Some(running) = c.running() else {
             let why = format!("Container {} is not running", exec.container_id);
-            return Ok(Started::Failed(record_failure(&exec, Error::busy(why))));
+            return Started::Failed(record_failure(&exec, Error::busy(why)));
         };
         let mut spec = match exec_spec(&c, &exec.options) {
             Ok(s) => s,
-            Err(e) => return Ok(Started::Failed(record_failure(&exec, e))),
+            Err(e) => return Started::Failed(record_failure(&exec, e)),
         };
         if console_size.is_some() {
             spec.console_size = console_size;
@@ -210,13 +231,12 @@ impl Execs {
                 }
                 exec.process.send_replace(Some(process.clone()));
                 tokio::spawn(record_exit(exec.clone(), process));
-                Ok(Started::Running(io))
+                Started::Running(io)
             }
-            Err(StartError::Exec { message, .. }) => Ok(Started::Failed(record_failure(
-                &exec,
-                Error::Other(message),
-            ))),
-            Err(StartError::Setup(e)) => Ok(Started::Failed(record_failure(&exec, e))),
+            Err(StartError::Exec { message, .. }) => {
+                Started::Failed(record_failure(&exec, Error::Other(message)))
+            }
+            Err(StartError::Setup(e)) => Started::Failed(record_failure(&exec, e)),
         }
     }
 }

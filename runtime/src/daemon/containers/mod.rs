@@ -391,9 +391,10 @@ impl Containers {
         let id = c.record().id.clone();
         if c.is_running() {
             if !force {
+                // Docker 20.10's words, which clients match on (Docker's Python SDK tests do).
                 return Err(Error::busy(format!(
-                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                    c.record().name
+                    "You cannot remove a running container {id}. Stop the container before \
+                     attempting removal or force remove"
                 )));
             }
             pause::thaw_for_signal(&c).await;
