@@ -32,7 +32,7 @@ pub async fn build(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> ApiResult<Response> {
-    let tags = super::images::multi(&raw, "t")
+    let tags = super::query::all_values(raw.as_deref(), "t")
         .iter()
         .map(|t| Reference::parse(t))
         .collect::<Result<Vec<_>, _>>()?;

@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::containers::{int_param, param, parse_time};
 use super::error::ApiError;
 use super::filters::{truthy, Filters};
-use super::images::multi;
 use super::version::{split_version, ApiVersion};
 use crate::daemon::containers::{create, mounts};
 use crate::fuzz::{json_value, run, SPECIAL_STRINGS};
@@ -77,7 +76,7 @@ fn decode_query(raw: &str) {
     };
     let raw = uri.query().map(str::to_string);
     for key in QUERY_KEYS {
-        let _ = multi(&raw, key);
+        let _ = super::query::all_values(raw.as_deref(), key);
     }
     let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(&uri) else {
         return; // axum answers 400 itself

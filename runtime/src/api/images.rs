@@ -28,35 +28,6 @@ fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     q.get(key).map(String::as_str)
 }
 
-/// Every value of a repeated query parameter (`changes=...&changes=...`, `names=`).
-pub fn multi(raw: &Option<String>, key: &str) -> Vec<String> {
-    raw.as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k == key)
-        .filter_map(|(_, v)| urlencoding_decode(v))
-        .collect()
-}
-
-fn urlencoding_decode(v: &str) -> Option<String> {
-    let v = v.replace('+', " ");
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn body_stream(req: Request) -> TarStream {
     super::upload::drained_reader(req.into_body())
 }
@@ -171,7 +142,7 @@ pub async fn post_by_name(
 }
 
 pub async fn save_many(State(d): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
-    let names = multi(&raw, "names");
+    let names = super::query::all_values(raw.as_deref(), "names");
     if names.is_empty() {
         return Err(ApiError::bad_request("no images named (names=...)"));
     }
@@ -221,7 +192,7 @@ pub async fn create(
             .filter(|m| !m.is_empty())
             .map(str::to_string),
         source: src.to_string(),
-        changes: multi(&raw, "changes"),
+        changes: super::query::all_values(raw.as_deref(), "changes"),
     };
     let input = body_stream(req);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -425,7 +396,7 @@ pub async fn commit(
         reference,
         comment: param(&q, "comment").unwrap_or("").to_string(),
         author: param(&q, "author").unwrap_or("").to_string(),
-        changes: multi(&raw, "changes"),
+        changes: super::query::all_values(raw.as_deref(), "changes"),
         container_id: rec.id.clone(),
         container_config: Some(container_config),
     };

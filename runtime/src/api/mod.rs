@@ -17,6 +17,7 @@ mod fuzz_tests;
 pub mod host;
 pub mod images;
 pub mod networks;
+pub mod query;
 pub mod registry;
 pub mod stats;
 pub mod stream;
