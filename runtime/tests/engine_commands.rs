@@ -476,3 +476,94 @@ fn stop_signal_and_stop_timeout_are_honoured() {
     let err = d.fails(&["create", "--stop-signal", "SIGNOPE", "bb", "true"]);
     assert!(err.contains("invalid signal: SIGNOPE"), "{err}");
 }
+
+/// `docker events`: what happened between two times, in order, filtered by type; and new
+/// events streamed as they happen. On a89d5c7 `/events` answered 501.
+#[test]
+fn events_report_what_happened_and_stream_new_ones() {
+    let d = Stratad::start(Some("vfs"));
+    d.load_busybox();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let start = now() - 1;
+    d.ok(&[
+        "create", "--name", "ev1", "--label", "k=v", "bb", "sleep", "30",
+    ]);
+    d.ok(&["start", "ev1"]);
+    d.ok(&["rename", "ev1", "ev2"]);
+    d.ok(&["rm", "-f", "ev2"]);
+    d.ok(&["volume", "create", "evvol"]);
+    d.ok(&["tag", "bb", "evtag:1"]);
+    let until = (now() + 1).to_string();
+    let start = start.to_string();
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &start,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.k}}",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "create ev1 v",
+            "start ev1 v",
+            "rename ev2 v",
+            "die ev2 v",
+            "destroy ev2 v"
+        ],
+        "{out}"
+    );
+    let others = d.ok(&[
+        "events",
+        "--since",
+        &start,
+        "--until",
+        &until,
+        "--format",
+        "{{.Type}} {{.Action}}",
+    ]);
+    assert!(others.contains("volume create"), "{others}");
+    assert!(others.contains("image tag"), "{others}");
+
+    // Streaming: a volume created after `docker events` started is reported to it.
+    let mut follower = d
+        .command(&[
+            "events",
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Actor.ID}}",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    d.ok(&["volume", "create", "evlive"]);
+    let mut stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while std::io::Read::read(&mut stdout, &mut byte).is_ok_and(|n| n == 1) {
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0] as char);
+        }
+        let _ = tx.send(line);
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(got.as_deref(), Ok("evlive"));
+}

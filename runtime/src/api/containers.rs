@@ -18,6 +18,7 @@ use strata_api_types::container::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::{ApiError, ApiResult};
+use super::events;
 use super::filters::{truthy, Filters};
 use super::stream::{self, StreamKind};
 use super::AppState;
@@ -61,11 +62,13 @@ pub async fn create(
         .containers
         .create(param(&q, "name"), &req, &d.volumes)
         .await?;
+    events::container(&d, "create", &id, &[]);
     Ok((StatusCode::CREATED, Json(CreateResponse { id, warnings })).into_response())
 }
 
 pub async fn start(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     Ok(if lifecycle::start(&d, &id).await? {
+        events::container(&d, "start", &id, &[]);
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_MODIFIED
@@ -80,6 +83,7 @@ pub async fn stop(
     let grace = int_param(&q, "t")?;
     Ok(
         if lifecycle::stop(&d, &id, param(&q, "signal"), grace).await? {
+            events::container(&d, "stop", &id, &[]);
             StatusCode::NO_CONTENT
         } else {
             StatusCode::NOT_MODIFIED
@@ -93,6 +97,7 @@ pub async fn restart(
     Query(q): Params,
 ) -> ApiResult<StatusCode> {
     lifecycle::restart(&d, &id, int_param(&q, "t")?).await?;
+    events::container(&d, "restart", &id, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -102,6 +107,8 @@ pub async fn kill(
     Query(q): Params,
 ) -> ApiResult<StatusCode> {
     lifecycle::kill(&d, &id, param(&q, "signal")).await?;
+    let signal = param(&q, "signal").unwrap_or("SIGKILL");
+    events::container(&d, "kill", &id, &[("signal", signal)]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -110,6 +117,7 @@ pub async fn remove(
     Path(id): Path<String>,
     Query(q): Params,
 ) -> ApiResult<StatusCode> {
+    let before = d.containers.get(&id).map(|c| c.snapshot());
     d.containers
         .remove(
             &id,
@@ -118,6 +126,9 @@ pub async fn remove(
             &d.volumes,
         )
         .await?;
+    if let Ok(rec) = before {
+        events::emit_container(&d, "destroy", &rec, &[]);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,11 +11,13 @@ use crate::daemon::containers::pause;
 
 pub async fn pause(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     pause::pause(&d.containers.get(&id)?).await?;
+    super::events::container(&d, "pause", &id, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn unpause(State(d): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     pause::unpause(&d.containers.get(&id)?).await?;
+    super::events::container(&d, "unpause", &id, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -27,6 +29,9 @@ pub async fn rename(
     let name = q
         .get("name")
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
+    let old = d.containers.get(&id)?.snapshot().name;
     d.containers.rename(&id, name)?;
+    let old = format!("/{old}");
+    super::events::container(&d, "rename", name, &[("oldName", old.as_str())]);
     Ok(StatusCode::NO_CONTENT)
 }

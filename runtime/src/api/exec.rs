@@ -113,7 +113,16 @@ pub async fn create(
         detach_keys: req.detach_keys.unwrap_or_default(),
         console_size: console_size(req.console_size),
     };
-    let id = d.execs.create(&d.containers, &id, options)?;
+    let cmd = options.cmd.join(" ");
+    let exec_id = d.execs.create(&d.containers, &id, options)?;
+    // Docker names the command in the action, and the exec in the attributes.
+    super::events::container(
+        &d,
+        &format!("exec_create: {cmd}"),
+        &id,
+        &[("execID", exec_id.as_str())],
+    );
+    let id = exec_id;
     Ok((StatusCode::CREATED, Json(IdResponse { id })).into_response())
 }
 

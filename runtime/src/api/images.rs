@@ -65,6 +65,7 @@ pub async fn load(State(d): State<AppState>, Query(q): Params, req: Request) -> 
     let input = body_stream(req);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let progress_tx = tx.clone();
+    let loaded_by = d.clone();
     let progress: image::load::LoadProgressFn = Arc::new(move |p: LoadProgress| {
         let line = match p {
             LoadProgress::LayerBytes { id, current, total } if !quiet => JsonMessage {
@@ -82,8 +83,12 @@ pub async fn load(State(d): State<AppState>, Query(q): Params, req: Request) -> 
                 JsonMessage::layer_step("Loading layer", id)
             }
             LoadProgress::ImageLoaded { id, tags } => JsonMessage::stream(if tags.is_empty() {
+                super::events::image(&loaded_by, "load", id.as_str(), None);
                 format!("Loaded image ID: {id}\n")
             } else {
+                for t in &tags {
+                    super::events::image(&loaded_by, "load", id.as_str(), Some(t));
+                }
                 tags.iter()
                     .map(|t| format!("Loaded image: {t}\n"))
                     .collect()
@@ -309,7 +314,7 @@ fn history(d: &Daemon, name: &str) -> ApiResult<Response> {
 }
 
 async fn tag(d: &Daemon, name: &str, q: &HashMap<String, String>) -> ApiResult<StatusCode> {
-    resolve(d, name)?;
+    let id = resolve(d, name)?;
     let repo = param(q, "repo")
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::bad_request("repo is required"))?;
@@ -318,6 +323,7 @@ async fn tag(d: &Daemon, name: &str, q: &HashMap<String, String>) -> ApiResult<S
         None => repo.to_string(),
     };
     image::tag(&d.images, name, &target).await?;
+    super::events::image(d, "tag", id.as_str(), Some(&target));
     Ok(StatusCode::CREATED)
 }
 
@@ -337,6 +343,12 @@ pub async fn remove(
         &users,
     )
     .await?;
+    for item in &items {
+        match item {
+            image::DeleteItem::Untagged(r) => super::events::image(&d, "untag", r, Some(r)),
+            image::DeleteItem::Deleted(id) => super::events::image(&d, "delete", id, None),
+        }
+    }
     Ok(Json(items.into_iter().map(delete_item).collect()))
 }
 

@@ -9,6 +9,7 @@ pub mod containers;
 pub mod control;
 pub mod df;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod export;
 pub mod filters;
@@ -43,6 +44,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/_ping", get(system::ping).head(system::ping_head))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/events", get(events::events))
         .route("/system/df", get(df::df))
         .route("/containers/create", post(containers::create))
         .route("/containers/json", get(containers::list))

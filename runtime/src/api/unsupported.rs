@@ -53,13 +53,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "builds use the classic builder",
     ),
     ("/grpc", "BuildKit", "builds use the classic builder"),
-    (
-        "/build/prune",
-        "build cache management",
-        "the classic builder keeps no separate cache",
-    ),
     ("/build/cancel", "build cancellation", "not implemented yet"),
-    ("/events", "events", "not implemented yet"),
 ];
 
 /// What a `/containers/{id}/...` sub-resource is, for the ones not served.

@@ -35,6 +35,7 @@ pub async fn create(
             body.labels.unwrap_or_default(),
         )
         .await?;
+    super::events::volume(&d, "create", &view.name, &view.driver);
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -91,7 +92,14 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     let name = volume_name(&name)?;
     let force = super::filters::truthy(q.force.as_deref());
+    let driver = d
+        .volumes
+        .inspect(&name)
+        .await
+        .map(|v| v.driver)
+        .unwrap_or_default();
     d.volumes.remove(&name, force).await?;
+    super::events::volume(&d, "destroy", name.as_str(), &driver);
     Ok(StatusCode::NO_CONTENT)
 }
 

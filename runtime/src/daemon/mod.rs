@@ -6,6 +6,7 @@ pub mod builtins;
 pub mod config;
 pub mod containers;
 pub mod driver_select;
+pub mod events;
 pub mod listen;
 pub mod plugins;
 mod scratch;
@@ -39,6 +40,8 @@ pub struct Daemon {
     pub sizes: SizeCache,
     /// `docker exec` instances of the running containers.
     pub execs: containers::exec::Execs,
+    /// What happened, for `docker events`.
+    pub events: events::Events,
     /// Plugins found at start-up, for `info`.
     pub plugins: plugins::PluginInventory,
     /// Stable engine id shown by `info`.
@@ -109,6 +112,7 @@ impl Daemon {
             volumes,
             sizes: SizeCache::default(),
             execs: Default::default(),
+            events: Default::default(),
             plugins,
             id,
         }))

@@ -263,6 +263,21 @@ def exec_calls():
 
 
 @check
+def events():
+    since = int(time.time()) - 1
+    c = client.containers.run("bb", ["true"], detach=True, name="sdk-events")
+    c.wait()
+    c.remove()
+    seen = [
+        (e["Type"], e["Action"], e["Actor"]["Attributes"].get("name"))
+        for e in client.events(since=since, until=int(time.time()) + 1, decode=True,
+                               filters={"type": "container"})
+    ]
+    actions = [a for (_, a, n) in seen if n == "sdk-events"]
+    assert actions == ["create", "start", "die", "destroy"], seen
+
+
+@check
 def networks_and_prunes():
     names = sorted(n.name for n in client.networks.list())
     assert "none" in names and "host" in names, names

@@ -216,6 +216,12 @@ async fn monitor(
     *c.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
     // Docker forgets a container's exec instances when it stops.
     d.execs.forget_container(&c.record().id);
+    let rec = c.snapshot();
+    if status.oom_killed {
+        crate::daemon::events::emit_container(&d, "oom", &rec, &[]);
+    }
+    let code = status.code.to_string();
+    crate::daemon::events::emit_container(&d, "die", &rec, &[("exitCode", code.as_str())]);
     c.exits.send_modify(|x| {
         x.count += 1;
         x.last_code = status.code as i64;
