@@ -29,27 +29,17 @@ impl LayerStore {
     /// Streams the layer's tar, byte for byte the one registered. The layer is mounted and
     /// referenced until the stream ends or is dropped.
     pub async fn layer_tar(&self, chain: &Digest) -> Result<LayerTar> {
-        let info = self.acquire(chain)?;
+        let mounted = self.mount_layer(chain).await?;
+        let info = self
+            .get(chain)
+            .ok_or_else(|| Error::not_found(format!("layer {chain}")))?;
         let split = self.tar_split_path(chain);
-        let driver = self.driver().clone();
-        let root = match driver.mount(&info.cache_id, "").await {
-            Ok(p) => p,
-            Err(e) => {
-                self.release(chain).await?;
-                return Err(e);
-            }
-        };
-        let store = self.clone();
-        let handle = tokio::runtime::Handle::current();
-        let (expected, cache_id, chain) =
-            (info.diff_id.clone(), info.cache_id.clone(), chain.clone());
+        let expected = info.diff_id.clone();
         let stream = blocking_writer_stream(move |out| {
-            let produced = write_verified(&split, &root, out, &expected);
-            let unmounted = handle.block_on(driver.unmount(&cache_id));
-            let released = handle.block_on(store.release(&chain));
+            let produced = write_verified(&split, mounted.path(), out, &expected);
+            let released = mounted.release_blocking();
             produced?;
-            unmounted?;
-            released.map(|_| ())
+            released
         });
         Ok(LayerTar {
             stream,

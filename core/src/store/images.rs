@@ -184,14 +184,14 @@ impl ImageStore {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn content_path(&self, id: &Digest) -> PathBuf {
+    pub(super) fn content_path(&self, id: &Digest) -> PathBuf {
         self.inner
             .root
             .join("imagedb/content/sha256")
             .join(id.hex())
     }
 
-    fn metadata_dir(&self, id: &Digest) -> PathBuf {
+    pub(super) fn metadata_dir(&self, id: &Digest) -> PathBuf {
         self.inner
             .root
             .join("imagedb/metadata/sha256")

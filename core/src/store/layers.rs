@@ -15,6 +15,9 @@
 //!
 //! References: images and containers hold layers; a child layer and a container layer hold
 //! their parent. A layer leaves the driver only when its count reaches zero.
+//!
+//! Containers' read-write layers (`mounts/`) are in `rw_layers.rs`, staging in `staged.rs`,
+//! and every mount of a layer goes through a guard (`mount_guard.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +28,11 @@ use tracing::{debug, info, warn};
 
 use super::digest::{chain_id, Digest};
 use super::ingest::{Ingest, ProgressFn};
-use super::layerdb_files::{find_leftovers, load_all, write_layer_files};
-use super::write_file_synced;
+use super::layerdb_files::{find_leftovers, load_all};
+use super::mount_guard::PendingUnmounts;
+use super::staged::Staged;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::usage::tree_usage;
 use crate::fsutil::{fsync_dir, remove_tree};
 use crate::ids::LayerId;
 use crate::layer::{CreateOpts, LayerDriver, TarStream, Usage};
@@ -78,27 +83,32 @@ pub struct Registered {
     pub applied: bool,
 }
 
-struct Entry {
-    info: LayerInfo,
-    refs: usize,
+pub(super) struct Entry {
+    pub(super) info: LayerInfo,
+    pub(super) refs: usize,
+    /// Allocated bytes of the layer's `layerdb` entry (measured at registration and at open;
+    /// an entry never changes once registered).
+    pub(super) entry_bytes: u64,
 }
 
 #[derive(Default)]
-struct State {
-    layers: HashMap<Digest, Entry>,
-    mounts: HashMap<String, MountInfo>,
+pub(super) struct State {
+    pub(super) layers: HashMap<Digest, Entry>,
+    pub(super) mounts: HashMap<String, MountInfo>,
 }
 
-struct Inner {
-    driver: Arc<dyn LayerDriver>,
-    root: PathBuf,
-    state: Mutex<State>,
+pub(super) struct Inner {
+    pub(super) driver: Arc<dyn LayerDriver>,
+    /// `layerdb`.
+    pub(super) root: PathBuf,
+    pub(super) state: Mutex<State>,
+    pub(super) pending: Arc<PendingUnmounts>,
 }
 
 /// Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct LayerStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl LayerStore {
@@ -115,16 +125,34 @@ impl LayerStore {
                 driver,
                 root,
                 state: Mutex::new(State::default()),
+                pending: Default::default(),
             }),
         };
         store.recover().await?;
         let root = store.inner.root.clone();
-        let (layers, mounts) = tokio::task::spawn_blocking(move || load_all(&root)).await??;
+        let (layers, mounts) = tokio::task::spawn_blocking(move || {
+            let (layers, mounts) = load_all(&root)?;
+            let sized: Vec<(LayerInfo, u64)> = layers
+                .into_iter()
+                .map(|info| {
+                    let entry = root.join("sha256").join(info.chain_id.hex());
+                    let bytes = tree_usage(&entry).map_or(0, |u| u.bytes);
+                    (info, bytes)
+                })
+                .collect();
+            Ok::<_, Error>((sized, mounts))
+        })
+        .await??;
         let mut state = store.state();
-        for info in layers {
-            state
-                .layers
-                .insert(info.chain_id.clone(), Entry { info, refs: 0 });
+        for (info, entry_bytes) in layers {
+            state.layers.insert(
+                info.chain_id.clone(),
+                Entry {
+                    info,
+                    refs: 0,
+                    entry_bytes,
+                },
+            );
         }
         for m in mounts {
             state.mounts.insert(m.container.clone(), m);
@@ -149,7 +177,19 @@ impl LayerStore {
         &self.inner.driver
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn pending_unmounts(&self) -> Arc<PendingUnmounts> {
+        self.inner.pending.clone()
+    }
+
+    /// Waits (at most `limit`) for the unmounts of dropped [`MountGuard`]s still in flight;
+    /// false if some did not finish. The daemon calls it before its driver's cleanup.
+    ///
+    /// [`MountGuard`]: super::mount_guard::MountGuard
+    pub async fn settle_unmounts(&self, limit: std::time::Duration) -> bool {
+        self.inner.pending.settle(limit).await
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -184,6 +224,15 @@ impl LayerStore {
             .values()
             .map(|e| e.info.clone())
             .collect()
+    }
+
+    /// What a layer costs on disk: what its driver stores for it plus its `layerdb` entry
+    /// (the engine's accounting model; both measured once, when the layer was registered).
+    pub fn on_disk(&self, chain: &Digest) -> Option<u64> {
+        self.state()
+            .layers
+            .get(chain)
+            .map(|e| e.info.usage.bytes + e.entry_bytes)
     }
 
     /// The current reference count of a layer (children, containers, images, callers).
@@ -366,7 +415,7 @@ impl LayerStore {
         }
         let usage = driver.usage(&staged.cache_id).await?;
         // Its content is on stable storage before layerdb names it.
-        super::layer_sync::make_durable(&driver, &staged.cache_id).await?;
+        super::layer_sync::make_durable(self, &staged.cache_id).await?;
         let info = LayerInfo {
             chain_id: chain,
             diff_id: outcome.diff_id,
@@ -385,7 +434,7 @@ impl LayerStore {
     }
 
     /// Starts a staged layer; gives the parent reference back if staging fails.
-    async fn stage(&self, parent: Option<&Digest>) -> Result<Staged> {
+    pub(super) async fn stage(&self, parent: Option<&Digest>) -> Result<Staged> {
         match Staged::new(self.clone(), parent.cloned()).await {
             Ok(s) => Ok(s),
             Err(e) => {
@@ -394,85 +443,6 @@ impl LayerStore {
                 }
                 Err(e)
             }
-        }
-    }
-
-    /// Creates a container's read-write layer on `parent` (one driver layer, no init layer).
-    pub async fn create_rw(
-        &self,
-        container: &str,
-        parent: Option<&Digest>,
-        opts: &CreateOpts,
-    ) -> Result<MountInfo> {
-        LayerId::new(container)?;
-        if self.state().mounts.contains_key(container) {
-            return Err(Error::AlreadyExists(format!(
-                "read-write layer of container {container}"
-            )));
-        }
-        let parent_info = parent.map(|p| self.acquire(p)).transpose()?;
-        let mut staged = self.stage(parent).await?;
-        let parent_cache = parent_info.as_ref().map(|p| p.cache_id.clone());
-        let created = self
-            .inner
-            .driver
-            .create(&staged.cache_id, parent_cache.as_ref(), opts)
-            .await;
-        let result = match created {
-            Ok(()) => {
-                let m = MountInfo {
-                    container: container.to_string(),
-                    mount_id: staged.cache_id.clone(),
-                    parent: parent.cloned(),
-                };
-                staged.commit_mount(m).await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            staged.discard().await;
-        }
-        result
-    }
-
-    pub fn get_rw(&self, container: &str) -> Option<MountInfo> {
-        self.state().mounts.get(container).cloned()
-    }
-
-    pub fn mounts(&self) -> Vec<MountInfo> {
-        self.state().mounts.values().cloned().collect()
-    }
-
-    /// Deletes a container's read-write layer (it must be unmounted) and releases its parent.
-    /// Returns the image layers that went with it.
-    pub async fn remove_rw(&self, container: &str) -> Result<Vec<LayerInfo>> {
-        LayerId::new(container)?;
-        let m = self.state().mounts.remove(container).ok_or_else(|| {
-            Error::not_found(format!("read-write layer of container {container}"))
-        })?;
-        let dir = self.inner.root.join("mounts").join(container);
-        let removing = self.inner.root.join("mounts").join(format!(
-            "{container}-{}-removing",
-            &LayerId::random().as_str()[..12]
-        ));
-        let (d, r) = (dir.clone(), removing.clone());
-        tokio::task::spawn_blocking(move || {
-            std::fs::rename(&d, &r).ctx("rename", &d)?;
-            fsync_dir(r.parent().unwrap_or(Path::new("/")))
-        })
-        .await??;
-        if let Err(e) = self.inner.driver.remove(&m.mount_id).await {
-            // Keep the record so the caller can retry (for example after unmounting).
-            let (d, r) = (dir, removing);
-            tokio::task::spawn_blocking(move || std::fs::rename(&r, &d).ctx("rename", &r))
-                .await??;
-            self.state().mounts.insert(container.to_string(), m);
-            return Err(e);
-        }
-        tokio::task::spawn_blocking(move || remove_tree(&removing)).await??;
-        match &m.parent {
-            Some(p) => self.release(p).await,
-            None => Ok(Vec::new()),
         }
     }
 
@@ -487,159 +457,5 @@ impl LayerStore {
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.inner.root.join("tmp")
-    }
-}
-
-/// A layer being created: its staging directory and driver layer, removed unless committed.
-struct Staged {
-    store: LayerStore,
-    cache_id: LayerId,
-    dir: PathBuf,
-    /// The parent reference taken for the new layer (handed over on commit).
-    parent: Option<Digest>,
-    done: bool,
-}
-
-impl Staged {
-    async fn new(store: LayerStore, parent: Option<Digest>) -> Result<Self> {
-        let cache_id = LayerId::random();
-        let dir = store.tmp_dir().join(cache_id.as_str());
-        let staged = Self {
-            store,
-            cache_id: cache_id.clone(),
-            dir: dir.clone(),
-            parent,
-            done: false,
-        };
-        let made = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir(&dir).ctx("create directory", &dir)?;
-            write_file_synced(&dir.join("cache-id"), cache_id.as_str().as_bytes())?;
-            fsync_dir(&dir)?;
-            fsync_dir(dir.parent().unwrap_or(Path::new("/")))
-        })
-        .await
-        .map_err(Error::from)
-        .and_then(|r| r);
-        match made {
-            Ok(()) => Ok(staged),
-            Err(e) => {
-                // Nothing was staged: the caller still owns the parent reference and gives it
-                // back (`stage`); this one must not release it a second time when dropped.
-                let mut staged = staged;
-                staged.parent = None;
-                staged.done = true;
-                let dir = staged.dir.clone();
-                let _ = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn commit_layer(&mut self, info: LayerInfo, tar_split: Vec<u8>) -> Result<LayerInfo> {
-        let dir = self.dir.clone();
-        let meta = info.clone();
-        tokio::task::spawn_blocking(move || write_layer_files(&dir, &meta, &tar_split)).await??;
-        let store = self.store.clone();
-        let dir = self.dir.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            let mut state = store.state();
-            if let Some(e) = state.layers.get_mut(&info.chain_id) {
-                // Registered by someone else while we applied: reuse theirs.
-                e.refs += 1;
-                return Ok::<_, Error>((e.info.clone(), false));
-            }
-            let target = store.inner.root.join("sha256").join(info.chain_id.hex());
-            std::fs::rename(&dir, &target).ctx("rename", &target)?;
-            fsync_dir(&store.inner.root.join("sha256"))?;
-            state.layers.insert(
-                info.chain_id.clone(),
-                Entry {
-                    info: info.clone(),
-                    refs: 1,
-                },
-            );
-            Ok((info, true))
-        })
-        .await??;
-        if committed.1 {
-            self.done = true;
-        } else {
-            self.discard().await;
-        }
-        Ok(committed.0)
-    }
-
-    async fn commit_mount(&mut self, m: MountInfo) -> Result<MountInfo> {
-        let store = self.store.clone();
-        let dir = self.dir.clone();
-        let mount = m.clone();
-        tokio::task::spawn_blocking(move || {
-            write_file_synced(&dir.join("mount-id"), mount.mount_id.as_str().as_bytes())?;
-            fsync_dir(&dir)?;
-            std::fs::remove_file(dir.join("cache-id")).ctx("remove", &dir)?;
-            if let Some(p) = &mount.parent {
-                write_file_synced(&dir.join("parent"), p.as_str().as_bytes())?;
-            }
-            fsync_dir(&dir)?;
-            let mut state = store.state();
-            if state.mounts.contains_key(&mount.container) {
-                return Err(Error::AlreadyExists(format!(
-                    "read-write layer of container {}",
-                    mount.container
-                )));
-            }
-            let target = store.inner.root.join("mounts").join(&mount.container);
-            std::fs::rename(&dir, &target).ctx("rename", &target)?;
-            fsync_dir(&store.inner.root.join("mounts"))?;
-            state.mounts.insert(mount.container.clone(), mount);
-            Ok(())
-        })
-        .await??;
-        self.done = true;
-        Ok(m)
-    }
-
-    /// Removes the driver layer and the staging directory, and gives back the parent reference.
-    async fn discard(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let driver = self.store.inner.driver.clone();
-        if matches!(driver.exists(&self.cache_id).await, Ok(true)) {
-            if let Err(e) = driver.remove(&self.cache_id).await {
-                warn!(layer = %self.cache_id, error = %e, "could not remove a discarded layer; it goes at next start");
-                return;
-            }
-        }
-        let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
-        if let Some(p) = self.parent.take() {
-            if let Err(e) = self.store.release(&p).await {
-                warn!(parent = %p, error = %e, "could not release a parent layer");
-            }
-        }
-    }
-}
-
-impl Drop for Staged {
-    /// A dropped registration (its future cancelled) cleans up in the background; a crash
-    /// leaves the staging record, which `open` cleans.
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut rest = Staged {
-            store: self.store.clone(),
-            cache_id: self.cache_id.clone(),
-            dir: self.dir.clone(),
-            parent: self.parent.take(),
-            done: false,
-        };
-        self.done = true;
-        handle.spawn(async move { rest.discard().await });
     }
 }

@@ -6,12 +6,16 @@
 pub mod digest;
 pub mod export;
 mod image_inspect;
+mod image_usage;
 pub mod images;
 pub mod ingest;
 mod layer_sync;
 mod layerdb_files;
 pub mod layers;
+pub mod mount_guard;
 pub mod reference;
+mod rw_layers;
+mod staged;
 pub mod tarsplit;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod testdriver;
@@ -19,7 +23,9 @@ pub mod testdriver;
 pub use digest::{chain_id, chain_ids, Digest};
 pub use images::{ImageConfig, ImageInspect, ImageRecord, ImageStore};
 pub use layers::{LayerInfo, LayerStore, MountInfo, RegisterOpts, Registered};
+pub use mount_guard::MountGuard;
 pub use reference::Reference;
+pub use rw_layers::RwLayerSize;
 
 use std::io::Write;
 use std::path::Path;

@@ -525,3 +525,34 @@ async fn a_tag_racing_a_delete_never_outlives_the_image() {
         assert!(!repos.contains(&r.to_string()), "round {round}: {repos}");
     }
 }
+
+/// A mount is a guard: dropping it unmounts in the background (counted, so shutdown can wait
+/// for it), after which the layer can be removed; an image layer's guard holds a reference
+/// while mounted. New with the guards (there was no such API before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_mount_guard_unmounts_and_is_waited_for() {
+    let env = Env::new();
+    let store = env.open().await;
+    let base = register(&store, None, layer_tar(&[("a", "1")])).await.layer;
+    store
+        .create_rw("c1", Some(&base.chain_id), &CreateOpts::read_write())
+        .await
+        .unwrap();
+    let guard = store.mount_rw("c1").await.unwrap();
+    assert!(guard.path().join("a").exists());
+    let busy = store.remove_rw("c1").await.unwrap_err();
+    assert!(busy.to_string().contains("mounted"), "{busy}");
+    drop(guard);
+    assert!(store.settle_unmounts(Duration::from_secs(5)).await);
+    store.remove_rw("c1").await.unwrap();
+
+    assert_eq!(store.refs(&base.chain_id), Some(1));
+    let image = store.mount_layer(&base.chain_id).await.unwrap();
+    assert_eq!(store.refs(&base.chain_id), Some(2));
+    image.release().await.unwrap();
+    assert_eq!(store.refs(&base.chain_id), Some(1));
+    assert!(
+        store.mount_rw("c1").await.is_err(),
+        "a removed layer mounts no more"
+    );
+}

@@ -40,6 +40,22 @@ struct Volume {
     record: VolumeRecord,
     /// Callers holding the volume; the same caller twice is one reference.
     callers: HashSet<CallerId>,
+    /// What the volume's directory occupies, kept while nobody holds the volume (measured
+    /// when the last caller unmounts, or on first ask); dropped at the next mount.
+    size: Option<Usage>,
+    /// Bumped at every mount, so a measurement that a mount overtook is not kept.
+    mounts: u64,
+}
+
+impl Volume {
+    fn new(record: VolumeRecord) -> Self {
+        Self {
+            record,
+            callers: HashSet::new(),
+            size: None,
+            mounts: 0,
+        }
+    }
 }
 
 pub struct LocalVolumes {
@@ -130,13 +146,7 @@ impl VolumeDriver for LocalVolumes {
         let rec = record.clone();
         let label = name.to_string();
         blocking(move || create_on_disk(&root, &label, &dir, &rec)).await?;
-        volumes.insert(
-            name.clone(),
-            Volume {
-                record,
-                callers: HashSet::new(),
-            },
-        );
+        volumes.insert(name.clone(), Volume::new(record));
         Ok(())
     }
 
@@ -172,6 +182,8 @@ impl VolumeDriver for LocalVolumes {
             blocking(move || mount_data(&options, &target)).await?;
         }
         v.callers.insert(caller.clone());
+        v.size = None;
+        v.mounts += 1;
         Ok(data)
     }
 
@@ -190,6 +202,11 @@ impl VolumeDriver for LocalVolumes {
                 v.callers.insert(caller.clone());
                 return Err(e);
             }
+        }
+        if v.callers.is_empty() {
+            // The last user is done: what it wrote is measured now, once, for `system df`.
+            let dir = self.volume_dir(name);
+            v.size = Some(blocking(move || fsutil::usage::tree_usage(&dir)).await?);
         }
         Ok(())
     }
@@ -213,13 +230,25 @@ impl VolumeDriver for LocalVolumes {
         Ok(out)
     }
 
+    /// The volume's whole directory (its data and its options file). Kept from the last
+    /// unmount while nobody holds the volume; measured now while somebody does.
     async fn usage(&self, name: &VolumeName) -> Result<Usage> {
-        let data = {
+        let (dir, mounts) = {
             let volumes = self.volumes.lock().await;
-            volumes.get(name).ok_or_else(|| not_found(name))?;
-            self.data_dir(name)
+            let v = volumes.get(name).ok_or_else(|| not_found(name))?;
+            if let (Some(size), true) = (v.size, v.callers.is_empty()) {
+                return Ok(size);
+            }
+            (self.volume_dir(name), v.mounts)
         };
-        blocking(move || fsutil::usage::tree_usage(&data)).await
+        let size = blocking(move || fsutil::usage::tree_usage(&dir)).await?;
+        let mut volumes = self.volumes.lock().await;
+        if let Some(v) = volumes.get_mut(name) {
+            if v.callers.is_empty() && v.mounts == mounts {
+                v.size = Some(size);
+            }
+        }
+        Ok(size)
     }
 }
 
@@ -424,13 +453,7 @@ fn recover(root: &Path) -> Result<HashMap<VolumeName, Volume>> {
         }
         match load_record(&path)? {
             Some(record) => {
-                volumes.insert(
-                    name,
-                    Volume {
-                        record,
-                        callers: HashSet::new(),
-                    },
-                );
+                volumes.insert(name, Volume::new(record));
             }
             None => tracing::warn!(volume = %name, "ignoring a volume directory without _data"),
         }

@@ -70,7 +70,8 @@ async fn plain_volume_lifecycle() {
     assert_eq!(p, data);
     std::fs::write(p.join("hello.txt"), vec![b'x'; 10_000]).unwrap();
     let u = d.usage(&name("data1")).await.unwrap();
-    assert_eq!(u.inodes, 2);
+    // The volume's directory, its options file, `_data` and the file.
+    assert_eq!(u.inodes, 4);
     assert!(u.bytes >= 10_000, "{u:?}");
 
     let err = d.remove(&name("data1")).await.unwrap_err();
@@ -224,4 +225,35 @@ fn rfc3339_dates() {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096);
     assert_eq!(rfc3339_utc(t), "2024-02-29T12:34:56Z");
     assert_eq!(rfc3339_utc(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+}
+
+/// The size `system df` reads is the driver's, kept from the last unmount: what the last
+/// user wrote is in it, exactly what a walk of the volume's directory finds, and a new
+/// mount drops it (the volume may change again).
+#[tokio::test]
+async fn usage_is_measured_when_the_last_user_unmounts() {
+    let root = TestRoot::new();
+    let d = LocalVolumes::new(root.volumes()).await.unwrap();
+    d.create(&name("sized"), &BTreeMap::new()).await.unwrap();
+    let dir = root.volumes().join("sized");
+    let p = d.mount(&name("sized"), &caller("c1")).await.unwrap();
+    std::fs::write(p.join("a"), vec![1u8; 100_000]).unwrap();
+    d.unmount(&name("sized"), &caller("c1")).await.unwrap();
+    let kept = d.usage(&name("sized")).await.unwrap();
+    assert_eq!(kept, fsutil::usage::tree_usage(&dir).unwrap());
+    assert!(kept.bytes >= 100_000, "{kept:?}");
+
+    let p = d.mount(&name("sized"), &caller("c2")).await.unwrap();
+    std::fs::write(p.join("b"), vec![2u8; 200_000]).unwrap();
+    // Held: measured now, not the kept figure.
+    let live = d.usage(&name("sized")).await.unwrap();
+    assert!(
+        live.bytes >= kept.bytes + 200_000,
+        "{live:?} after {kept:?}"
+    );
+    d.unmount(&name("sized"), &caller("c2")).await.unwrap();
+    assert_eq!(
+        d.usage(&name("sized")).await.unwrap(),
+        fsutil::usage::tree_usage(&dir).unwrap()
+    );
 }

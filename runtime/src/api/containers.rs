@@ -501,8 +501,7 @@ async fn sizes_with(
             running,
             recorded(rec),
             &d.layers,
-            d.driver.as_ref(),
-            crate::daemon::containers::own_files(&d.containers.root, d.driver.name(), &rec.id),
+            crate::daemon::containers::own_dir(&d.containers.root, &rec.id),
         )
         .await
         .unwrap_or_default();
@@ -720,8 +719,7 @@ pub async fn prune(State(d): State<AppState>) -> ApiResult<Json<PruneReport>> {
                 false,
                 recorded(&rec),
                 &d.layers,
-                d.driver.as_ref(),
-                crate::daemon::containers::own_files(&d.containers.root, d.driver.name(), &rec.id),
+                crate::daemon::containers::own_dir(&d.containers.root, &rec.id),
             )
             .await
             .map(|s| s.on_disk)

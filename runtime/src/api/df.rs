@@ -18,7 +18,7 @@ use strata_core::store::{chain_ids, Digest};
 use super::error::ApiResult;
 use super::AppState;
 use crate::daemon::volumes::VolumeView;
-use crate::daemon::{accounting, Daemon};
+use crate::daemon::Daemon;
 
 fn wants(types: &[String], t: &str) -> bool {
     types.is_empty() || types.iter().any(|x| x == t)
@@ -28,16 +28,10 @@ pub async fn df(
     State(d): State<AppState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> ApiResult<Json<DiskUsage<VolumeView>>> {
-    let types: Vec<String> = raw
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("type="))
-        .map(str::to_string)
-        .collect();
+    let types = super::query::all_values(raw.as_deref(), "type");
     let mut out = DiskUsage::default();
     if wants(&types, "image") {
-        let (layers_size, images) = images(&d)?;
+        let (layers_size, images) = images(&d).await?;
         out.layers_size = Some(layers_size);
         out.images = Some(images);
     }
@@ -54,19 +48,7 @@ pub async fn df(
         let mut list = Vec::new();
         for mut v in d.volumes.list().await? {
             let name = strata_core::VolumeName::new(v.name.clone())?;
-            let record = accounting::allocated(
-                &d.data_root.join("volume-meta").join(format!("{name}.json")),
-            );
-            let size = if v.driver == "local" {
-                // The local driver's whole directory (data and options) is the volume's.
-                (accounting::allocated(&d.data_root.join("volumes").join(name.as_str())) + record)
-                    as i64
-            } else {
-                match d.volumes.usage(&name).await {
-                    Ok(u) => (u.bytes + record) as i64,
-                    Err(_) => -1,
-                }
-            };
+            let size = d.volumes.on_disk(&name).await.map_or(-1, |b| b as i64);
             v.usage_data = Some(crate::daemon::volumes::UsageData {
                 size,
                 ref_count: d.volumes.users(&name) as i64,
@@ -82,8 +64,9 @@ pub async fn df(
     Ok(Json(out))
 }
 
-/// Image summaries with shared sizes, and the total of all image layers.
-fn images(d: &Daemon) -> ApiResult<(u64, Vec<ImageSummary>)> {
+/// Image summaries with shared sizes, and the total of all image layers. Layer figures are the
+/// layer store's (kept since registration); image configs are measured off the executor.
+async fn images(d: &Daemon) -> ApiResult<(u64, Vec<ImageSummary>)> {
     let records = d.images.list();
     let mut chains_of: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
     let mut users: HashMap<Digest, usize> = HashMap::new();
@@ -95,10 +78,12 @@ fn images(d: &Daemon) -> ApiResult<(u64, Vec<ImageSummary>)> {
         chains_of.insert(img.id.clone(), chains);
     }
     let layer_size = |c: &Digest| super::images::layer_on_disk(d, c);
-    let image_root = accounting::image_root(&d.data_root, d.driver.name());
-    let configs: u64 = chains_of
-        .keys()
-        .map(|id| accounting::image_config_bytes(&image_root, id))
+    let configs: u64 = d
+        .images
+        .config_bytes(chains_of.keys().cloned().collect())
+        .await?
+        .iter()
+        .map(|(_, b)| b)
         .sum();
     let layers_size: u64 = users.keys().map(layer_size).sum::<u64>() + configs;
     let mut list = Vec::new();

@@ -216,11 +216,10 @@ pub async fn create(
     Ok(json_stream(rx))
 }
 
-/// Allocated bytes of one layer: what the driver stores for it plus its layerdb entry.
+/// Allocated bytes of one layer: what the driver stores for it plus its layerdb entry (kept
+/// by the layer store).
 pub fn layer_on_disk(d: &Daemon, chain: &Digest) -> u64 {
-    let image_root = accounting::image_root(&d.data_root, d.driver.name());
-    d.layers.get(chain).map_or(0, |l| l.usage.bytes)
-        + accounting::allocated(&accounting::layerdb_entry(&image_root, chain))
+    d.layers.on_disk(chain).unwrap_or(0)
 }
 
 /// Allocated bytes of an image: its layers and its config (see `daemon::accounting`).

@@ -555,9 +555,9 @@ async fn copy_step(
         )
         .await?;
     let result = async {
-        let root = d.driver.mount(&rw.mount_id, "").await?;
+        let mounted = d.layers.mount_rw(&scratch_id).await?;
         let copied = {
-            let root = root.clone();
+            let root = mounted.path().to_path_buf();
             let ctx = ctx.clone();
             let sources = sources.to_vec();
             let workdir = stage.str_field("WorkingDir");
@@ -578,10 +578,10 @@ async fn copy_step(
                     extract_archives: extract,
                 })
             })
-            .await?
+            .await
         };
-        d.driver.unmount(&rw.mount_id).await?;
-        copied?;
+        mounted.release().await?;
+        copied??;
         let shown = format!("#(nop) {} {}", ins.keyword, words.join(" "));
         let opts = image::CommitOptions {
             container_config: Some(json!({ "Cmd": ["/bin/sh", "-c", shown] })),

@@ -18,13 +18,11 @@ pub(super) async fn resolve(d: &Daemon, image: Option<&Digest>, spec: &str) -> R
                 "--chown={spec}: names need an image with /etc/passwd"
             )));
         };
-        let top = d.images.get(img)?.top_layer();
-        let cache = top.and_then(|t| d.layers.get(&t)).map(|l| l.cache_id);
-        match cache {
-            Some(layer) => {
-                let root = d.driver.mount(&layer, "").await?;
+        match d.images.get(img)?.top_layer() {
+            Some(top) => {
+                let mounted = d.layers.mount_layer(&top).await?;
                 // Resolved inside the image: its /etc/passwd may be a symlink to anywhere.
-                let users = ScopedDir::open(&root).map(|image| {
+                let users = ScopedDir::open(mounted.path()).map(|image| {
                     (
                         id_lookup(&image, "/etc/passwd", user),
                         (!group.is_empty())
@@ -32,7 +30,7 @@ pub(super) async fn resolve(d: &Daemon, image: Option<&Digest>, spec: &str) -> R
                             .flatten(),
                     )
                 });
-                d.driver.unmount(&layer).await?;
+                mounted.release().await?;
                 users?
             }
             None => (None, None),

@@ -2,14 +2,18 @@
 //! **bytes allocated on disk** (st_blocks × 512), each inode counted once however many hard
 //! links it has, and every byte of the data root attributed to exactly one object:
 //!
-//! - a **layer** costs what its driver stores for it (`LayerDriver::usage`, measured once at
-//!   registration) plus its `layerdb` entry;
+//! - a **layer** costs what its driver stores for it (`LayerDriver::usage`) plus its `layerdb`
+//!   entry, both measured once at registration and kept by the layer store
+//!   (`LayerStore::on_disk`);
 //! - an **image** costs its layers plus its config (`imagedb`); `SharedSize` is the part in
 //!   layers that more than one image uses, and `LayersSize` counts every layer once plus every
 //!   config;
-//! - a **container** costs its read-write layer, its directory (config, logs, hosts files) and
-//!   its `layerdb/mounts` entry (measured at create and at each stop; see `sizes`);
-//! - a **volume** costs its directory and the engine's record of it.
+//! - a **container** costs its read-write layer and its `layerdb/mounts` entry (measured by
+//!   the layer store, `LayerStore::measure_rw`) and its directory (config, logs, hosts files),
+//!   measured at each stop and kept in its record (see `sizes`);
+//! - a **volume** costs what its driver stores for it (`VolumeDriver::usage`: the local
+//!   driver's whole directory, kept by the driver and measured again when its last user
+//!   unmounts it) and the engine's record of it.
 //!
 //! What is left (the data root's own directories, the driver's link directory, empty staging
 //! directories) is a few pages, so the totals match `du` of the data root within a few KiB.
@@ -27,16 +31,6 @@ pub fn allocated(path: &Path) -> u64 {
 /// `<data-root>/image/<driver>`.
 pub fn image_root(data_root: &Path, driver: &str) -> PathBuf {
     data_root.join("image").join(driver)
-}
-
-/// A layer's `layerdb` entry.
-pub fn layerdb_entry(image_root: &Path, chain: &Digest) -> PathBuf {
-    image_root.join("layerdb/sha256").join(chain.hex())
-}
-
-/// A container's `layerdb/mounts` entry.
-pub fn mounts_entry(image_root: &Path, container: &str) -> PathBuf {
-    image_root.join("layerdb/mounts").join(container)
 }
 
 /// Allocated bytes of an image's own config files (not its layers).

@@ -86,7 +86,18 @@ impl Daemon {
         let images = ImageStore::open(&image_dir, layers.clone()).await?;
         let containers =
             Containers::open(data_root.join("containers"), layers.clone(), images.clone()).await?;
-        // Layers that only an interrupted load or a removed container held go now.
+        // Read-write layers whose container record was never written (a crash during create)
+        // or whose build step never finished, then the layers that only they, an interrupted
+        // load or a removed container held.
+        let unowned = layers
+            .remove_unowned_rw(|id| containers.owns_layer_of(id))
+            .await?;
+        if !unowned.is_empty() {
+            tracing::info!(
+                "removed {} read-write layer(s) no container owns",
+                unowned.len()
+            );
+        }
         let swept = layers.release_unreferenced().await?;
         if !swept.is_empty() {
             tracing::info!(
@@ -131,6 +142,11 @@ impl Daemon {
             .filter(|c| c.is_running())
             .map(|c| self.stop_for_shutdown(c));
         futures::future::join_all(stops).await;
+        // Unmounts handed to the runtime by dropped mount guards finish before the driver's
+        // cleanup, which would otherwise race them.
+        if !self.layers.settle_unmounts(SHUTDOWN_CLEANUP_LIMIT).await {
+            tracing::warn!("some layer unmounts did not finish in time; the driver cleans up");
+        }
         match tokio::time::timeout(SHUTDOWN_CLEANUP_LIMIT, self.driver.cleanup()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("storage driver cleanup failed: {e}"),

@@ -1,16 +1,18 @@
-//! Container sizes for `ps -s`, inspect and `system df`. Image layers are sized once, when
-//! registered (the layer store keeps it). A container's read-write layer is measured each time
-//! the container stops and the figures are kept in its record (a stopped container cannot
-//! change, so they stay exact across restarts of the daemon); one never started is measured
-//! on first use and cached. A running container is measured on demand and cached for
-//! [`RUNNING_TTL`] (the documented staleness).
+//! Container sizes for `ps -s`, inspect and `system df`. Image layers are sized by the layer
+//! store once, when registered. A container is measured (its read-write layer by the layer
+//! store, its own directory here) each time it stops and after a copy into it while stopped,
+//! and the figures are kept in its record (a stopped container does not change otherwise, so
+//! they stay exact across restarts of the daemon); one never started is measured on first
+//! use and cached. A running container is measured on demand and cached for [`RUNNING_TTL`]
+//! (the documented staleness).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use strata_core::store::LayerStore;
-use strata_core::{LayerDriver, LayerId, Result};
+use strata_core::Result;
 
 pub const RUNNING_TTL: Duration = Duration::from_secs(5);
 
@@ -18,8 +20,9 @@ pub const RUNNING_TTL: Duration = Duration::from_secs(5);
 pub struct ContainerSize {
     /// Docker's SizeRw: bytes of file content changed in the container's layer.
     pub size_rw: u64,
-    /// What the layer really occupies on this driver (allocated bytes; a vfs layer is a full
-    /// copy, an overlay2 layer only its changes).
+    /// What the container really occupies on this driver (allocated bytes of its layer, its
+    /// layerdb entry and its directory; a vfs layer is a full copy, an overlay2 layer only
+    /// its changes).
     pub on_disk: u64,
 }
 
@@ -41,8 +44,7 @@ impl SizeCache {
         running: bool,
         recorded: Option<ContainerSize>,
         layers: &LayerStore,
-        driver: &dyn LayerDriver,
-        extra: Vec<std::path::PathBuf>,
+        own_dir: PathBuf,
     ) -> Result<ContainerSize> {
         if let (false, Some(size)) = (running, recorded) {
             return Ok(size);
@@ -54,7 +56,7 @@ impl SizeCache {
                 }
             }
         }
-        let size = measure(container, layers, driver, extra).await?;
+        let size = measure(container, layers, own_dir).await?;
         if let Ok(mut e) = self.entries.lock() {
             e.insert(container.to_string(), (Instant::now(), size));
         }
@@ -62,30 +64,20 @@ impl SizeCache {
     }
 }
 
-/// Measures a container now: its read-write layer, plus (for `on_disk`) its own files in
-/// `extra` (its directory and layerdb entry; see `accounting`).
+/// Measures a container now: its read-write layer (the layer store's figures) plus, for
+/// `on_disk`, its own directory (config, logs, hosts files; see `accounting`).
 pub async fn measure(
     container: &str,
     layers: &LayerStore,
-    driver: &dyn LayerDriver,
-    extra: Vec<std::path::PathBuf>,
+    own_dir: PathBuf,
 ) -> Result<ContainerSize> {
-    let Some(rw) = layers.get_rw(container) else {
+    if layers.get_rw(container).is_none() {
         return Ok(ContainerSize::default());
-    };
-    let parent: Option<LayerId> = rw
-        .parent
-        .as_ref()
-        .and_then(|p| layers.get(p))
-        .map(|l| l.cache_id);
-    let size_rw = driver.diff_size(&rw.mount_id, parent.as_ref()).await?;
-    let layer = driver.usage(&rw.mount_id).await?.bytes;
-    let files: u64 = tokio::task::spawn_blocking(move || {
-        extra.iter().map(|p| super::accounting::allocated(p)).sum()
-    })
-    .await?;
+    }
+    let rw = layers.measure_rw(container).await?;
+    let files = tokio::task::spawn_blocking(move || super::accounting::allocated(&own_dir)).await?;
     Ok(ContainerSize {
-        size_rw,
-        on_disk: layer + files,
+        size_rw: rw.size_rw,
+        on_disk: rw.on_disk + files,
     })
 }

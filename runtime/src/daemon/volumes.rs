@@ -37,6 +37,9 @@ pub struct VolumeService {
     plugins: PluginDirs,
     meta_dir: PathBuf,
     users: Mutex<BTreeMap<VolumeName, BTreeSet<String>>>,
+    /// Records read or written so far, with their allocated bytes (for `system df`): the
+    /// records change only through this service, so requests need not read them again.
+    metas: Mutex<BTreeMap<VolumeName, (VolumeMeta, u64)>>,
     /// Held across create and remove of one volume name (its driver volume and its record).
     docs: DocLocks<VolumeName>,
 }
@@ -54,6 +57,7 @@ impl VolumeService {
             plugins,
             meta_dir,
             users: Mutex::new(BTreeMap::new()),
+            metas: Mutex::new(BTreeMap::new()),
             docs: DocLocks::new(),
         })
     }
@@ -101,8 +105,37 @@ impl VolumeService {
     }
 
     fn read_meta(&self, name: &VolumeName) -> Option<VolumeMeta> {
-        let bytes = std::fs::read(self.meta_path(name)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        self.read_meta_sized(name).map(|(m, _)| m)
+    }
+
+    /// The record and its allocated bytes; read from disk once, then kept.
+    fn read_meta_sized(&self, name: &VolumeName) -> Option<(VolumeMeta, u64)> {
+        if let Some(found) = self.metas.lock().ok()?.get(name) {
+            return Some(found.clone());
+        }
+        let path = self.meta_path(name);
+        let bytes = std::fs::read(&path).ok()?;
+        let meta: VolumeMeta = serde_json::from_slice(&bytes).ok()?;
+        let allocated = super::accounting::allocated(&path);
+        let found = (meta, allocated);
+        if let Ok(mut m) = self.metas.lock() {
+            m.insert(name.clone(), found.clone());
+        }
+        Some(found)
+    }
+
+    fn forget_meta(&self, name: &VolumeName) {
+        if let Ok(mut m) = self.metas.lock() {
+            m.remove(name);
+        }
+    }
+
+    /// What a volume costs on disk: what its driver stores (the driver keeps that figure; see
+    /// `VolumeDriver::usage`) plus the engine's record of it. `None` when the driver cannot
+    /// tell.
+    pub async fn on_disk(&self, name: &VolumeName) -> Option<u64> {
+        let record = self.read_meta_sized(name).map_or(0, |(_, b)| b);
+        self.usage(name).await.ok().map(|u| u.bytes + record)
     }
 
     /// The driver that holds `name`: the recorded one, else the first driver that knows it.
@@ -161,6 +194,7 @@ impl VolumeService {
         let bytes = serde_json::to_vec(&meta).map_err(|e| Error::Other(e.to_string()))?;
         driver.create(&name, opts).await?;
         let path = self.meta_path(&name);
+        self.forget_meta(&name);
         let written = tokio::task::spawn_blocking(move || atomic_write(&path, &bytes)).await?;
         if let Err(e) = written {
             // Unrecorded, the volume would come back after a restart without its labels.
@@ -257,6 +291,7 @@ impl VolumeService {
             )));
         }
         self.driver(&driver_name).await?.remove(name).await?;
+        self.forget_meta(name);
         let meta = self.meta_path(name);
         let dir = self.meta_dir.clone();
         tokio::task::spawn_blocking(move || {

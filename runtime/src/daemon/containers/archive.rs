@@ -275,7 +275,7 @@ pub async fn write_path(
     let root = MountedRoot::mount(d, c).await?;
     let user = rec.config.user.clone();
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
+    let written = tokio::task::spawn_blocking(move || {
         let owner = if copy_uid_gid && !user.is_empty() {
             let u = crate::container::user::resolve(root.scoped(), &user)?;
             Some((u.uid, u.gid))
@@ -291,7 +291,14 @@ pub async fn write_path(
         result
     })
     .await
-    .map_err(|e| Error::Other(format!("copy into the container: {e}")))?
+    .map_err(|e| Error::Other(format!("copy into the container: {e}")))?;
+    // The layer changed: a stopped container's kept sizes are measured again (a running
+    // one's are measured on demand anyway).
+    d.sizes.invalidate(&rec.id);
+    if !c.is_running() {
+        super::record_sizes(d.containers.root.clone(), d.layers.clone(), c).await;
+    }
+    written
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use strata_api_types::HostConfig;
+use strata_core::store::MountGuard;
 use strata_core::{CallerId, Error, Result, VolumeName};
 
 use super::mounts::MountRequest;
@@ -90,29 +91,14 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
     if rec.state.status == Status::Running {
         return Ok(false);
     }
-    let layer = strata_core::LayerId::new(rec.rw_layer.clone())?;
-    let rootfs = d.driver.mount(&layer, "").await?;
+    let rootfs = d.layers.mount_rw(&rec.id).await?;
     let caller = CallerId::new(rec.id.clone())?;
     let mut mounted_volumes = Vec::new();
-    let prepared = prepare_mounts(d, c, &rootfs, &caller, &mut mounted_volumes).await;
-    let (specs, points) = match prepared {
+    let prepared = prepare_run(d, c, &rootfs, &caller, &mut mounted_volumes).await;
+    let (spec, points, log) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            release(d, &layer, &caller, &mounted_volumes).await;
-            return Err(e);
-        }
-    };
-    let spec = match build_spec(d, c, rootfs, specs) {
-        Ok(s) => s,
-        Err(e) => {
-            release(d, &layer, &caller, &mounted_volumes).await;
-            return Err(e);
-        }
-    };
-    let log = match log_options(&rec.host_config) {
-        Ok(l) => l,
-        Err(e) => {
-            release(d, &layer, &caller, &mounted_volumes).await;
+            release(d, rootfs, &caller, &mounted_volumes).await;
             return Err(e);
         }
     };
@@ -122,37 +108,20 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
             *c.stdin.lock().unwrap_or_else(|p| p.into_inner()) = stdin;
             let running = Arc::new(running);
             *c.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.clone());
-            {
-                let mut r = c.record();
-                r.mounts = points;
-                r.sizes = None;
-                r.state.status = Status::Running;
-                r.state.pid = running.pid();
-                r.state.process = ProcessIdentity::of(running.pid());
-                r.state.exit_code = 0;
-                r.state.oom_killed = false;
-                r.state.error.clear();
-                r.state.started_at = Some(
-                    running
-                        .started_at()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-                );
-                r.state.finished_at = Some(ZERO_TIME.into());
-                r.save(&d.containers.root)?;
-            }
+            record_start(d, c, &running, points);
             c.starts.send_modify(|n| *n += 1);
             tokio::spawn(monitor(
                 d.clone(),
                 c.clone(),
                 running,
-                layer,
+                rootfs,
                 caller,
                 mounted_volumes,
             ));
             Ok(true)
         }
         Err(e) => {
-            release(d, &layer, &caller, &mounted_volumes).await;
+            release(d, rootfs, &caller, &mounted_volumes).await;
             let (code, message) = match &e {
                 StartError::Exec { exit_code, message } => (*exit_code, message.clone()),
                 StartError::Setup(err) => (128, err.to_string()),
@@ -179,6 +148,49 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
     }
 }
 
+/// Volumes and mounts, the runtime spec and the log options of a run.
+async fn prepare_run(
+    d: &Daemon,
+    c: &Container,
+    rootfs: &MountGuard,
+    caller: &CallerId,
+    mounted_volumes: &mut Vec<VolumeName>,
+) -> Result<(ContainerSpec, Vec<MountPoint>, container::logs::LogOptions)> {
+    let (specs, points) = prepare_mounts(d, c, rootfs.path(), caller, mounted_volumes).await?;
+    let spec = build_spec(d, c, rootfs.path().to_path_buf(), specs)?;
+    let log = log_options(&c.record().host_config)?;
+    Ok((spec, points, log))
+}
+
+/// Records a run that began. The process runs whatever happens here, so a record that cannot
+/// be saved is logged (the exit saves it again) rather than failing the start, which would
+/// leave a running process with no monitor.
+fn record_start(
+    d: &Daemon,
+    c: &Container,
+    running: &container::RunningContainer,
+    points: Vec<MountPoint>,
+) {
+    let mut r = c.record();
+    r.mounts = points;
+    r.sizes = None;
+    r.state.status = Status::Running;
+    r.state.pid = running.pid();
+    r.state.process = ProcessIdentity::of(running.pid());
+    r.state.exit_code = 0;
+    r.state.oom_killed = false;
+    r.state.error.clear();
+    r.state.started_at = Some(
+        running
+            .started_at()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    );
+    r.state.finished_at = Some(ZERO_TIME.into());
+    if let Err(e) = r.save(&d.containers.root) {
+        tracing::error!(container = %r.id, "cannot record the start: {e}");
+    }
+}
+
 /// `HostConfig.LogConfig`'s rotation (`--log-opt max-size/max-file`), or our default.
 fn log_options(host_config: &HostConfig) -> Result<container::logs::LogOptions> {
     container::logs::LogOptions::from_config(&host_config.log_config)
@@ -189,13 +201,13 @@ async fn monitor(
     d: Arc<Daemon>,
     c: Arc<Container>,
     running: Arc<container::RunningContainer>,
-    layer: strata_core::LayerId,
+    rootfs: MountGuard,
     caller: CallerId,
     volumes: Vec<VolumeName>,
 ) {
     let status = running.wait().await;
     *c.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    release(&d, &layer, &caller, &volumes).await;
+    release(&d, rootfs, &caller, &volumes).await;
     let auto_remove = {
         let mut r = c.record();
         r.state.status = Status::Exited;
@@ -228,7 +240,7 @@ async fn monitor(
     });
     d.sizes.invalidate(&c.record().id);
     if !auto_remove {
-        super::record_sizes(d.containers.root.clone(), d.layers.clone(), c.clone()).await;
+        super::record_sizes(d.containers.root.clone(), d.layers.clone(), &c).await;
     }
     if auto_remove {
         let id = c.record().id.clone();
@@ -238,20 +250,14 @@ async fn monitor(
     }
 }
 
-async fn release(
-    d: &Daemon,
-    layer: &strata_core::LayerId,
-    caller: &CallerId,
-    volumes: &[VolumeName],
-) {
+/// Unmounts what a run mounted: its volumes, then its root (the guard logs a failure).
+async fn release(d: &Daemon, rootfs: MountGuard, caller: &CallerId, volumes: &[VolumeName]) {
     for v in volumes {
         if let Err(e) = d.volumes.unmount(v, caller).await {
             tracing::warn!(volume = %v, "unmount failed: {e}");
         }
     }
-    if let Err(e) = d.driver.unmount(layer).await {
-        tracing::warn!(layer = %layer, "unmount failed: {e}");
-    }
+    let _ = rootfs.release().await;
 }
 
 /// Creates and mounts volumes, checks bind sources, and gives the runtime's mount list and

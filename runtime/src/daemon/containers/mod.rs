@@ -97,7 +97,7 @@ impl Container {
 
 /// Measures a stopped container's layer and keeps the figures in its record (see
 /// `daemon::sizes`). A container that started meanwhile is left alone.
-pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) {
+pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: &Container) {
     // Measuring may hold the layer (btrfs mounts it to walk it): under the container's op
     // lock, so a `docker rm` right after the exit waits for it instead of finding the layer
     // busy; when an operation already runs (that rm, a restart), measuring is skipped.
@@ -105,9 +105,8 @@ pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) 
         return;
     };
     let id = c.record().id.clone();
-    let driver = layers.driver().clone();
-    let extra = own_files(&root, driver.name(), &id);
-    match super::sizes::measure(&id, &layers, driver.as_ref(), extra).await {
+    let own_dir = ContainerRecord::dir(&root, &id);
+    match super::sizes::measure(&id, &layers, own_dir).await {
         Ok(size) => {
             let mut r = c.record();
             if r.state.status != Status::Running {
@@ -124,14 +123,10 @@ pub async fn record_sizes(root: PathBuf, layers: LayerStore, c: Arc<Container>) 
     }
 }
 
-/// A container's own files besides its layer: its directory and its layerdb entry.
-pub fn own_files(containers_root: &std::path::Path, driver: &str, id: &str) -> Vec<PathBuf> {
-    let data_root = containers_root.parent().unwrap_or(containers_root);
-    let image_root = super::accounting::image_root(data_root, driver);
-    vec![
-        ContainerRecord::dir(containers_root, id),
-        super::accounting::mounts_entry(&image_root, id),
-    ]
+/// A container's own directory (config, logs, hosts files), which its size counts besides its
+/// read-write layer.
+pub fn own_dir(containers_root: &std::path::Path, id: &str) -> PathBuf {
+    ContainerRecord::dir(containers_root, id)
 }
 
 /// All containers of the daemon.
@@ -221,6 +216,12 @@ impl Containers {
             table: Mutex::new(table),
             pending_names: Mutex::new(Default::default()),
         })
+    }
+
+    /// Whether a read-write layer made for `id` has an owner: a loaded container, or one
+    /// kept in quarantine for the operator (its layer is kept with it).
+    pub fn owns_layer_of(&self, id: &str) -> bool {
+        self.table().contains_key(id) || self.root.join(".quarantine").join(id).exists()
     }
 
     fn table(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Container>>> {

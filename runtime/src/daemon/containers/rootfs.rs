@@ -1,49 +1,44 @@
 //! A container's root filesystem held mounted for a file operation (cp, export), whether the
-//! container runs or not: the driver's mount is reference counted, so a running container's
-//! mount is shared and a stopped one's is made for us and released when we are done.
+//! container runs or not: the layer store's mount is reference counted, so a running
+//! container's mount is shared and a stopped one's is made for us and released when we are
+//! done.
 //!
 //! What is seen is the layer's merged tree only: volumes, bind mounts and tmpfs mounts live in
 //! the container's own mount namespace and are not part of it (see docs/api-coverage.md).
 
 use std::io::{self, Write};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_core::{LayerDriver, LayerId, Result};
+use strata_core::store::MountGuard;
+use strata_core::Result;
 use tokio::sync::mpsc;
 
 use super::Container;
 use crate::container::scoped_path::ScopedRoot;
 use crate::daemon::Daemon;
 
-/// One reference on the mount of a container's read-write layer; released on drop.
+/// A mount of a container's read-write layer with its root open for scoped lookups; the
+/// mount is the layer store's guard, released on drop.
 pub struct MountedRoot {
-    driver: Arc<dyn LayerDriver>,
-    layer: LayerId,
     /// The root's open fd; closed before the unmount (an open fd keeps the mount busy).
     scoped: Option<ScopedRoot>,
-    handle: tokio::runtime::Handle,
-    /// Set once released explicitly; Drop then has nothing to do.
-    released: bool,
+    mount: Option<MountGuard>,
 }
 
 impl MountedRoot {
     pub async fn mount(d: &Daemon, c: &Container) -> Result<MountedRoot> {
-        let layer = LayerId::new(c.record().rw_layer.clone())?;
-        let path = d.driver.mount(&layer, "").await?;
-        let scoped = match ScopedRoot::open(&path) {
+        let id = c.record().id.clone();
+        let mount = d.layers.mount_rw(&id).await?;
+        let scoped = match ScopedRoot::open(mount.path()) {
             Ok(s) => s,
             Err(e) => {
-                let _ = d.driver.unmount(&layer).await;
+                let _ = mount.release().await;
                 return Err(e);
             }
         };
         Ok(MountedRoot {
-            driver: d.driver.clone(),
-            layer,
             scoped: Some(scoped),
-            handle: tokio::runtime::Handle::current(),
-            released: false,
+            mount: Some(mount),
         })
     }
 
@@ -53,41 +48,31 @@ impl MountedRoot {
             .as_ref()
             .expect("the root is open until released")
     }
-}
 
-impl MountedRoot {
     /// Releases the mount and waits for it, so a `docker rm` right after the copy finds the
     /// layer free.
     pub async fn release(mut self) {
-        self.released = true;
         self.scoped = None;
-        if let Err(e) = self.driver.unmount(&self.layer).await {
-            tracing::warn!(layer = %self.layer, "unmount after a file operation: {e}");
+        if let Some(m) = self.mount.take() {
+            // The guard logs a failed unmount.
+            let _ = m.release().await;
         }
     }
 
     /// [`Self::release`] from a blocking thread (never from async code).
-    pub fn release_blocking(self) {
-        let handle = self.handle.clone();
-        handle.block_on(self.release());
+    pub fn release_blocking(mut self) {
+        self.scoped = None;
+        if let Some(m) = self.mount.take() {
+            let _ = m.release_blocking();
+        }
     }
 }
 
 impl Drop for MountedRoot {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
+        // The fd first: the guard's unmount (in the background) needs the mount unused.
         self.scoped = None;
-        let driver = self.driver.clone();
-        let layer = self.layer.clone();
-        // Drop may run on a blocking thread (a finished stream) or in async code: hand the
-        // unmount to the runtime either way.
-        self.handle.spawn(async move {
-            if let Err(e) = driver.unmount(&layer).await {
-                tracing::warn!(layer = %layer, "unmount after a file operation: {e}");
-            }
-        });
+        self.mount = None;
     }
 }
 

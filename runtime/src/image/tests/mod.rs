@@ -143,19 +143,18 @@ impl Harness {
     /// Reads a file from an image's full tree (None if absent).
     async fn read_in_image(&self, id: &Digest, path: &str) -> Option<Vec<u8>> {
         let top = self.images.get(id).unwrap().top_layer().unwrap();
-        let cache = self.layers().get(&top).unwrap().cache_id;
-        let root = self.driver.mount(&cache, "").await.unwrap();
-        let data = std::fs::read(root.join(path.trim_start_matches('/'))).ok();
-        self.driver.unmount(&cache).await.unwrap();
+        let root = self.layers().mount_layer(&top).await.unwrap();
+        let data = std::fs::read(root.path().join(path.trim_start_matches('/'))).ok();
+        root.release().await.unwrap();
         data
     }
 
     async fn exists_in_image(&self, id: &Digest, path: &str) -> bool {
         let top = self.images.get(id).unwrap().top_layer().unwrap();
-        let cache = self.layers().get(&top).unwrap().cache_id;
-        let root = self.driver.mount(&cache, "").await.unwrap();
-        let exists = std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))).is_ok();
-        self.driver.unmount(&cache).await.unwrap();
+        let root = self.layers().mount_layer(&top).await.unwrap();
+        let exists =
+            std::fs::symlink_metadata(root.path().join(path.trim_start_matches('/'))).is_ok();
+        root.release().await.unwrap();
         exists
     }
 }

@@ -209,10 +209,10 @@ async fn commit_turns_a_container_layer_into_an_image() {
             .create_rw(&container, Some(&top), &CreateOpts::read_write())
             .await
             .unwrap();
-        let tree = h.driver.mount(&rw.mount_id, "").await.unwrap();
-        std::fs::write(tree.join("committed.txt"), "from the container").unwrap();
-        std::fs::remove_file(tree.join("linuxrc")).unwrap();
-        h.driver.unmount(&rw.mount_id).await.unwrap();
+        let tree = h.layers().mount_rw(&container).await.unwrap();
+        std::fs::write(tree.path().join("committed.txt"), "from the container").unwrap();
+        std::fs::remove_file(tree.path().join("linuxrc")).unwrap();
+        tree.release().await.unwrap();
 
         let opts = crate::image::CommitOptions {
             reference: Some(Reference::parse("docker.io/library/c1img").unwrap()),
