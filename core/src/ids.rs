@@ -127,24 +127,18 @@ validated_name!(
 
 impl LayerId {
     /// A fresh random id of 64 hex digits, as the engine makes them.
-    pub fn random() -> Self {
+    pub fn random() -> crate::error::Result<Self> {
         let mut bytes = [0u8; 32];
-        fill_random(&mut bytes);
-        Self(hex::encode(bytes))
+        fill_random(&mut bytes)?;
+        Ok(Self(hex::encode(bytes)))
     }
 }
 
-/// Fills `buf` from the kernel's random source.
-pub fn fill_random(buf: &mut [u8]) {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n > 0 {
-            filled += n as usize;
-        }
-    }
+/// Fills `buf` from the kernel's random source (the `getrandom` crate). A failing source is an
+/// error for the caller, never retried without end.
+pub fn fill_random(buf: &mut [u8]) -> crate::error::Result<()> {
+    getrandom::getrandom(buf)
+        .map_err(|e| crate::error::Error::Other(format!("the kernel's random source failed: {e}")))
 }
 
 #[cfg(test)]
@@ -167,8 +161,8 @@ mod tests {
 
     #[test]
     fn random_ids_are_valid_and_distinct() {
-        let a = LayerId::random();
-        let b = LayerId::random();
+        let a = LayerId::random().unwrap();
+        let b = LayerId::random().unwrap();
         assert_eq!(a.as_str().len(), 64);
         assert_ne!(a, b);
         assert!(LayerId::new(format!("{a}-init")).is_ok());

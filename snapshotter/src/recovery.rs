@@ -86,7 +86,7 @@ mod tests {
     async fn a_layer_created_before_its_record_is_removed_on_start() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("metadata.redb");
-        let orphan = LayerId::random();
+        let orphan = LayerId::random().unwrap();
         {
             // Prepare's first two steps: the layer is on `pending`, the driver made it, and
             // the process died before the record was written.

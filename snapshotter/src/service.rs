@@ -100,7 +100,7 @@ impl StrataSnapshotter {
 
     /// Creates a driver layer, on `pending` until a snapshot record owns it.
     async fn new_layer(&self, kind: Kind, parent: Option<&LayerId>) -> Result<LayerId> {
-        let layer = LayerId::random();
+        let layer = LayerId::random()?;
         let l = layer.clone();
         self.meta_handle().run(move |m| m.add_pending(&l)).await?;
         let opts = match kind {

@@ -108,7 +108,7 @@ async fn serve_in_process(
 /// Whether a fresh child's usage excludes its parent's 1 MiB: the one capability the suite
 /// reads that the Snapshots API cannot tell.
 async fn probe(driver: &SnapshotsDriver) -> Result<Capabilities> {
-    let (parent, child) = (LayerId::random(), LayerId::random());
+    let (parent, child) = (LayerId::random()?, LayerId::random()?);
     driver
         .create(&parent, None, &CreateOpts::read_write())
         .await?;

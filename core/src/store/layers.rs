@@ -314,7 +314,7 @@ impl LayerStore {
         let removing = sha.join(format!(
             "{}-{}-removing",
             chain.hex(),
-            &LayerId::random().as_str()[..12]
+            &LayerId::random()?.as_str()[..12]
         ));
         std::fs::rename(&dir, &removing).ctx("rename", &dir)?;
         fsync_dir(&sha)?;

@@ -80,7 +80,7 @@ impl LayerStore {
         let dir = self.inner.root.join("mounts").join(container);
         let removing = self.inner.root.join("mounts").join(format!(
             "{container}-{}-removing",
-            &LayerId::random().as_str()[..12]
+            &LayerId::random()?.as_str()[..12]
         ));
         let (d, r) = (dir.clone(), removing.clone());
         tokio::task::spawn_blocking(move || {

@@ -27,7 +27,7 @@ pub(super) struct Staged {
 
 impl Staged {
     pub(super) async fn new(store: LayerStore, parent: Option<Digest>) -> Result<Self> {
-        let cache_id = LayerId::random();
+        let cache_id = LayerId::random()?;
         let dir = store.tmp_dir().join(cache_id.as_str());
         let staged = Self {
             store,

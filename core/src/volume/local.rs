@@ -365,7 +365,7 @@ fn create_on_disk(root: &Path, name: &str, dir: &Path, record: &VolumeRecord) ->
             dir.display()
         )));
     }
-    let staging = root.join(format!("{STAGING_PREFIX}{name}-{}", random_suffix()));
+    let staging = root.join(format!("{STAGING_PREFIX}{name}-{}", random_suffix()?));
     let built = (|| {
         make_dir(&staging, 0o701)?;
         make_dir(&staging.join(DATA_DIR), 0o755)?;
@@ -387,7 +387,7 @@ fn remove_on_disk(root: &Path, name: &str, dir: &Path) -> Result<()> {
     unmount_all_below(dir)?;
     let doomed = root.join(format!(
         "{STAGING_PREFIX}{name}-removing-{}",
-        random_suffix()
+        random_suffix()?
     ));
     std::fs::rename(dir, &doomed).ctx("rename", dir)?;
     fsutil::fsync_dir(root)?;
@@ -422,10 +422,10 @@ fn make_dir(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx("chmod", path)
 }
 
-fn random_suffix() -> String {
+fn random_suffix() -> Result<String> {
     let mut b = [0u8; 6];
-    crate::ids::fill_random(&mut b);
-    hex::encode(b)
+    crate::ids::fill_random(&mut b)?;
+    Ok(hex::encode(b))
 }
 
 /// Reads every volume back; removes staging leftovers; drops stale mounts.

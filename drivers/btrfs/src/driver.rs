@@ -151,7 +151,7 @@ impl Btrfs {
     /// First half of `create` for a writable layer: the new subvolume under `staging/`, with
     /// its quota limit, invisible as a layer until [`Btrfs::commit_staged`].
     pub(crate) fn stage(&self, parent: Option<&LayerId>, size: Option<u64>) -> Result<Staged> {
-        let path = self.layout.new_staging_path();
+        let path = self.layout.new_staging_path()?;
         match parent {
             Some(p) => subvol::create_snapshot(&self.parent_path(p)?, &path, false)?,
             None => subvol::create_subvolume(&path)?,
@@ -271,7 +271,7 @@ impl Btrfs {
             removing.done();
             return Ok((None, info.id));
         }
-        let trash = self.layout.new_trash_path();
+        let trash = self.layout.new_trash_path()?;
         std::fs::rename(&path, &trash).ctx("rename to trash", &path)?;
         removing.done();
         fsync_dir(&self.layout.subvolumes())?;

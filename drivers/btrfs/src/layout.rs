@@ -51,20 +51,20 @@ impl Layout {
     }
 
     /// A fresh name in `staging/`.
-    pub fn new_staging_path(&self) -> PathBuf {
-        self.staging().join(random_name())
+    pub fn new_staging_path(&self) -> strata_core::Result<PathBuf> {
+        Ok(self.staging().join(random_name()?))
     }
 
     /// A fresh name in `trash/`.
-    pub fn new_trash_path(&self) -> PathBuf {
-        self.trash().join(random_name())
+    pub fn new_trash_path(&self) -> strata_core::Result<PathBuf> {
+        Ok(self.trash().join(random_name()?))
     }
 }
 
 /// 32 hex digits: never a clash in practice, and a valid file name whatever the layer id's
 /// length (ids may be 255 bytes, so `<id>.staging` could be too long).
-fn random_name() -> String {
+fn random_name() -> strata_core::Result<String> {
     let mut bytes = [0u8; 16];
-    strata_core::ids::fill_random(&mut bytes);
-    hex::encode(bytes)
+    strata_core::ids::fill_random(&mut bytes)?;
+    Ok(hex::encode(bytes))
 }

@@ -138,7 +138,7 @@ impl Overlay2 {
             self.check_depth(id, lower.len(), read_only)?;
         }
         let meta = LayerMeta {
-            link: self.unused_short_id(),
+            link: self.unused_short_id()?,
             lower,
             read_only,
         };
@@ -238,11 +238,11 @@ impl Overlay2 {
         fsutil::sync::fsync_all(&refs)
     }
 
-    fn unused_short_id(&self) -> String {
+    fn unused_short_id(&self) -> Result<String> {
         loop {
-            let short = layout::new_short_id();
+            let short = layout::new_short_id()?;
             if std::fs::symlink_metadata(self.layout.link_path(&short)).is_err() {
-                return short;
+                return Ok(short);
             }
         }
     }

@@ -177,14 +177,14 @@ pub fn is_short_id(s: &str) -> bool {
 
 /// A fresh 26-character `[A-Z0-9]` short id, as Docker's `overlayutils.GenerateID`
 /// (base32 of random bytes).
-pub fn new_short_id() -> String {
+pub fn new_short_id() -> strata_core::Result<String> {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bytes = [0u8; SHORT_ID_LEN];
-    strata_core::ids::fill_random(&mut bytes);
-    bytes
+    strata_core::ids::fill_random(&mut bytes)?;
+    Ok(bytes
         .iter()
         .map(|b| ALPHABET[(b & 31) as usize] as char)
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -193,9 +193,9 @@ mod tests {
 
     #[test]
     fn short_ids_look_like_dockers() {
-        let a = new_short_id();
+        let a = new_short_id().unwrap();
         assert!(is_short_id(&a), "{a}");
-        assert_ne!(a, new_short_id());
+        assert_ne!(a, new_short_id().unwrap());
         assert!(!is_short_id("abc"));
     }
 
@@ -203,10 +203,10 @@ mod tests {
     fn meta_round_trips() {
         let t = tempfile::tempdir().unwrap();
         let meta = LayerMeta {
-            link: new_short_id(),
+            link: new_short_id().unwrap(),
             lower: vec![
-                format!("l/{}", new_short_id()),
-                format!("l/{}", new_short_id()),
+                format!("l/{}", new_short_id().unwrap()),
+                format!("l/{}", new_short_id().unwrap()),
             ],
             read_only: true,
         };
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn malformed_lower_is_refused() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("link"), new_short_id()).unwrap();
+        std::fs::write(t.path().join("link"), new_short_id().unwrap()).unwrap();
         std::fs::write(t.path().join("lower"), "l/../../etc").unwrap();
         assert!(LayerMeta::read(t.path()).is_err());
         // Torn writes: an empty lower, an empty or partial link.
@@ -231,7 +231,7 @@ mod tests {
         assert!(LayerMeta::read(t.path()).is_ok());
         std::fs::write(t.path().join("link"), "").unwrap();
         assert!(LayerMeta::read(t.path()).is_err());
-        std::fs::write(t.path().join("link"), &new_short_id()[..10]).unwrap();
+        std::fs::write(t.path().join("link"), &new_short_id().unwrap()[..10]).unwrap();
         assert!(LayerMeta::read(t.path()).is_err());
     }
 }

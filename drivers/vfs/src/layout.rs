@@ -46,12 +46,13 @@ impl Layout {
     }
 
     /// A unique name in staging for a layer on its way out.
-    pub fn removal_dir(&self, id: &LayerId) -> PathBuf {
+    pub fn removal_dir(&self, id: &LayerId) -> Result<PathBuf> {
         let mut suffix = [0u8; 8];
-        strata_core::ids::fill_random(&mut suffix);
+        strata_core::ids::fill_random(&mut suffix)?;
         let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        self.staging_root()
-            .join(format!("{}-removing-{suffix}", id.as_str()))
+        Ok(self
+            .staging_root()
+            .join(format!("{}-removing-{suffix}", id.as_str())))
     }
 
     /// Creates the directories, deletes staging leftovers of a crash and returns every layer

@@ -148,7 +148,7 @@ fn build_layer(layout: &Layout, id: &LayerId, parent: Option<&LayerId>) -> Resul
 
 fn delete_layer(layout: &Layout, id: &LayerId) -> Result<()> {
     let dir = layout.layer_dir(id);
-    let doomed = layout.removal_dir(id);
+    let doomed = layout.removal_dir(id)?;
     // After this rename the layer is gone, whatever happens to the deletion below.
     std::fs::rename(&dir, &doomed).ctx("rename", &dir)?;
     fsutil::fsync_dir(&layout.dirs_root())?;

@@ -541,7 +541,7 @@ async fn copy_step(
         Some((_, v)) => Some(owner::resolve(d, stage.image.as_ref(), v).await?),
         None => None,
     };
-    let scratch_id = LayerId::random().to_string();
+    let scratch_id = LayerId::random()?.to_string();
     let parent_chain = match &stage.image {
         Some(id) => d.images.get(id)?.top_layer(),
         None => None,

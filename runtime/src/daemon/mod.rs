@@ -190,21 +190,21 @@ fn engine_id(data_root: &std::path::Path) -> strata_core::Result<String> {
             return Ok(id);
         }
     }
-    let id = uuid_like();
+    let id = uuid_like()?;
     atomic_write(&path, id.as_bytes())?;
     Ok(id)
 }
 
-fn uuid_like() -> String {
+fn uuid_like() -> Result<String, strata_core::Error> {
     let mut b = [0u8; 16];
-    strata_core::ids::fill_random(&mut b);
+    strata_core::ids::fill_random(&mut b)?;
     let h = hex::encode(b);
-    format!(
+    Ok(format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
         &h[8..12],
         &h[12..16],
         &h[16..20],
         &h[20..32]
-    )
+    ))
 }

@@ -172,7 +172,7 @@ impl VolumeService {
         let anonymous = name.is_none();
         let name = match name {
             Some(n) => n,
-            None => VolumeName::new(strata_core::LayerId::random().to_string())?,
+            None => VolumeName::new(strata_core::LayerId::random()?.to_string())?,
         };
         let driver_name = driver.filter(|d| !d.is_empty()).unwrap_or("local");
         let doc = self.docs.lock(&name).await;

@@ -81,7 +81,7 @@ impl Layout {
             chain.extend(self.lowers(p)?);
         }
         let mut nonce = [0u8; 8];
-        strata_core::ids::fill_random(&mut nonce);
+        strata_core::ids::fill_random(&mut nonce)?;
         let staging = self.root.join(format!(
             "{STAGING_PREFIX}{id}-{:016x}",
             u64::from_ne_bytes(nonce)
@@ -112,7 +112,7 @@ impl Layout {
     pub fn remove(&self, id: &LayerId) -> Result<()> {
         let dir = self.dir(id);
         let mut nonce = [0u8; 8];
-        strata_core::ids::fill_random(&mut nonce);
+        strata_core::ids::fill_random(&mut nonce)?;
         let doomed = self.root.join(format!(
             "{REMOVING_PREFIX}{id}-{:016x}",
             u64::from_ne_bytes(nonce)

@@ -126,7 +126,7 @@ impl Execs {
         if options.cmd.first().is_none_or(|c| c.is_empty()) {
             return Err(Error::invalid("No exec command specified"));
         }
-        let id = strata_core::LayerId::random().to_string();
+        let id = strata_core::LayerId::random()?.to_string();
         let instance = Arc::new(ExecInstance {
             id: id.clone(),
             container_id,

@@ -285,12 +285,12 @@ impl Containers {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    let base = record::random_name();
+                    let base = record::random_name()?;
                     let name = if attempt <= 10 {
                         base
                     } else {
                         let mut b = [0u8; 2];
-                        strata_core::ids::fill_random(&mut b);
+                        strata_core::ids::fill_random(&mut b)?;
                         format!("{base}{}", u16::from_le_bytes(b) % 10_000)
                     };
                     if owner(&name).is_none() && !pending.contains(&name) {
@@ -340,7 +340,7 @@ impl Containers {
             .transpose()?;
         let reservation = self.reserve_name(wanted)?;
         let name = reservation.name.clone();
-        let id = LayerId::random().to_string();
+        let id = LayerId::random()?.to_string();
         let top = image.top_layer();
         let opts = strata_core::CreateOpts::read_write();
         let rw = self.layers.create_rw(&id, top.as_ref(), &opts).await?;

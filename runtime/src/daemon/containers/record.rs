@@ -173,7 +173,7 @@ pub fn validate_name(name: &str) -> Result<String> {
 }
 
 /// A Docker-style random name (`adjective_name`), for containers created without `--name`.
-pub fn random_name() -> String {
+pub fn random_name() -> Result<String> {
     const LEFT: &[&str] = &[
         "agile", "bold", "brave", "calm", "clever", "eager", "fervent", "gentle", "happy", "jolly",
         "keen", "lucid", "merry", "nifty", "quirky", "serene", "sharp", "stoic", "sweet", "witty",
@@ -184,12 +184,12 @@ pub fn random_name() -> String {
         "yalow", "zuse", "hamilton",
     ];
     let mut b = [0u8; 2];
-    strata_core::ids::fill_random(&mut b);
-    format!(
+    strata_core::ids::fill_random(&mut b)?;
+    Ok(format!(
         "{}_{}",
         LEFT[b[0] as usize % LEFT.len()],
         RIGHT[b[1] as usize % RIGHT.len()]
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -285,6 +285,6 @@ mod tests {
         assert!(validate_name("../x").is_err());
         assert!(validate_name("a").is_err());
         assert!(validate_name("a/b").is_err());
-        assert!(validate_name(&random_name()).is_ok());
+        assert!(validate_name(&random_name().unwrap()).is_ok());
     }
 }
