@@ -4,65 +4,78 @@ use strata_core::store::Digest;
 use strata_core::{Error, Result};
 
 use super::scope::ScopedDir;
+use crate::container::user;
 use crate::daemon::Daemon;
 
 /// `--chown=user:group` with names looked up in the image's /etc/passwd and /etc/group.
 pub(super) async fn resolve(d: &Daemon, image: Option<&Digest>, spec: &str) -> Result<(u32, u32)> {
     let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
-    let numeric = |s: &str| s.parse::<u32>().ok();
-    let needs_lookup = numeric(user).is_none() || (!group.is_empty() && numeric(group).is_none());
-    let (passwd, groupf) = if needs_lookup {
-        // Names come from the image being built: read them through a mount of its top layer.
-        let Some(img) = image else {
-            return Err(Error::invalid(format!(
-                "--chown={spec}: names need an image with /etc/passwd"
-            )));
-        };
-        match d.images.get(img)?.top_layer() {
-            Some(top) => {
-                let mounted = d.layers.mount_layer(&top).await?;
-                // Resolved inside the image: its /etc/passwd may be a symlink to anywhere.
-                let users = ScopedDir::open(mounted.path()).map(|image| {
-                    (
-                        id_lookup(&image, "/etc/passwd", user),
-                        (!group.is_empty())
-                            .then(|| id_lookup(&image, "/etc/group", group))
-                            .flatten(),
-                    )
-                });
-                mounted.release().await?;
-                users?
-            }
-            None => (None, None),
-        }
-    } else {
-        (None, None)
+    let numeric = |s: &str| s.parse::<u32>().is_ok();
+    let needs_lookup = !numeric(user) || (!group.is_empty() && !numeric(group));
+    if !needs_lookup {
+        return chown_ids(spec, "", "");
+    }
+    // Names come from the image being built: read them through a mount of its top layer.
+    let Some(img) = image else {
+        return Err(Error::invalid(format!(
+            "--chown={spec}: names need an image with /etc/passwd"
+        )));
     };
-    let uid = numeric(user)
-        .or(passwd.map(|p| p.0))
+    let Some(top) = d.images.get(img)?.top_layer() else {
+        return chown_ids(spec, "", "");
+    };
+    let mounted = d.layers.mount_layer(&top).await?;
+    // Resolved inside the image: its /etc/passwd may be a symlink to anywhere.
+    let files = ScopedDir::open(mounted.path()).map(|image| {
+        let text = |file: &str| {
+            image
+                .read_regular(file, 16 << 20)
+                .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+                .unwrap_or_default()
+        };
+        (text("/etc/passwd"), text("/etc/group"))
+    });
+    mounted.release().await?;
+    let (passwd, groups) = files?;
+    chown_ids(spec, &passwd, &groups)
+}
+
+/// The ids of `user[:group]` (names or numbers) given the image's passwd and group texts. As
+/// Docker: without a group, the gid is the uid's number.
+fn chown_ids(spec: &str, passwd: &str, groups: &str) -> Result<(u32, u32)> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    let uid = user
+        .parse()
+        .ok()
+        .or_else(|| user::uid_by_name(passwd, user))
         .ok_or_else(|| Error::invalid(format!("--chown={spec}: unknown user {user}")))?;
     let gid = if group.is_empty() {
-        passwd.map(|p| p.1).unwrap_or(uid)
+        uid
     } else {
-        numeric(group)
-            .or(groupf.map(|g| g.0))
+        group
+            .parse()
+            .ok()
+            .or_else(|| user::gid_by_name(groups, group))
             .ok_or_else(|| Error::invalid(format!("--chown={spec}: unknown group {group}")))?
     };
     Ok((uid, gid))
 }
 
-/// Fields 3 and 4 of the line for `name` in an /etc/passwd-style file of the image (a regular
-/// file inside it; anything else counts as no such name).
-fn id_lookup(image: &ScopedDir, file: &str, name: &str) -> Option<(u32, u32)> {
-    let raw = image.read_regular(file, 16 << 20).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name)).then(|| {
-            (
-                f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
-                f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0),
-            )
-        })
-    })
+#[cfg(test)]
+mod tests {
+    use super::chown_ids;
+
+    /// Guards Docker's rule for a user without a group (the gid is the uid's number; the
+    /// builder used the user's passwd gid) and the one passwd parser (`#` lines skipped).
+    #[test]
+    fn ids_follow_dockers_chown_rules() {
+        let passwd = "# comment\nroot:x:0:0::/root:/bin/sh\napp:x:1000:50::/home/app:/bin/sh\n";
+        let groups = "staff:x:50:\nwheel:x:10:app\n";
+        assert_eq!(chown_ids("app", passwd, groups).unwrap(), (1000, 1000));
+        assert_eq!(chown_ids("app:wheel", passwd, groups).unwrap(), (1000, 10));
+        assert_eq!(chown_ids("7:8", "", "").unwrap(), (7, 8));
+        assert_eq!(chown_ids("7", "", "").unwrap(), (7, 7));
+        assert!(chown_ids("nobody", passwd, groups).is_err());
+        assert!(chown_ids("app:nogroup", passwd, groups).is_err());
+    }
 }

@@ -149,6 +149,23 @@ fn describe(kind: std::fs::FileType) -> &'static str {
     }
 }
 
+/// The uid of user `name` in the text of an /etc/passwd (the builder's `--chown` uses the same
+/// parser as `--user`).
+pub(crate) fn uid_by_name(passwd: &str, name: &str) -> Option<u32> {
+    parse_passwd(passwd)
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| e.uid)
+}
+
+/// The gid of group `name` in the text of an /etc/group.
+pub(crate) fn gid_by_name(group: &str, name: &str) -> Option<u32> {
+    parse_group(group)
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| e.gid)
+}
+
 fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
