@@ -35,9 +35,7 @@ pub fn unsupported_field(config: &Config, host: Option<&HostConfig>) -> Option<&
 }
 
 fn host_fields(h: &HostConfig) -> impl Iterator<Item = (&'static str, bool)> {
-    let restart = &h.restart_policy.name;
     [
-        ("RestartPolicy", !matches!(restart.as_str(), "" | "no")),
         ("PortBindings", map_nonempty(&h.port_bindings)),
         ("PublishAllPorts", h.publish_all_ports),
         (

@@ -567,3 +567,105 @@ fn events_report_what_happened_and_stream_new_ones() {
     let _ = follower.wait();
     assert_eq!(got.as_deref(), Ok("evlive"));
 }
+
+/// `--restart`: always restarts with a growing delay until `docker stop`; on-failure:N stops
+/// after N; unless-stopped (not stopped by hand) comes back when the daemon starts again, a
+/// container stopped by hand does not; bad policies are refused. On a89d5c7 every policy but
+/// "no" was refused as unimplemented.
+#[test]
+fn restart_policies_restart_as_dockers() {
+    let mut d = Stratad::start(Some("vfs"));
+    d.load_busybox();
+    let restarts = |d: &Stratad, name: &str| -> u32 {
+        d.ok(&["inspect", "-f", "{{.RestartCount}}", name])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ra",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    wait_for(|| restarts(&d, "ra") >= 3);
+    d.ok(&["stop", "ra"]);
+    let after_stop = restarts(&d, "ra");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        restarts(&d, "ra"),
+        after_stop,
+        "a stopped container was restarted"
+    );
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Running}}", "ra"]).trim(),
+        "false"
+    );
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rf",
+        "--restart",
+        "on-failure:2",
+        "bb",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    wait_for(|| {
+        restarts(&d, "rf") == 2
+            && d.ok(&["inspect", "-f", "{{.State.Status}}", "rf"]).trim() == "exited"
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        restarts(&d, "rf"),
+        2,
+        "on-failure:2 restarted more than twice"
+    );
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ru",
+        "--restart",
+        "unless-stopped",
+        "bb",
+        "sleep",
+        "300",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rs",
+        "--restart",
+        "always",
+        "bb",
+        "sleep",
+        "300",
+    ]);
+    d.ok(&["stop", "-t", "0", "rs"]);
+    d.stop();
+    d.spawn();
+    wait_for(|| d.ok(&["inspect", "-f", "{{.State.Running}}", "ru"]).trim() == "true");
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Running}}", "rs"]).trim(),
+        "false",
+        "a container stopped by hand came back with the daemon"
+    );
+
+    let err = d.fails(&["create", "--restart", "sometimes", "bb", "true"]);
+    assert!(err.contains("invalid restart policy"), "{err}");
+    let err = d.fails(&["create", "--rm", "--restart", "always", "bb", "true"]);
+    assert!(err.to_lowercase().contains("restart"), "{err}");
+    d.ok(&["rm", "-f", "ra", "rf", "ru", "rs"]);
+}

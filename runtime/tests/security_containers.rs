@@ -332,10 +332,6 @@ fn unimplemented_fields_are_a_400_naming_them() {
     unknown["HostConfig"]["NotADockerField"] = serde_json::json!(42);
     prepare(&unknown, None).expect("the CLI's defaults are accepted");
     for (field, value) in [
-        (
-            "RestartPolicy",
-            serde_json::json!({"Name": "always", "MaximumRetryCount": 0}),
-        ),
         ("Dns", serde_json::json!(["1.1.1.1"])),
         (
             "PortBindings",
@@ -487,7 +483,6 @@ fn docker_cli_flags_reach_the_container() {
     );
 
     for (flags, needle) in [
-        (&["--restart", "always"][..], "RestartPolicy"),
         (
             &["--cap-add", "NOPE"][..],
             "unknown capability: \"CAP_NOPE\"",

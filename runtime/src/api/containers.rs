@@ -635,10 +635,17 @@ fn inspect_state(d: &Daemon, rec: &ContainerRecord) -> ContainerState {
     let s = &rec.state;
     let paused = paused(d, rec);
     ContainerState {
-        status: if paused { "paused" } else { s.status.as_str() }.to_string(),
+        status: if paused {
+            "paused"
+        } else if rec.restarting {
+            "restarting"
+        } else {
+            s.status.as_str()
+        }
+        .to_string(),
         running: s.status == Status::Running,
         paused,
-        restarting: false,
+        restarting: rec.restarting,
         oom_killed: s.oom_killed,
         dead: s.status == Status::Dead,
         pid: s.pid.into(),

@@ -136,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
+    daemon.after_start();
 
     let served = serve::serve_all(daemon.clone(), addrs, tls_config, limits, stop_rx).await;
     daemon.shutdown().await;

@@ -42,6 +42,9 @@ pub struct Daemon {
     pub execs: containers::exec::Execs,
     /// What happened, for `docker events`.
     pub events: events::Events,
+    /// Set when shutdown begins: its stops are not the user's (restart policies hold at the
+    /// next start) and schedule no restart.
+    pub shutting_down: std::sync::atomic::AtomicBool,
     /// Plugins found at start-up, for `info`.
     pub plugins: plugins::PluginInventory,
     /// Stable engine id shown by `info`.
@@ -124,9 +127,16 @@ impl Daemon {
             sizes: SizeCache::default(),
             execs: Default::default(),
             events: Default::default(),
+            shutting_down: Default::default(),
             plugins,
             id,
         }))
+    }
+
+    /// Runs what the daemon owes at start once it is up: containers whose restart policy
+    /// says so start again.
+    pub fn after_start(self: &Arc<Self>) {
+        containers::restart::at_daemon_start(self);
     }
 
     /// Stops everything the daemon started and unmounts what it mounted, in bounded time
@@ -135,6 +145,8 @@ impl Daemon {
     /// an operation that is stuck) is killed directly. We do not live-restore, so nothing is
     /// left running.
     pub async fn shutdown(self: &Arc<Self>) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let stops = self
             .containers
             .all()

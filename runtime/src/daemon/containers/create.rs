@@ -140,6 +140,7 @@ fn check_request(req: &ContainerCreateRequest) -> Result<()> {
     if let Some(host) = &req.host_config {
         security(host)?;
         check_log_config(&host.log_config)?;
+        super::restart::validate(&host.restart_policy, host.auto_remove)?;
         match host.network_mode.as_str() {
             "" | "none" | "host" | "default" => {}
             other => {
@@ -354,10 +355,6 @@ mod tests {
             (
                 "Healthcheck",
                 json!({"Healthcheck": {"Test": ["CMD", "true"]}}),
-            ),
-            (
-                "RestartPolicy",
-                json!({"HostConfig": {"RestartPolicy": {"Name": "always"}}}),
             ),
             (
                 "PortBindings",

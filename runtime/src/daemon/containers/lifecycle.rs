@@ -180,6 +180,8 @@ fn record_start(
     r.state.exit_code = 0;
     r.state.oom_killed = false;
     r.state.error.clear();
+    r.manually_stopped = false;
+    r.restarting = false;
     r.state.started_at = Some(
         running
             .started_at()
@@ -241,6 +243,7 @@ async fn monitor(
     d.sizes.invalidate(&c.record().id);
     if !auto_remove {
         super::record_sizes(d.containers.root.clone(), d.layers.clone(), &c).await;
+        restart_by_policy(&d, &c, status.code, running.started_at());
     }
     if auto_remove {
         let id = c.record().id.clone();
@@ -248,6 +251,32 @@ async fn monitor(
             tracing::warn!(container = %id, "auto-remove failed: {e}");
         }
     }
+}
+
+/// Schedules the restart the container's policy asks for after this exit, if any.
+fn restart_by_policy(
+    d: &Arc<Daemon>,
+    c: &Arc<Container>,
+    code: i32,
+    started_at: chrono::DateTime<chrono::Utc>,
+) {
+    if d.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let delay = {
+        let mut r = c.record();
+        let policy = r.host_config.restart_policy.clone();
+        if !super::restart::wants_restart(&policy, code, r.manually_stopped, r.restart_count) {
+            return;
+        }
+        let ran = (chrono::Utc::now() - started_at)
+            .to_std()
+            .unwrap_or_default();
+        r.restart_delay_ms = super::restart::next_delay_ms(r.restart_delay_ms, ran);
+        r.restarting = true;
+        r.restart_delay_ms
+    };
+    super::restart::schedule(d.clone(), c.clone(), delay);
 }
 
 /// Unmounts what a run mounted: its volumes, then its root (the guard logs a failure).
@@ -536,6 +565,8 @@ pub async fn stop(
 ) -> Result<bool> {
     let c = d.containers.get(key)?;
     let _op = c.op_lock.lock().await;
+    // Also when it is not running: a restart waiting for its delay is called off.
+    mark_stopped_by_hand(d, &c);
     let Some(running) = c.running() else {
         return Ok(false);
     };
@@ -564,12 +595,23 @@ pub async fn kill(d: &Arc<Daemon>, key: &str, signal: Option<&str>) -> Result<()
         )));
     };
     super::pause::thaw_for_signal(&c).await;
+    mark_stopped_by_hand(d, &c);
     running.kill(sig)?;
     if sig == Signal::SIGKILL {
         drop(running);
         wait_until_stopped(&c).await;
     }
     Ok(())
+}
+
+/// `docker stop`/`kill`: no restart policy starts the container again until it is started.
+fn mark_stopped_by_hand(d: &Daemon, c: &Container) {
+    if d.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let mut r = c.record();
+    r.manually_stopped = true;
+    r.restarting = false;
 }
 
 pub async fn restart(d: &Arc<Daemon>, key: &str, grace: Option<i64>) -> Result<()> {

@@ -15,6 +15,7 @@ pub mod pause;
 pub mod process_identity;
 pub mod record;
 mod rename;
+pub mod restart;
 pub mod rootfs;
 pub mod stats;
 mod tar_tree;
@@ -360,6 +361,9 @@ impl Containers {
             state: record::State::default(),
             restart_count: 0,
             auto_remove: prepared.auto_remove,
+            manually_stopped: false,
+            restarting: false,
+            restart_delay_ms: 0,
             sizes: None,
         };
         if let Err(e) = record.save(&self.root) {

@@ -93,6 +93,15 @@ pub struct ContainerRecord {
     pub state: State,
     pub restart_count: u32,
     pub auto_remove: bool,
+    /// Stopped by `docker stop` or `kill`: no restart policy starts it again.
+    #[serde(default)]
+    pub manually_stopped: bool,
+    /// Waiting for a restart by policy (inspect's `Restarting`).
+    #[serde(default)]
+    pub restarting: bool,
+    /// The last delay before a restart by policy, in ms (0: none yet).
+    #[serde(default)]
+    pub restart_delay_ms: u64,
     /// Sizes of the read-write layer measured when the container last stopped (or was
     /// created): a stopped container cannot change, so `system df` reads these.
     #[serde(default)]
