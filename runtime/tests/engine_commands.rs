@@ -669,3 +669,55 @@ fn restart_policies_restart_as_dockers() {
     assert!(err.to_lowercase().contains("restart"), "{err}");
     d.ok(&["rm", "-f", "ra", "rf", "ru", "rs"]);
 }
+
+/// `docker update` on a running container: the new memory and pids limits reach its cgroup
+/// and inspect, the restart policy is kept; an unsupported field is named. On a89d5c7 the
+/// endpoint answered 501.
+#[test]
+fn update_changes_limits_of_a_running_container() {
+    let d = Stratad::start(Some("vfs"));
+    d.load_busybox();
+    d.ok(&[
+        "run", "-d", "--name", "up", "-m", "64m", "bb", "sleep", "300",
+    ]);
+    d.ok(&[
+        "update",
+        "--memory",
+        "96m",
+        "--memory-swap",
+        "128m",
+        "--pids-limit",
+        "50",
+        "--restart",
+        "on-failure:3",
+        "up",
+    ]);
+    let seen = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}",
+        "up",
+    ]);
+    assert_eq!(seen.trim(), "100663296 50 on-failure");
+    // What the container's cgroup says (v1 controllers, or the v2 directory).
+    let id = d.ok(&["inspect", "-f", "{{.Id}}", "up"]).trim().to_string();
+    let read = |candidates: &[String]| -> String {
+        candidates
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_else(|| panic!("none of {candidates:?} exists"))
+    };
+    let memory = read(&[
+        format!("/sys/fs/cgroup/memory/strata/{id}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/strata/{id}/memory.max"),
+    ]);
+    assert_eq!(memory.trim(), "100663296");
+    let pids = read(&[
+        format!("/sys/fs/cgroup/pids/strata/{id}/pids.max"),
+        format!("/sys/fs/cgroup/strata/{id}/pids.max"),
+    ]);
+    assert_eq!(pids.trim(), "50");
+    let err = d.fails(&["update", "--cpuset-cpus", "0", "up"]);
+    assert!(err.contains("CpusetCpus"), "{err}");
+    d.ok(&["rm", "-f", "up"]);
+}

@@ -35,3 +35,19 @@ pub async fn rename(
     super::events::container(&d, "rename", name, &[("oldName", old.as_str())]);
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /containers/{id}/update` (`docker update`).
+pub async fn update(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<
+        axum::Json<crate::daemon::containers::update::UpdateRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> ApiResult<axum::Json<crate::daemon::containers::update::UpdateResponse>> {
+    let axum::Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
+    let answer = crate::daemon::containers::update::update(&d.containers, &id, &req).await?;
+    super::events::container(&d, "update", &id, &[]);
+    Ok(axum::Json(answer))
+}

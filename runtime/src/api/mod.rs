@@ -70,6 +70,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/containers/{id}/pause", post(control::pause))
         .route("/containers/{id}/unpause", post(control::unpause))
         .route("/containers/{id}/rename", post(control::rename))
+        .route("/containers/{id}/update", post(control::update))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))

@@ -182,6 +182,14 @@ impl Cgroup {
         }
     }
 
+    /// New limits for a running container (`docker update`).
+    pub fn update(&self, r: &Resources) -> Result<()> {
+        r.validate()?;
+        memory::apply(self.version, &self.dirs["memory"], &r.memory)?;
+        cpu::apply(self.version, &self.dirs["cpu"], &r.cpu)?;
+        pids::apply(&self.dirs["pids"], r.pids_limit)
+    }
+
     fn apply(&self, r: &Resources) -> Result<()> {
         if let Some(dir) = self.dirs.get("devices") {
             devices::apply_v1(dir, &devices::default_rules())?;

@@ -534,7 +534,7 @@ fn build_spec(
 
 /// `--memory`, `--memory-swap`, `--cpus` (or `--cpu-quota`/`--cpu-period`), `--cpu-shares`,
 /// `--pids-limit`; zero (or less) means no limit, as Docker.
-fn resources(hc: &HostConfig) -> Resources {
+pub(super) fn resources(hc: &HostConfig) -> Resources {
     let mut cpu = if hc.nano_cpus > 0 {
         CpuLimits::from_nano_cpus(hc.nano_cpus)
     } else {

@@ -20,6 +20,7 @@ pub mod rootfs;
 pub mod stats;
 mod tar_tree;
 pub mod top;
+pub mod update;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
