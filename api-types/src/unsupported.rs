@@ -17,14 +17,9 @@ fn map_nonempty<K, V>(v: &Option<BTreeMap<K, V>>) -> bool {
 
 /// The first field the request sets that Strata does not implement, by its API name.
 pub fn unsupported_field(config: &Config, host: Option<&HostConfig>) -> Option<&'static str> {
-    let health = config.healthcheck.as_ref().and_then(|h| h.test.as_deref());
     let in_config = [
         ("Domainname", !config.domainname.is_empty()),
         ("MacAddress", !config.mac_address.is_empty()),
-        (
-            "Healthcheck",
-            health.is_some_and(|t| !t.is_empty() && t != ["NONE"]),
-        ),
         ("NetworkDisabled", config.network_disabled),
     ];
     let first = in_config.into_iter().find(|(_, set)| *set);

@@ -721,3 +721,73 @@ fn update_changes_limits_of_a_running_container() {
     assert!(err.contains("CpusetCpus"), "{err}");
     d.ok(&["rm", "-f", "up"]);
 }
+
+/// Healthchecks: `--health-cmd` probes run inside the container; a passing one makes it
+/// healthy (inspect, `ps`, an event), a failing one unhealthy after `--health-retries`.
+/// On a89d5c7 a healthcheck was refused as unimplemented.
+#[test]
+fn healthchecks_probe_inside_the_container() {
+    let d = Stratad::start(Some("vfs"));
+    d.load_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hok",
+        "--health-cmd",
+        "test -e /tmp",
+        "--health-interval",
+        "300ms",
+        "bb",
+        "sleep",
+        "60",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hbad",
+        "--health-cmd",
+        "exit 1",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "bb",
+        "sleep",
+        "60",
+    ]);
+    let status = |name: &str| {
+        d.ok(&["inspect", "-f", "{{.State.Health.Status}}", name])
+            .trim()
+            .to_string()
+    };
+    wait_for(|| status("hok") == "healthy");
+    wait_for(|| status("hbad") == "unhealthy");
+    let streak = d.ok(&["inspect", "-f", "{{.State.Health.FailingStreak}}", "hbad"]);
+    assert!(streak.trim().parse::<u32>().unwrap() >= 2, "{streak}");
+    let ps = d.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(
+        ps.contains("(healthy)") && ps.contains("(unhealthy)"),
+        "{ps}"
+    );
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = d.ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "container=hok",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(events.contains("health_status: healthy"), "{events}");
+    d.ok(&["rm", "-f", "hok", "hbad"]);
+}

@@ -653,6 +653,7 @@ fn inspect_state(d: &Daemon, rec: &ContainerRecord) -> ContainerState {
         error: s.error.clone(),
         started_at: s.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
         finished_at: s.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+        health: s.health.clone(),
     }
 }
 

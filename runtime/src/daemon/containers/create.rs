@@ -224,6 +224,16 @@ pub fn prepare(req: &ContainerCreateRequest, img: &Config) -> Result<Prepared> {
     if config.stop_signal.is_empty() {
         config.stop_signal = img.stop_signal.clone();
     }
+    // The image's HEALTHCHECK, unless the request sets its own; `--health-*` flags given
+    // without a test keep the image's test (as Docker merges them).
+    config.healthcheck = match (config.healthcheck.take(), img.healthcheck.clone()) {
+        (None, image) => image,
+        (Some(mut own), Some(image)) if own.test.as_ref().is_none_or(|t| t.is_empty()) => {
+            own.test = image.test;
+            Some(own)
+        }
+        (own, _) => own,
+    };
     Ok(Prepared {
         path: path.clone(),
         args: args.to_vec(),
@@ -352,10 +362,6 @@ mod tests {
     fn unimplemented_fields_are_named() {
         let cases = [
             ("Domainname", json!({"Domainname": "example.com"})),
-            (
-                "Healthcheck",
-                json!({"Healthcheck": {"Test": ["CMD", "true"]}}),
-            ),
             (
                 "PortBindings",
                 json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),

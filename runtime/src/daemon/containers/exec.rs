@@ -139,6 +139,11 @@ impl Execs {
         Ok(id)
     }
 
+    /// Drops one instance (a healthcheck's probe, once read).
+    pub fn forget(&self, id: &str) {
+        self.table().remove(id);
+    }
+
     pub fn get(&self, id: &str) -> Result<Arc<ExecInstance>> {
         self.table()
             .get(id)

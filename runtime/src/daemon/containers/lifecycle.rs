@@ -110,6 +110,7 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
             *c.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.clone());
             record_start(d, c, &running, points);
             c.starts.send_modify(|n| *n += 1);
+            super::health::watch(d, c);
             tokio::spawn(monitor(
                 d.clone(),
                 c.clone(),

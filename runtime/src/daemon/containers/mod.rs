@@ -9,6 +9,7 @@ pub mod exec;
 pub mod export;
 mod extract;
 mod fsops;
+pub mod health;
 pub mod lifecycle;
 pub mod mounts;
 pub mod pause;

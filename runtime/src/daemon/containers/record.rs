@@ -51,6 +51,9 @@ pub struct State {
     /// Who `pid` was, so recovery never signals a process that merely has the same number.
     #[serde(default)]
     pub process: Option<super::process_identity::ProcessIdentity>,
+    /// The healthcheck's findings while the container runs with one.
+    #[serde(default)]
+    pub health: Option<strata_api_types::container::Health>,
 }
 
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -152,7 +155,15 @@ impl ContainerRecord {
         };
         match self.state.status {
             Status::Created => "Created".into(),
-            Status::Running => format!("Up {}", since(&self.state.started_at)),
+            Status::Running => {
+                let up = format!("Up {}", since(&self.state.started_at));
+                match &self.state.health {
+                    // As Docker: "Up 3 minutes (healthy)", "(health: starting)".
+                    Some(h) if h.status == "starting" => format!("{up} (health: starting)"),
+                    Some(h) => format!("{up} ({})", h.status),
+                    None => up,
+                }
+            }
             Status::Exited => format!(
                 "Exited ({}) {} ago",
                 self.state.exit_code,
