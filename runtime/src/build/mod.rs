@@ -8,6 +8,7 @@ mod context;
 mod copy;
 mod dirfd;
 mod dockerfile;
+mod healthcheck;
 mod owner;
 mod scope;
 pub(crate) mod words;
@@ -349,6 +350,9 @@ async fn step(
             let mut config = stage.config.clone();
             if let Some(t) = &text {
                 apply_changes_with_args(&mut config, std::slice::from_ref(t), &stage.args)?;
+            }
+            if ins.keyword == "HEALTHCHECK" {
+                config.insert("Healthcheck".into(), healthcheck::healthcheck(ins)?);
             }
             config_image(
                 d,
