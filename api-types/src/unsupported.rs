@@ -42,7 +42,6 @@ fn host_fields(h: &HostConfig) -> impl Iterator<Item = (&'static str, bool)> {
         ("Dns", some_nonempty(&h.dns)),
         ("DnsOptions", some_nonempty(&h.dns_options)),
         ("DnsSearch", some_nonempty(&h.dns_search)),
-        ("GroupAdd", some_nonempty(&h.group_add)),
         ("Annotations", map_nonempty(&h.annotations)),
         ("StorageOpt", map_nonempty(&h.storage_opt)),
         ("Sysctls", map_nonempty(&h.sysctls)),

@@ -57,7 +57,7 @@ pub(crate) fn launch(spec: &ContainerSpec, layout: &Layout) -> Result<Launched, 
     std::fs::create_dir_all(&spec.container_dir).ctx("create", &spec.container_dir)?;
     let etc = etc_files::write_all(spec)?;
     let root = ScopedRoot::open(&spec.rootfs)?;
-    let user = user::resolve(&root, &spec.user)?;
+    let user = user::resolve_with_groups(&root, &spec.user, &spec.group_add)?;
     let env = build_env(spec, &user);
     let cwd = if spec.cwd.is_empty() {
         "/"

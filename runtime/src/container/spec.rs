@@ -27,6 +27,8 @@ pub struct ContainerSpec {
     pub cwd: String,
     /// `uid[:gid]` or `name[:group]` from the image's /etc/passwd and /etc/group; empty is root.
     pub user: String,
+    /// `--group-add`: more supplementary groups, by name (the image's /etc/group) or number.
+    pub group_add: Vec<String>,
     pub hostname: String,
     /// Extra lines for /etc/hosts (`--add-host`), `ip\tname` each.
     pub extra_hosts: Vec<String>,
@@ -70,6 +72,7 @@ impl ContainerSpec {
             env: Vec::new(),
             cwd: String::new(),
             user: String::new(),
+            group_add: Vec::new(),
             extra_hosts: Vec::new(),
             tty: false,
             console_size: None,

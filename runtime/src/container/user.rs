@@ -32,9 +32,37 @@ struct GroupEntry {
 
 /// Resolves `user` (`""`, `uid`, `name`, `uid:gid`, `name:group`, ...) inside the rootfs.
 pub(crate) fn resolve(root: &ScopedRoot, user: &str) -> Result<ResolvedUser> {
+    resolve_with_groups(root, user, &[])
+}
+
+/// As [`resolve`], with `--group-add` groups (names from the image's /etc/group, or numbers)
+/// added to the supplementary groups.
+pub(crate) fn resolve_with_groups(
+    root: &ScopedRoot,
+    user: &str,
+    group_add: &[String],
+) -> Result<ResolvedUser> {
     let passwd = parse_passwd(&read_optional(root, "/etc/passwd")?);
     let groups = parse_group(&read_optional(root, "/etc/group")?);
-    resolve_in(&passwd, &groups, user)
+    let mut resolved = resolve_in(&passwd, &groups, user)?;
+    for g in group_add {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|e| &e.name == g)
+                .map(|e| e.gid)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?,
+        };
+        if !resolved.additional_gids.contains(&gid) {
+            resolved.additional_gids.push(gid);
+        }
+    }
+    Ok(resolved)
 }
 
 fn resolve_in(passwd: &[PasswdEntry], groups: &[GroupEntry], user: &str) -> Result<ResolvedUser> {

@@ -40,6 +40,8 @@ pub struct ExecSpec {
     pub cwd: String,
     /// `uid[:gid]` or `name[:group]`, looked up in the container's /etc/passwd and /etc/group.
     pub user: String,
+    /// The container's `--group-add` groups, which its exec processes get too.
+    pub group_add: Vec<String>,
     pub tty: bool,
     /// Keep stdin open for the caller (otherwise /dev/null).
     pub stdin: bool,
@@ -228,7 +230,7 @@ fn plan(
     fds: HelperFds,
 ) -> Result<ExecPlan> {
     let root = container_root(pid1, pidfd)?;
-    let user = user::resolve(&root, &spec.user)?;
+    let user = user::resolve_with_groups(&root, &spec.user, &spec.group_add)?;
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
@@ -471,6 +473,7 @@ mod tests {
             env: Vec::new(),
             cwd: String::new(),
             user: String::new(),
+            group_add: Vec::new(),
             tty: false,
             stdin: false,
             console_size: None,

@@ -301,6 +301,7 @@ fn exec_spec(c: &Container, o: &ExecOptions) -> Result<ExecSpec> {
         env: runtime_exec::exec_env(&container_env, &o.env, &hostname, o.tty),
         cwd: pick(&o.working_dir, rec.config.working_dir.clone()),
         user: pick(&o.user, rec.config.user.clone()),
+        group_add: rec.host_config.group_add.clone().unwrap_or_default(),
         tty: o.tty,
         stdin: o.attach_stdin,
         console_size: o.console_size,

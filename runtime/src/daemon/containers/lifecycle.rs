@@ -509,6 +509,7 @@ fn build_spec(
     spec.env = cfg.env.clone().unwrap_or_default();
     spec.cwd = cfg.working_dir.clone();
     spec.user = cfg.user.clone();
+    spec.group_add = hc.group_add.clone().unwrap_or_default();
     spec.tty = cfg.tty;
     spec.stdin = cfg.open_stdin;
     spec.read_only_rootfs = hc.readonly_rootfs;
