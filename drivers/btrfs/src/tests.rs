@@ -448,16 +448,17 @@ async fn quota_usage_is_stable_across_children() {
     write_file(&cdir.join("child-file"), 512 << 10).unwrap();
     d.unmount(&child).await.unwrap();
     let after = d.usage(&child).await.unwrap();
-    // The new file, and possibly the directory whose entries it changed: whether btrfs has
-    // stamped that directory with a newer transaction yet depends on commit timing.
-    assert!((1..=2).contains(&after.inodes), "{after:?}");
+    // The new file, and possibly the directory whose entries it changed and the parent's
+    // file whose atime the read above updated: whether btrfs has stamped those with a newer
+    // transaction yet depends on commit timing (seen 3 once in a full run).
+    assert!((1..=3).contains(&after.inodes), "{after:?}");
     // New inodes without data (no extent written) are seen at once too.
     std::fs::create_dir(cdir.join("empty-dir")).unwrap();
     std::fs::File::create(cdir.join("empty-dir/empty-file")).unwrap();
     let with_empty = d.usage(&child).await.unwrap();
-    // The same three, plus that directory when it is counted.
+    // Those, plus the two new inodes.
     assert!(
-        (3..=4).contains(&with_empty.inodes) && with_empty.inodes >= after.inodes + 2,
+        (3..=5).contains(&with_empty.inodes) && with_empty.inodes >= after.inodes + 2,
         "{after:?} -> {with_empty:?}"
     );
     assert!(
