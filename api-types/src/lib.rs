@@ -17,6 +17,7 @@
 
 pub mod container;
 pub mod create;
+pub mod humanize;
 pub mod image;
 pub mod mount;
 pub mod progress;

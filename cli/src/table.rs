@@ -87,7 +87,7 @@ pub fn ago(v: &Value) -> String {
     match t {
         Some(t) => format!(
             "{} ago",
-            strata_core::humanize::human_duration((chrono::Utc::now() - t).num_seconds())
+            strata_api_types::humanize::human_duration((chrono::Utc::now() - t).num_seconds())
         ),
         None => "N/A".into(),
     }

@@ -7,7 +7,6 @@ pub mod archive;
 pub mod driverkit;
 pub mod error;
 pub mod fsutil;
-pub mod humanize;
 pub mod ids;
 pub mod layer;
 pub mod naive;

@@ -146,7 +146,7 @@ impl ContainerRecord {
             t.as_deref()
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                 .map(|t| {
-                    strata_core::humanize::human_duration(
+                    strata_api_types::humanize::human_duration(
                         now.signed_duration_since(t.with_timezone(&chrono::Utc))
                             .num_seconds(),
                     )
