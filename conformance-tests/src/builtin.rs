@@ -26,10 +26,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_core::plugin::GraphFactory;
 use strata_core::registry::DriverConfig;
 use strata_core::volume::local::LocalVolumes;
 use strata_core::{StorageOpts, VolumeDriver};
+use strata_plugin::GraphFactory;
 use strata_plugin_examples::loopvol::LoopVolumes;
 
 use crate::env::{DriverFactory, LayerFactory, LoopFs, VolumeDriverFactory, VolumeFactory};

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use strata_core::plugin::{
+use strata_core::{Error, LayerDriver, Result, VolumeDriver};
+use strata_plugin::{
     serve, GraphDriverPlugin, GraphFactory, PluginAddr, PluginServer, Transport, VolumeDriverPlugin,
 };
-use strata_core::{Error, LayerDriver, Result, VolumeDriver};
 use tokio::task::JoinHandle;
 
 use crate::env::{DriverFactory, Environment, EnvironmentSpec, OpenVolumeDriver, VolumeFactory};

@@ -11,7 +11,6 @@ pub mod ids;
 pub mod layer;
 pub mod naive;
 pub mod options;
-pub mod plugin;
 pub mod registry;
 pub mod rfc3339;
 pub mod store;

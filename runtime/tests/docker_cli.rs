@@ -413,7 +413,7 @@ fn vfs_df_totals_match_du() {
 /// as a volume plugin) on sockets in `dir`, from a runtime of their own.
 fn serve_plugins(dir: &Path) -> tokio::runtime::Runtime {
     use std::sync::Arc;
-    use strata_core::plugin::{serve_at, GraphFactory, PluginServer};
+    use strata_plugin::{serve_at, GraphFactory, PluginServer};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

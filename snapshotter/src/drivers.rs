@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata_core::plugin::{GraphDriverPlugin, PluginAddr, Transport};
 use strata_core::registry::{DriverConfig, DriverRegistry};
 use strata_core::{LayerDriver, Result, StorageOpts};
+use strata_plugin::{GraphDriverPlugin, PluginAddr, Transport};
 
 /// The four built-in drivers, as stratad registers them.
 pub fn builtins() -> DriverRegistry {

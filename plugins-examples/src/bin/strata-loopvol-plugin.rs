@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use strata_core::plugin::{serve_at, PluginServer};
+use strata_plugin::{serve_at, PluginServer};
 use strata_plugin_examples::loopvol::LoopVolumes;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

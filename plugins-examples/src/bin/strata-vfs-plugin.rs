@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_core::plugin::{serve_at, GraphFactory, PluginServer};
 use strata_core::registry::DriverConfig;
 use strata_core::StorageOpts;
+use strata_plugin::{serve_at, GraphFactory, PluginServer};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {

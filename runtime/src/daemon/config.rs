@@ -75,8 +75,8 @@ pub struct DaemonConfig {
 pub const DEFAULT_SOCKET: &str = "unix:///run/strata.sock";
 
 impl DaemonConfig {
-    pub fn plugin_dirs(&self) -> strata_core::plugin::PluginDirs {
-        strata_core::plugin::PluginDirs {
+    pub fn plugin_dirs(&self) -> strata_plugin::PluginDirs {
+        strata_plugin::PluginDirs {
             sockets: vec![self.plugin_socket_dir.clone()],
             specs: self.plugin_spec_dir.clone(),
         }

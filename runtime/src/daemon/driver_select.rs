@@ -61,7 +61,7 @@ fn dir_has_entries(dir: &Path) -> bool {
 
 pub async fn select_driver(
     registry: &DriverRegistry,
-    plugins: &strata_core::plugin::PluginDirs,
+    plugins: &strata_plugin::PluginDirs,
     data_root: &Path,
     requested: Option<&str>,
     options: &StorageOpts,

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_core::plugin::wire::ActivateReply;
-use strata_core::plugin::{GraphDriverPlugin, PluginDirs, Timeouts, Transport, VolumeDriverPlugin};
 use strata_core::{Error, LayerDriver, Result, VolumeDriver};
+use strata_plugin::wire::ActivateReply;
+use strata_plugin::{GraphDriverPlugin, PluginDirs, Timeouts, Transport, VolumeDriverPlugin};
 
 /// Plugins seen at start-up, by what they implement.
 #[derive(Debug, Clone, Default)]
@@ -16,7 +16,7 @@ pub struct PluginInventory {
     pub volume: Vec<String>,
 }
 
-fn transport(found: &strata_core::plugin::FoundPlugin) -> Transport {
+fn transport(found: &strata_plugin::FoundPlugin) -> Transport {
     Transport::new(found.name.clone(), found.addr.clone())
 }
 

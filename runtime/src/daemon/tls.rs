@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use strata_core::plugin::tls::{read_certs, read_key};
+use strata_plugin::tls::{read_certs, read_key};
 
 use super::listen::TlsMode;
 

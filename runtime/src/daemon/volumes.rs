@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use strata_core::fsutil::doc_lock::DocLocks;
 use strata_core::fsutil::{atomic_write, fsync_dir};
-use strata_core::plugin::PluginDirs;
 use strata_core::{Error, IoContext, Result, VolumeDriver, VolumeName};
+use strata_plugin::PluginDirs;
 
 /// What the engine records per volume.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

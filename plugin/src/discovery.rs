@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::transport::PluginAddr;
-use crate::error::{Error, Result};
-use crate::ids::LayerId;
+use strata_core::error::{Error, Result};
+use strata_core::ids::LayerId;
 
 /// Where plugins are looked for.
 #[derive(Debug, Clone)]

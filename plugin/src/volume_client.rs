@@ -9,10 +9,10 @@ use super::errors;
 use super::graph_client::{activate, within_scope};
 use super::transport::Transport;
 use super::wire::{VolumeReply, VolumeRequest, WireVolume};
-use crate::error::{Error, Result};
-use crate::ids::{CallerId, VolumeName};
-use crate::layer::Usage;
-use crate::volume::{VolumeCapabilities, VolumeDriver, VolumeInfo, VolumeScope};
+use strata_core::error::{Error, Result};
+use strata_core::ids::{CallerId, VolumeName};
+use strata_core::layer::Usage;
+use strata_core::volume::{VolumeCapabilities, VolumeDriver, VolumeInfo, VolumeScope};
 
 pub struct VolumeDriverPlugin {
     transport: Transport,

@@ -9,7 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::error::{Error, Result};
+use strata_core::error::{Error, Result};
 
 /// A plugin spec's `TLSConfig`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]

@@ -114,7 +114,7 @@ pub struct WireCapabilities {
     )]
     pub reproduces_exact_diffs: bool,
     #[serde(rename = "Strata", default, skip_serializing_if = "Option::is_none")]
-    pub strata: Option<crate::layer::Capabilities>,
+    pub strata: Option<strata_core::layer::Capabilities>,
 }
 
 /// The reply of every GraphDriver endpoint but Diff (whose body is the tar itself).

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use super::errors;
 use super::transport::{PluginAddr, Transport};
 use super::wire::{ActivateReply, GraphReply, GraphRequest, InitRequest, WireChange};
-use crate::error::{Error, Result};
-use crate::ids::LayerId;
-use crate::layer::{
+use strata_core::error::{Error, Result};
+use strata_core::ids::LayerId;
+use strata_core::layer::{
     Capabilities, Change, ChangeKind, CreateOpts, LayerDriver, LayerKind, TarStream, Usage,
 };
 

@@ -2,7 +2,7 @@
 //! server prefixes the text with the error's kind so our client can give callers the same
 //! variant (NotFound, Busy, ...) a built-in driver would. Other plugins' texts stay `Other`.
 
-use crate::error::Error;
+use strata_core::error::Error;
 
 const KINDS: [&str; 5] = [
     "not found",

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::error::Error;
-use crate::ids::LayerId;
-use crate::layer::{CreateOpts, LayerDriver};
-use crate::store::testdriver::DirDriver;
-use crate::stream::{from_bytes, read_all};
+use strata_core::error::Error;
+use strata_core::ids::LayerId;
+use strata_core::layer::{CreateOpts, LayerDriver};
+use strata_core::store::testdriver::DirDriver;
+use strata_core::stream::{from_bytes, read_all};
 
 fn fast(t: Transport) -> Transport {
     Transport {
@@ -229,10 +229,10 @@ async fn a_path_outside_the_plugins_home_is_refused() {
     let v = VolumeDriverPlugin::connect(fast(Transport::new("v", PluginAddr::Unix(sock))), None)
         .await
         .unwrap();
-    let err = crate::volume::VolumeDriver::mount(
+    let err = strata_core::volume::VolumeDriver::mount(
         &v,
-        &crate::ids::VolumeName::new("vol").unwrap(),
-        &crate::ids::CallerId::new("c1").unwrap(),
+        &strata_core::ids::VolumeName::new("vol").unwrap(),
+        &strata_core::ids::CallerId::new("c1").unwrap(),
     )
     .await
     .unwrap_err();
@@ -314,7 +314,7 @@ async fn a_plugin_that_dies_mid_stream_fails_the_read() {
 async fn a_plugin_over_tcp_with_tls_per_its_json_spec() {
     use super::tls::{read_certs, read_key};
     let t = tempfile::tempdir().unwrap();
-    crate::testing::make_test_certs(t.path());
+    strata_core::testing::make_test_certs(t.path());
     // The plugin: TLS on loopback, demanding a client certificate signed by the CA.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();

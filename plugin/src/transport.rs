@@ -17,8 +17,8 @@ use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::errors;
 use super::wire::MEDIA_TYPE;
-use crate::error::{Error, Result};
-use crate::layer::TarStream;
+use strata_core::error::{Error, Result};
+use strata_core::layer::TarStream;
 
 /// Where a plugin listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

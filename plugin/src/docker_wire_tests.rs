@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::wire::{GraphReply, InitRequest, VolumeReply, VolumeRequest};
 use super::*;
-use crate::error::Error;
-use crate::layer::LayerDriver;
-use crate::store::testdriver::DirDriver;
+use strata_core::error::Error;
+use strata_core::layer::LayerDriver;
+use strata_core::store::testdriver::DirDriver;
 
 const LAYER: &str = "4f3c1b0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
 

@@ -23,11 +23,11 @@ use super::wire::{
     ActivateReply, GraphReply, GraphRequest, InitRequest, VolumeReply, VolumeRequest,
     WireCapabilities, WireChange, WireUsage, WireVolume, WireVolumeCapabilities, MEDIA_TYPE,
 };
-use crate::error::{Error, Result};
-use crate::ids::{CallerId, LayerId, VolumeName};
-use crate::layer::{CreateOpts, LayerDriver, LayerKind};
-use crate::options::StorageOpts;
-use crate::volume::{VolumeDriver, VolumeScope};
+use strata_core::error::{Error, Result};
+use strata_core::ids::{CallerId, LayerId, VolumeName};
+use strata_core::layer::{CreateOpts, LayerDriver, LayerKind};
+use strata_core::options::StorageOpts;
+use strata_core::volume::{VolumeDriver, VolumeScope};
 
 /// Builds the layer driver when the engine calls `GraphDriver.Init` with its home and options.
 pub type GraphFactory = Arc<
@@ -403,7 +403,7 @@ async fn volume(
     let r: VolumeRequest = body(req).await?;
     let name = || VolumeName::new(r.name.clone());
     let mut reply = VolumeReply::default();
-    let wire = |v: crate::volume::VolumeInfo| WireVolume {
+    let wire = |v: strata_core::volume::VolumeInfo| WireVolume {
         name: v.name.to_string(),
         mountpoint: v
             .mountpoint
