@@ -155,7 +155,8 @@ impl ImageStore {
         for img in images {
             if let Some(top) = img.top_layer() {
                 if let Err(e) = layers.acquire(&top) {
-                    warn!(image = %img.id, error = %e, "image skipped: its layers are missing");
+                    let why = format!("its layers are missing: {e}");
+                    super::quarantine::quarantine_image(&root, img.id.hex(), &why);
                     continue;
                 }
             }
@@ -573,15 +574,24 @@ fn load(root: &Path) -> Result<(Vec<ImageRecord>, BTreeMap<Reference, Digest>)> 
         let Ok(id) = Digest::parse(&name) else {
             continue; // a temporary file of an interrupted atomic write
         };
-        let raw = std::fs::read(&path).ctx("read", &path)?;
+        let raw = match std::fs::read(&path) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let why = format!("image config unreadable: {e}");
+                super::quarantine::quarantine_image(root, id.hex(), &why);
+                continue;
+            }
+        };
         if Digest::of_bytes(&raw) != id {
-            warn!(image = %id, "image config does not match its id; ignored");
+            let why = "image config does not match its id";
+            super::quarantine::quarantine_image(root, id.hex(), why);
             continue;
         }
         let config = match ImageConfig::parse(&raw) {
             Ok(c) => c,
             Err(e) => {
-                warn!(image = %id, error = %e, "unreadable image config; ignored");
+                let why = format!("image config does not parse: {e}");
+                super::quarantine::quarantine_image(root, id.hex(), &why);
                 continue;
             }
         };

@@ -13,6 +13,7 @@ mod layer_sync;
 mod layerdb_files;
 pub mod layers;
 pub mod mount_guard;
+mod quarantine;
 pub mod reference;
 mod rw_layers;
 mod staged;

@@ -556,3 +556,40 @@ async fn a_dropped_mount_guard_unmounts_and_is_waited_for() {
         "a removed layer mounts no more"
     );
 }
+
+/// Guards the issue-19 rule for images that cannot be loaded at start: moved aside with a log
+/// line, never deleted, and the store opens without them. A config that no longer hashes to
+/// its id (a damaged disk) was left in place and skipped, and the next start released its
+/// layers as unreferenced, losing what a user could still have recovered.
+#[tokio::test]
+async fn an_image_that_cannot_be_loaded_is_moved_aside() {
+    let mut env = Env::new();
+    let layers = env.open().await;
+    let base = register(&layers, None, layer_tar(&[("a", "1")]))
+        .await
+        .layer;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        base.diff_id
+    );
+    let images = ImageStore::open(&env.image_root, layers.clone())
+        .await
+        .unwrap();
+    let (id, _) = images.create(config.into_bytes()).await.unwrap();
+    layers.release(&base.chain_id).await.unwrap();
+    drop(images);
+    let stored = env.image_root.join("imagedb/content/sha256").join(id.hex());
+    std::fs::write(&stored, b"{ damaged").unwrap();
+
+    let layers = env.reopen().await;
+    let images = ImageStore::open(&env.image_root, layers).await.unwrap();
+    assert!(images.get(&id).is_err(), "a damaged image was served");
+    assert!(!stored.exists());
+    let aside = env.image_root.join("imagedb/quarantine").join(id.hex());
+    assert_eq!(std::fs::read(aside.join("config")).unwrap(), b"{ damaged");
+    let metadata = env
+        .image_root
+        .join("imagedb/metadata/sha256")
+        .join(id.hex());
+    assert!(!metadata.exists(), "the image's metadata was left in place");
+}
