@@ -108,8 +108,28 @@ async fn start_locked(d: &Arc<Daemon>, c: &Arc<Container>) -> Result<bool> {
             *c.stdin.lock().unwrap_or_else(|p| p.into_inner()) = stdin;
             let running = Arc::new(running);
             *c.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.clone());
-            record_start(d, c, &running, points);
+            let recorded = record_start(d, c, &running, points);
             c.starts.send_modify(|n| *n += 1);
+            if let Err(e) = recorded {
+                // A start its record cannot show is undone, so no container runs unrecorded:
+                // the process is killed, the monitor records the exit with this error, and
+                // no restart policy starts it again.
+                let _ = running.kill(Signal::SIGKILL);
+                {
+                    let mut r = c.record();
+                    r.state.error = format!("the start could not be recorded: {e}");
+                    r.manually_stopped = true;
+                }
+                tokio::spawn(monitor(
+                    d.clone(),
+                    c.clone(),
+                    running,
+                    rootfs,
+                    caller,
+                    mounted_volumes,
+                ));
+                return Err(e);
+            }
             super::health::watch(d, c);
             tokio::spawn(monitor(
                 d.clone(),
@@ -171,7 +191,7 @@ fn record_start(
     c: &Container,
     running: &container::RunningContainer,
     points: Vec<MountPoint>,
-) {
+) -> Result<()> {
     let mut r = c.record();
     r.mounts = points;
     r.sizes = None;
@@ -189,9 +209,9 @@ fn record_start(
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
     );
     r.state.finished_at = Some(ZERO_TIME.into());
-    if let Err(e) = r.save(&d.containers.root) {
+    r.save(&d.containers.root).inspect_err(|e| {
         tracing::error!(container = %r.id, "cannot record the start: {e}");
-    }
+    })
 }
 
 /// `HostConfig.LogConfig`'s rotation (`--log-opt max-size/max-file`), or our default.
