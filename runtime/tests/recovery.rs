@@ -123,3 +123,58 @@ fn a_record_that_cannot_be_loaded_is_quarantined() {
     assert_eq!(std::fs::read(&aside).unwrap(), b"{ not json");
     assert!(d.log().contains("container not loaded"), "{}", d.log());
 }
+
+/// Guards the all-or-nothing start: when the record of a started container cannot be
+/// written (here its file is made immutable, so the rename over it fails), the start fails,
+/// the process is gone and the container is not running. Before, the error was only logged
+/// and the container ran with a record that said it did not.
+#[test]
+fn a_start_whose_record_cannot_be_written_is_undone() {
+    let d = Stratad::start(Some("vfs"));
+    d.load_busybox();
+    let id = d
+        .ok(&["create", "--name", "unrecorded", "bb", "sleep", "300"])
+        .trim()
+        .to_string();
+    let record = record_path(&d, &id);
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&record)
+            .status()
+            .expect("chattr (e2fsprogs)")
+            .success();
+        assert!(ok, "chattr {flag} {}", record.display());
+    };
+    chattr("+i");
+    let out = d.docker(&["start", "unrecorded"]);
+    chattr("-i");
+    assert!(
+        !out.status.success(),
+        "the start succeeded without its record"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("config.v2.json") || err.contains("rename"),
+        "{err}"
+    );
+    let state = d.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}} {{.State.Pid}}",
+        "unrecorded",
+    ]);
+    assert_eq!(state.trim(), "false 0");
+    let leftover = Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&leftover.stdout).into_owned();
+    for pid in pids.split_whitespace() {
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        assert!(
+            !cg.contains(&id),
+            "the container's process {pid} still runs"
+        );
+    }
+}
