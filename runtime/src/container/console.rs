@@ -164,6 +164,22 @@ pub(crate) fn receive_master(socket: &OwnedFd) -> std::io::Result<Option<OwnedFd
     }
 }
 
+/// Sets a pty's window size (TIOCSWINSZ on its master), for `resize` of a container or an
+/// exec process.
+pub(crate) fn set_window_size(master: &impl AsRawFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

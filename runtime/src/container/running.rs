@@ -284,20 +284,8 @@ impl RunningContainer {
                 self.id
             )));
         };
-        let size = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(Error::io(
-                "resize tty",
-                format!("container {}", self.id),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        super::console::set_window_size(master, rows, cols)
+            .map_err(|e| Error::io("resize tty", format!("container {}", self.id), e))
     }
 }
 

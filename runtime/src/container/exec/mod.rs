@@ -93,20 +93,8 @@ impl ExecProcess {
         let Some(master) = &self.pty else {
             return Err(Error::invalid("the exec process has no tty to resize"));
         };
-        let size = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(Error::io(
-                "resize tty",
-                format!("exec process {}", self.pid),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        super::console::set_window_size(master, rows, cols)
+            .map_err(|e| Error::io("resize tty", format!("exec process {}", self.pid), e))
     }
 }
 
